@@ -1,0 +1,121 @@
+"""Engine adapters: run a plain :class:`~curation.stages.Stage` on Ray actor pools.
+
+Stages know nothing of Ray; this module does. A Ray actor holds one stage instance,
+calls ``setup()`` once when it starts (the model or kernel is loaded once per worker),
+and then processes the batches it is handed. Actors are sized from the stage's
+declared ``resources`` (``num_gpus`` only where the cluster has GPUs), and the pool
+keeps every actor busy with ``ray.util.ActorPool.map`` (ordered, so the result is the
+same as a local run).
+
+Ray starts in-process by default (``ray.init()`` with this machine's cores) and joins
+an existing cluster when given an address (``ray://`` or ``host:port``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import pyarrow as pa
+
+from curation.stages import Reject, Stage, StageOutput, concat_or_empty, iter_batches
+
+log = logging.getLogger(__name__)
+
+
+def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> None:
+    """Start (or join) Ray once per process; a no-op when already initialised."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    env_vars = {"GX_ANALYTICS_ENABLED": "false"}
+    kwargs: dict[str, Any] = {"include_dashboard": False, "ignore_reinit_error": True}
+    if address:
+        kwargs["address"] = address
+    else:
+        kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
+        # a local cluster's workers import stages from the driver's own import path
+        env_vars["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+    kwargs["runtime_env"] = {"env_vars": env_vars}
+    ray.init(**kwargs)
+    log.info("ray initialised: %s", ray.cluster_resources())
+
+
+def _cluster_has_gpus() -> bool:
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0)) > 0
+
+
+def actor_options(stage: Stage) -> dict[str, Any]:
+    """Ray actor options from the stage's declared resources.
+
+    GPUs are requested only where the cluster has them, so a stage that declares a GPU
+    still runs (on CPU actors) in CI and on laptops.
+    """
+    res = stage.resources
+    options: dict[str, Any] = {"num_cpus": res.cpus}
+    if res.gpus and _cluster_has_gpus():
+        options["num_gpus"] = res.gpus
+    return options
+
+
+def _stage_actor_class() -> Any:
+    import ray
+
+    @ray.remote
+    class StageActor:
+        """One stage instance per actor; ``setup()`` runs once, in the constructor."""
+
+        def __init__(self, stage: Stage):
+            self.stage = stage
+            self.stage.setup()
+
+        def process(self, batch: pa.Table) -> tuple[pa.Table, list[Reject]]:
+            out = self.stage.process(batch)
+            return out.table, out.rejects
+
+        def teardown(self) -> None:
+            self.stage.teardown()
+
+    return StageActor
+
+
+def run_stage_ray(
+    stage: Stage,
+    table: pa.Table,
+    *,
+    num_actors: int = 1,
+    address: str | None = None,
+    batch_size: int | None = None,
+) -> StageOutput:
+    """Run ``stage`` over ``table`` on a pool of ``num_actors`` Ray actors.
+
+    Batches are handed out in order and results gathered in order, so the output
+    equals :func:`curation.stages.run_stages_locally` on the same input.
+    """
+    import ray
+    from ray.util import ActorPool
+
+    if num_actors < 1:
+        raise ValueError(f"num_actors must be at least 1, got {num_actors}")
+    ensure_ray(address)
+    actor_cls = _stage_actor_class().options(**actor_options(stage))
+    actors = [actor_cls.remote(stage) for _ in range(num_actors)]
+    pool = ActorPool(actors)
+    batches = list(iter_batches(table, batch_size or stage.batch_size))
+    parts: list[pa.Table] = []
+    rejects: list[Reject] = []
+    try:
+        for out_table, out_rejects in pool.map(lambda a, b: a.process.remote(b), batches):
+            rejects.extend(out_rejects)
+            if out_table.num_rows:
+                parts.append(out_table)
+    finally:
+        ray.get([a.teardown.remote() for a in actors])
+        for actor in actors:
+            ray.kill(actor)
+    return StageOutput(concat_or_empty(parts, like=stage.output_schema or table), rejects)
