@@ -1,0 +1,305 @@
+"""The dataset catalog: Iceberg tables whose snapshots are builds and whose tags are versions.
+
+pyiceberg's SQL catalog keeps the table metadata (SQLite file in the workdir by
+default; a Postgres URI works the same) and the warehouse holds data on any fsspec
+path. A build registers its shards in place, in **one** snapshot whose data files are
+exactly that build's shards: new shards are added, shards of the previous build that
+are no longer part of it are removed from the table (never from older snapshots, whose
+files stay on disk). The snapshot is tagged with the version and its summary carries
+the run id, the pipeline version and the counts. A reader pinned to a tag keeps
+reading the same files after later builds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import posixpath
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+from fsspec.core import url_to_fs
+
+from curation.schema import SAMPLE_SCHEMA
+
+NAMESPACE = "medcurate"
+SUMMARY_PREFIX = "medcurate."
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+class CatalogError(Exception):
+    """A catalog request that cannot be answered (unknown dataset/version, bad name)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionInfo:
+    version: str
+    snapshot_id: int
+    published_at: dt.datetime
+    summary: dict[str, str]
+
+    @property
+    def medcurate(self) -> dict[str, str]:
+        """The product's own summary keys, without the ``medcurate.`` prefix."""
+        return {k[len(SUMMARY_PREFIX):]: v for k, v in self.summary.items() if k.startswith(SUMMARY_PREFIX)}
+
+
+@dataclasses.dataclass(frozen=True)
+class PublishResult:
+    name: str
+    version: str
+    snapshot_id: int
+    added: list[str]
+    removed: list[str]
+    unchanged: bool  # True when the build had exactly the files of the current snapshot
+
+
+def check_dataset_name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise CatalogError(
+            f"dataset name {name!r} is not valid: use lower-case letters, digits and '_', starting with a letter"
+        )
+    return name
+
+
+def check_version_name(version: str) -> str:
+    if not _VERSION.fullmatch(version) or version == "latest":
+        raise CatalogError(
+            f"version {version!r} is not valid: letters, digits, '.', '_' and '-', not 'latest', at most 64 characters"
+        )
+    return version
+
+
+def default_locations(workdir: str) -> tuple[str, str]:
+    """(catalog uri, warehouse) under a workdir, as DESIGN.md defines them."""
+    fs, path = url_to_fs(workdir)
+    protocol = fs.protocol[0] if isinstance(fs.protocol, tuple | list) else fs.protocol
+    if protocol in ("file", "local"):
+        path = os.path.abspath(path)
+        return f"sqlite:///{path}/catalog.db", f"{path}/warehouse"
+    # a remote workdir keeps the catalog database locally (SQLite cannot live on S3)
+    local = os.path.abspath(os.environ.get("MEDCURATE_CATALOG_DIR", "./medcurate-catalog"))
+    return f"sqlite:///{local}/catalog.db", f"{protocol}://{path}/warehouse"
+
+
+class DatasetCatalog:
+    """Versioned datasets in an Iceberg SQL catalog (see the module docstring)."""
+
+    def __init__(self, uri: str, warehouse: str, *, properties: dict[str, str] | None = None):
+        from pyiceberg.catalog.sql import SqlCatalog
+
+        self.uri = uri
+        self.warehouse = warehouse.rstrip("/")
+        if uri.startswith("sqlite:///"):
+            os.makedirs(os.path.dirname(uri[len("sqlite:///"):]) or ".", exist_ok=True)
+        fs, path = url_to_fs(self.warehouse)
+        fs.makedirs(path, exist_ok=True)
+        warehouse_uri = self.warehouse if "://" in self.warehouse else "file://" + os.path.abspath(self.warehouse)
+        self._catalog = SqlCatalog("medcurate", uri=uri, warehouse=warehouse_uri, **(properties or {}))
+        self._catalog.create_namespace_if_not_exists(NAMESPACE)
+
+    # -- locations -------------------------------------------------------------------
+    def data_dir(self, name: str) -> str:
+        """Where a dataset's shards live (content-addressed names, shared by versions)."""
+        return posixpath.join(self.warehouse, NAMESPACE, check_dataset_name(name), "data")
+
+    def artifacts_dir(self, name: str, version: str) -> str:
+        """Where a version's evidence lives (dataset card, validation results)."""
+        return posixpath.join(self.warehouse, NAMESPACE, check_dataset_name(name), "versions", version)
+
+    # -- writing ---------------------------------------------------------------------
+    def _table(self, name: str, *, create: bool = False) -> Any:
+        from pyiceberg.exceptions import NoSuchTableError
+
+        identifier = (NAMESPACE, check_dataset_name(name))
+        try:
+            return self._catalog.load_table(identifier)
+        except NoSuchTableError:
+            if not create:
+                raise CatalogError(f"no dataset named {name!r} in the catalog ({self.uri})") from None
+        from pyiceberg.table import TableProperties
+
+        table = self._catalog.create_table(identifier, schema=SAMPLE_SCHEMA)
+        with table.transaction() as tx:
+            tx.set_properties(
+                **{TableProperties.DEFAULT_NAME_MAPPING: table.metadata.schema().name_mapping.model_dump_json()}
+            )
+        return self._catalog.load_table(identifier)
+
+    def next_version(self, name: str) -> str:
+        """``v<N+1>`` after the highest ``v<N>`` tag (``v1`` for a new dataset)."""
+        numbers = [int(v.version[1:]) for v in self._versions_or_empty(name) if re.fullmatch(r"v\d+", v.version)]
+        return f"v{max(numbers, default=0) + 1}"
+
+    def publish(
+        self,
+        name: str,
+        shard_paths: Sequence[str],
+        *,
+        version: str | None = None,
+        summary: dict[str, Any] | None = None,
+    ) -> PublishResult:
+        """Commit one snapshot whose data files are exactly ``shard_paths``, tagged ``version``.
+
+        When the shards are exactly those of the current snapshot no snapshot is made;
+        the version tag (if new) then points at the current snapshot.
+        """
+        from pyiceberg.io.pyarrow import parquet_file_to_data_file
+
+        table = self._table(name, create=True)
+        version = check_version_name(version) if version else self.next_version(name)
+        if version in table.metadata.refs:
+            raise CatalogError(f"{name}@{version} already exists; choose another --version")
+        wanted = list(dict.fromkeys(shard_paths))
+        current = {task.file.file_path: task.file for task in self._scan_tasks(table, None)}
+        to_add = [p for p in wanted if p not in current]
+        to_remove = [p for p in current if p not in set(wanted)]
+        properties = {f"{SUMMARY_PREFIX}{k}": str(v) for k, v in (summary or {}).items()}
+        properties[f"{SUMMARY_PREFIX}version"] = version
+        if not to_add and not to_remove and table.current_snapshot() is not None:
+            snapshot_id = table.current_snapshot().snapshot_id
+            table.manage_snapshots().create_tag(snapshot_id, version).commit()
+            return PublishResult(name, version, snapshot_id, [], [], unchanged=True)
+        with table.transaction() as tx:
+            with tx.update_snapshot(snapshot_properties=properties).overwrite() as overwrite:
+                for path in to_remove:
+                    overwrite.delete_data_file(current[path])
+                for path in to_add:
+                    overwrite.append_data_file(parquet_file_to_data_file(table.io, tx.table_metadata, path))
+        table = self._table(name)
+        snapshot_id = table.current_snapshot().snapshot_id
+        table.manage_snapshots().create_tag(snapshot_id, version).commit()
+        return PublishResult(name, version, snapshot_id, to_add, to_remove, unchanged=False)
+
+    # -- reading ---------------------------------------------------------------------
+    def list(self) -> list[str]:
+        return sorted(ident[-1] for ident in self._catalog.list_tables(NAMESPACE))
+
+    def exists(self, name: str) -> bool:
+        return name in self.list()
+
+    def _versions_or_empty(self, name: str) -> list[VersionInfo]:
+        try:
+            return self.versions(name)
+        except CatalogError:
+            return []
+
+    def versions(self, name: str) -> list[VersionInfo]:
+        """Published versions (tags), oldest first."""
+        table = self._table(name)
+        infos = []
+        for ref_name, ref in table.metadata.refs.items():
+            if ref.snapshot_ref_type != "tag":
+                continue
+            snap = table.snapshot_by_id(ref.snapshot_id)
+            if snap is None:
+                continue
+            summary = dict(snap.summary.additional_properties) if snap.summary else {}
+            if snap.summary is not None:
+                summary["operation"] = str(snap.summary.operation.value)
+            infos.append(
+                VersionInfo(
+                    ref_name,
+                    ref.snapshot_id,
+                    dt.datetime.fromtimestamp(snap.timestamp_ms / 1000, tz=dt.UTC),
+                    summary,
+                )
+            )
+        return sorted(infos, key=lambda v: (v.published_at, v.snapshot_id, v.version))
+
+    def version_info(self, name: str, version: str | None = None) -> VersionInfo:
+        """The named version, or the latest published when ``version`` is None/'latest'."""
+        versions = self.versions(name)
+        if not versions:
+            raise CatalogError(f"dataset {name!r} has no published version")
+        if version in (None, "latest"):
+            return versions[-1]
+        for info in versions:
+            if info.version == version:
+                return info
+        known = ", ".join(v.version for v in versions)
+        raise CatalogError(f"{name} has no version {version!r}; published versions: {known}")
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        """Every snapshot (build) of the table, oldest first, with the tags that point at it."""
+        table = self._table(name)
+        tags: dict[int, list[str]] = {}
+        for ref_name, ref in table.metadata.refs.items():
+            if ref.snapshot_ref_type == "tag":
+                tags.setdefault(ref.snapshot_id, []).append(ref_name)
+        rows = []
+        for snap in table.metadata.snapshots:
+            summary = dict(snap.summary.additional_properties) if snap.summary else {}
+            rows.append(
+                {
+                    "snapshot_id": snap.snapshot_id,
+                    "published_at": dt.datetime.fromtimestamp(snap.timestamp_ms / 1000, tz=dt.UTC),
+                    "operation": str(snap.summary.operation.value) if snap.summary else "",
+                    "versions": sorted(tags.get(snap.snapshot_id, [])),
+                    "summary": summary,
+                }
+            )
+        return rows
+
+    def _scan_tasks(self, table: Any, snapshot_id: int | None) -> list[Any]:
+        if snapshot_id is None and table.current_snapshot() is None:
+            return []
+        return list(table.scan(snapshot_id=snapshot_id).plan_files())
+
+    def files(self, name: str, version: str | None = None) -> list[str]:
+        """Absolute shard paths of a version, sorted (what SQL engines and loaders read)."""
+        info = self.version_info(name, version)
+        table = self._table(name)
+        return sorted(task.file.file_path for task in self._scan_tasks(table, info.snapshot_id))
+
+    def dataset(self, name: str, version: str | None = None) -> pads.Dataset:
+        """A pyarrow dataset over a version's shards, in the canonical schema."""
+        paths = self.files(name, version)
+        if not paths:
+            return pads.dataset(SAMPLE_SCHEMA.empty_table())
+        fs, _ = url_to_fs(paths[0])
+        stripped = [url_to_fs(p)[1] for p in paths]
+        return pads.dataset(stripped, schema=SAMPLE_SCHEMA, format="parquet", filesystem=fs)
+
+    def to_arrow(
+        self,
+        name: str,
+        version: str | None = None,
+        columns: list[str] | None = None,
+        filter: pads.Expression | None = None,  # noqa: A002 - the public API's word
+    ) -> pa.Table:
+        """A version as one Arrow table (projection and predicate pushed down to Parquet)."""
+        return self.dataset(name, version).to_table(columns=columns, filter=filter)
+
+    def diff(self, name: str, a: str, b: str) -> dict[str, list[str]]:
+        """Sample ids added, removed and changed (same id, other content) from ``a`` to ``b``."""
+        cols = ["sample_id", "source_sha256", "provenance"]
+        left = _content_keys(self.to_arrow(name, a, columns=cols))
+        right = _content_keys(self.to_arrow(name, b, columns=cols))
+        return {
+            "added": sorted(set(right) - set(left)),
+            "removed": sorted(set(left) - set(right)),
+            "changed": sorted(k for k in set(left) & set(right) if left[k] != right[k]),
+        }
+
+
+def _content_keys(table: pa.Table) -> dict[str, tuple[str, str]]:
+    ids = table.column("sample_id").to_pylist()
+    hashes = table.column("source_sha256").to_pylist()
+    versions = [p["pipeline_version"] for p in table.column("provenance").to_pylist()]
+    return {i: (h, v) for i, h, v in zip(ids, hashes, versions, strict=True)}
+
+
+def open_catalog(uri: str | None = None, warehouse: str | None = None, *, workdir: str | None = None) -> DatasetCatalog:
+    """The catalog from arguments, then ``MEDCURATE_CATALOG_URI``/``MEDCURATE_WAREHOUSE``,
+    then the defaults under the workdir (``$MEDCURATE_HOME`` or ``./medcurate-data``)."""
+    workdir = workdir or os.environ.get("MEDCURATE_HOME") or "./medcurate-data"
+    default_uri, default_warehouse = default_locations(workdir)
+    uri = uri or os.environ.get("MEDCURATE_CATALOG_URI") or default_uri
+    warehouse = warehouse or os.environ.get("MEDCURATE_WAREHOUSE") or default_warehouse
+    return DatasetCatalog(uri, warehouse)

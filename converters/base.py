@@ -1,0 +1,99 @@
+"""Shared vocabulary of the converters: work items, options, errors, slice policies.
+
+A converter reads one unimodal *item* (a DICOM series, a volume with its label maps, a
+raster) and returns canonical sample rows, or raises :class:`ConversionError` with a
+short reason code and a sentence of detail. The conversion stage turns that error
+into a :class:`~curation.stages.Reject`, so bad input never stops a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from typing import Any
+
+import pyarrow as pa
+
+#: one row per unit of conversion, as discovery emits and the conversion stage reads
+WORK_ITEM_SCHEMA = pa.schema(
+    [
+        pa.field("uri", pa.string(), nullable=False),  # primary file (absolute fsspec uri)
+        pa.field("key", pa.string(), nullable=False),  # location relative to the source root
+        pa.field("kind", pa.string(), nullable=False),  # dicom | volume | raster
+        pa.field("members", pa.list_(pa.string())),  # all files of a DICOM series
+        pa.field("label_uris", pa.list_(pa.string())),  # label maps attached to the image
+        pa.field("sha256", pa.string(), nullable=False),  # content hash of all files
+        pa.field("size_bytes", pa.int64(), nullable=False),
+    ]
+)
+
+KINDS_OF_ITEM = ("dicom", "volume", "raster")
+
+
+class ConversionError(Exception):
+    """An item cannot be converted. ``reason`` is a stable code, ``detail`` says why."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclasses.dataclass(frozen=True)
+class SlicePolicy:
+    """Which slices of a 3D input become samples: ``all``, ``every:N`` or ``middle``."""
+
+    mode: str = "all"
+    step: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> SlicePolicy:
+        text = text.strip().lower()
+        if text in ("all", "middle"):
+            return cls(text)
+        match = re.fullmatch(r"every[:=-]?(\d+)", text)
+        if match and int(match.group(1)) >= 1:
+            return cls("every", int(match.group(1)))
+        raise ValueError(f"--slices must be 'all', 'middle' or 'every:N' (N ≥ 1), got {text!r}")
+
+    def select(self, count: int) -> list[int]:
+        """Indices of the slices to keep out of ``count``."""
+        if count <= 0:
+            return []
+        if self.mode == "middle":
+            return [count // 2]
+        return list(range(0, count, self.step if self.mode == "every" else 1))
+
+    def __str__(self) -> str:
+        return f"every:{self.step}" if self.mode == "every" else self.mode
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertOptions:
+    """Everything a converter needs besides the item; part of every partition's cache key."""
+
+    dataset: str
+    source: str
+    salt: str
+    slices: SlicePolicy = SlicePolicy()
+    modality: str | None = None  # for inputs without a modality header (rasters, volumes)
+    subject_pattern: str | None = None  # regex on the relative key; group 1 is the subject
+    allow_burned_in: bool = False
+    hash_source_uri: bool = False
+    label_names: tuple[tuple[int, str], ...] = ()  # label value → name, for label maps
+    split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    pipeline_version: str = "0"
+    run_id: str = "local"
+
+    def fingerprint(self) -> str:
+        """JSON of the options that change conversion output (not the run id)."""
+        data = dataclasses.asdict(self)
+        data.pop("run_id")
+        data["slices"] = str(self.slices)
+        return json.dumps(data, sort_keys=True, default=str)
+
+
+def json_dumps(value: Any) -> str:
+    """Compact, key-sorted JSON: provenance strings compare equal across runs."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)

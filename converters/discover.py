@@ -1,0 +1,250 @@
+"""Find the items of a source tree: DICOM series, volumes with their label maps, rasters.
+
+Discovery walks every source (recursively, through fsspec), classifies each file,
+groups DICOM files into series by SeriesInstanceUID, attaches label maps to the image
+they annotate, and hashes the content of every item. Files that cannot become an item
+are rejected here with a reason, so the run summary accounts for every input file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import posixpath
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+import pyarrow as pa
+from fsspec.core import url_to_fs
+
+from converters.base import WORK_ITEM_SCHEMA, ConversionError
+from converters.dicom import read_dicom
+from converters.labels import looks_like_label_map, strip_volume_suffix
+from curation.ids import combine_hashes, sha256_bytes, stable_hash
+from curation.stages import Reject
+
+VOLUME_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+RASTER_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+DICOM_EXTENSIONS = (".dcm", ".dicom", ".ima")
+#: data files that belong to a header file (MHD/NHDR) and are read through it
+COMPANION_EXTENSIONS = (".raw", ".zraw", ".raw.gz", ".img")
+STAGE = "discover"
+
+
+@dataclasses.dataclass
+class _File:
+    uri: str
+    key: str  # relative to the source root, '/'-separated
+    size: int
+
+
+@dataclasses.dataclass
+class Discovery:
+    items: list[dict[str, Any]]
+    rejects: list[Reject]
+    files_seen: int
+
+    def table(self) -> pa.Table:
+        return pa.Table.from_pylist(self.items, schema=WORK_ITEM_SCHEMA) if self.items else WORK_ITEM_SCHEMA.empty_table()
+
+
+def _ext(name: str) -> str:
+    lower = name.lower()
+    for ext in (*VOLUME_EXTENSIONS, *COMPANION_EXTENSIONS):
+        if lower.endswith(ext):
+            return ext
+    return os.path.splitext(lower)[1]
+
+
+def list_files(source: str) -> list[_File]:
+    """Every file under ``source`` (or ``source`` itself), with keys relative to it."""
+    fs, root = url_to_fs(source)
+    protocol = fs.protocol[0] if isinstance(fs.protocol, tuple | list) else fs.protocol
+    prefix = "" if protocol in ("file", "local") else f"{protocol}://"
+    if fs.isfile(root):
+        info = fs.info(root)
+        return [_File(prefix + root, posixpath.basename(root), int(info.get("size") or 0))]
+    if not fs.isdir(root):
+        raise FileNotFoundError(f"source {source!r} does not exist")
+    found = fs.find(root, detail=True)
+    files = []
+    for path, info in sorted(found.items()):
+        if info.get("type") != "file":
+            continue
+        key = posixpath.relpath(path, root.rstrip("/")) if root else path
+        files.append(_File(prefix + path, key, int(info.get("size") or 0)))
+    return files
+
+
+def _read(file: _File) -> bytes:
+    fs, path = url_to_fs(file.uri)
+    with fs.open(path, "rb") as fh:
+        return fh.read()
+
+
+def _looks_like_dicom(data: bytes) -> bool:
+    return len(data) >= 132 and data[128:132] == b"DICM"
+
+
+def discover(sources: Iterable[str]) -> Discovery:
+    """Items and rejects of all sources; keys of items of several sources stay distinct."""
+    items: list[dict[str, Any]] = []
+    rejects: list[Reject] = []
+    seen = 0
+    sources = list(sources)
+    for source in sources:
+        files = list_files(source)
+        seen += len(files)
+        prefix = f"{posixpath.basename(source.rstrip('/'))}/" if len(sources) > 1 else ""
+        for file in files:
+            file.key = prefix + file.key
+        found, rejected = _discover_files(files)
+        items.extend(found)
+        rejects.extend(rejected)
+    items.sort(key=lambda i: i["key"])
+    return Discovery(items, rejects, seen)
+
+
+def _discover_files(files: list[_File]) -> tuple[list[dict[str, Any]], list[Reject]]:
+    rejects: list[Reject] = []
+    by_name = {f.key: f for f in files}
+    series: dict[tuple[str, str], list[tuple[_File, str]]] = defaultdict(list)
+    singles: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
+    label_maps: list[tuple[_File, str]] = []
+
+    for file in files:
+        ext = _ext(file.key)
+        try:
+            if ext in COMPANION_EXTENSIONS and _has_header(file.key, by_name):
+                continue  # read through its header file
+            if ext in VOLUME_EXTENSIONS:
+                digest = _hash_file(file)
+                if looks_like_label_map(file.key):
+                    label_maps.append((file, digest))
+                else:
+                    volumes.append(_volume_item(file, digest, by_name))
+                continue
+            if ext in RASTER_EXTENSIONS:
+                singles.append(_item(file, "raster", _hash_file(file)))
+                continue
+            if ext in DICOM_EXTENSIONS or ext == "":
+                data = _read(file)
+                if ext not in DICOM_EXTENSIONS and not _looks_like_dicom(data):
+                    raise ConversionError("unsupported_format", f"{file.key}: not a known image format")
+                ds = read_dicom(data, file.key, headers_only=True)
+                digest = sha256_bytes(data)
+                uid = str(ds.get("SeriesInstanceUID", "") or "")
+                frames = int(ds.get("NumberOfFrames", 1) or 1)
+                if uid and frames == 1:
+                    series[(posixpath.dirname(file.key), uid)].append((file, digest))
+                else:
+                    singles.append(_item(file, "dicom", digest))
+                continue
+            raise ConversionError("unsupported_format", f"{file.key}: extension {ext or '(none)'} is not a supported input")
+        except ConversionError as err:
+            rejects.append(Reject(file.key, STAGE, err.reason, err.detail))
+        except OSError as exc:
+            rejects.append(Reject(file.key, STAGE, "unreadable", f"{file.key}: {exc}"))
+
+    dicom_items = [_series_item(d, uid, members) for (d, uid), members in series.items()]
+    images = dicom_items + volumes
+    rejects.extend(_attach_label_maps(images, label_maps))
+    return images + singles, rejects
+
+
+def _has_header(key: str, by_name: dict[str, _File]) -> bool:
+    stem = key
+    for ext in COMPANION_EXTENSIONS:
+        if key.lower().endswith(ext):
+            stem = key[: -len(ext)]
+            break
+    return any(stem + h in by_name for h in (".mhd", ".nhdr", ".MHD", ".NHDR", ".hdr"))
+
+
+def _hash_file(file: _File) -> str:
+    return sha256_bytes(_read(file))
+
+
+def _item(file: _File, kind: str, digest: str, members: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "uri": file.uri,
+        "key": file.key,
+        "kind": kind,
+        "members": members,
+        "label_uris": None,
+        "sha256": digest,
+        "size_bytes": file.size,
+    }
+
+
+def _volume_item(file: _File, digest: str, by_name: dict[str, _File]) -> dict[str, Any]:
+    item = _item(file, "volume", digest)
+    if file.key.lower().endswith((".mhd", ".nhdr")):
+        companions = [
+            f for k, f in by_name.items() if k != file.key and k.startswith(file.key[:-4]) and _ext(k) in COMPANION_EXTENSIONS
+        ]
+        if companions:
+            item["members"] = [file.uri] + [c.uri for c in companions]
+            item["sha256"] = combine_hashes([digest] + [_hash_file(c) for c in companions])
+            item["size_bytes"] += sum(c.size for c in companions)
+    return item
+
+
+def _series_item(directory: str, uid: str, members: list[tuple[_File, str]]) -> dict[str, Any]:
+    members = sorted(members, key=lambda m: m[0].key)
+    first = members[0][0]
+    if len(members) == 1:
+        return _item(first, "dicom", members[0][1])
+    # the key names the folder and a hash of the UID (UIDs are identifiers, PS3.15)
+    key = f"{directory}/series-{stable_hash(uid, length=12)}" if directory else f"series-{stable_hash(uid, length=12)}"
+    item = _item(first, "dicom", combine_hashes(d for _, d in members), [f.uri for f, _ in members])
+    item["key"] = key
+    item["size_bytes"] = sum(f.size for f, _ in members)
+    return item
+
+
+def _attach_label_maps(images: list[dict[str, Any]], label_maps: list[tuple[_File, str]]) -> list[Reject]:
+    """Attach each label map to the image it annotates.
+
+    Same folder with exactly one image: that image. Otherwise by name: the label's
+    stem starts with the image's stem (``case1_seg`` → ``case1``), or the nnU-Net/MSD
+    pairing ``labelsTr/x`` → ``imagesTr/x`` / ``imagesTr/x_0000``.
+    """
+    rejects: list[Reject] = []
+    by_dir: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for image in images:
+        by_dir[_item_dir(image)].append(image)
+    for file, digest in label_maps:
+        directory = posixpath.dirname(file.key)
+        stem = strip_volume_suffix(posixpath.basename(file.key))
+        candidates = by_dir.get(directory, [])
+        target = None
+        if len(candidates) == 1:
+            target = candidates[0]
+        else:
+            named = [c for c in candidates if stem.startswith(_item_stem(c)) and _item_stem(c)]
+            if not named and posixpath.basename(directory) in ("labelsTr", "labelsTs"):
+                sibling = posixpath.join(posixpath.dirname(directory), "images" + posixpath.basename(directory)[6:])
+                named = [c for c in by_dir.get(sibling, []) if _item_stem(c) in (stem, stem + "_0000")]
+            if len(named) >= 1:
+                target = max(named, key=lambda c: len(_item_stem(c)))
+        if target is None:
+            rejects.append(
+                Reject(file.key, STAGE, "orphan_label_map", f"{file.key}: no image in its folder that this label map annotates")
+            )
+            continue
+        target["label_uris"] = [*(target["label_uris"] or []), file.uri]
+        target["sha256"] = combine_hashes([target["sha256"], digest])
+    return rejects
+
+
+def _item_dir(item: dict[str, Any]) -> str:
+    if item["kind"] == "dicom" and item["members"]:
+        return posixpath.dirname(item["key"])
+    return posixpath.dirname(item["key"])
+
+
+def _item_stem(item: dict[str, Any]) -> str:
+    return strip_volume_suffix(posixpath.basename(item["key"]))

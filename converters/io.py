@@ -1,0 +1,49 @@
+"""Reading inputs through fsspec (local paths, ``s3://`` and friends)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+import fsspec
+from fsspec.core import url_to_fs
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = url_to_fs(uri)
+    with fs.open(path, "rb") as fh:
+        return fh.read()
+
+
+def is_local(uri: str) -> bool:
+    fs, _ = url_to_fs(uri)
+    return "file" in fs.protocol or "local" in fs.protocol
+
+
+def local_path(uri: str) -> str:
+    fs, path = url_to_fs(uri)
+    return str(path)
+
+
+@contextlib.contextmanager
+def as_local_file(uri: str, companions: tuple[str, ...] = ()) -> Iterator[str]:
+    """A local path for libraries that only read paths (SimpleITK).
+
+    Local files are used in place; remote ones (with companion files such as an MHD's
+    ``.raw``) are copied into a temporary folder that is removed afterwards.
+    """
+    if is_local(uri):
+        yield local_path(uri)
+        return
+    tmp = tempfile.mkdtemp(prefix="medcurate-")
+    try:
+        for each in (uri, *companions):
+            target = os.path.join(tmp, os.path.basename(local_path(each)))
+            with fsspec.open(each, "rb") as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        yield os.path.join(tmp, os.path.basename(local_path(uri)))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

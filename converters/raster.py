@@ -1,0 +1,106 @@
+"""2D rasters (PNG, JPEG, TIFF, BMP) → canonical samples.
+
+Pixels are kept as stored: 8-bit grey and RGB images are re-encoded losslessly with
+the same values and orientation (EXIF orientation of camera JPEGs is applied, as every
+viewer does). 16-bit grey images get a windowed 8-bit ``input`` plus the lossless
+16-bit ``raw``. Palette images become RGB; alpha is dropped (composited on black).
+Multi-page TIFFs are treated like volumes: one sample per page, under the slice policy.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
+
+from converters.base import ConversionError, ConvertOptions
+from converters.imaging import auto_window, grey_images, lossless_raw
+from converters.io import read_bytes
+from converters.rows import build_row, subject_from_key
+from curation.images import image_record
+
+Image.MAX_IMAGE_PIXELS = 40_000 * 40_000  # whole-slide pages are big, but not unbounded
+
+
+def open_raster(data: bytes, uri: str) -> Image.Image:
+    if not data:
+        raise ConversionError("empty_file", f"{uri}: file is empty (0 bytes)")
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ConversionError("unreadable", f"{uri}: not a readable image ({str(exc)[:200]})") from exc
+    return img
+
+
+def page_pixels(page: Image.Image) -> np.ndarray:
+    """One page as uint8 grey/RGB or uint16/int32/float grey (mode-specific decoding)."""
+    mode = page.mode
+    if mode in ("1", "L"):
+        return np.asarray(page.convert("L"))
+    if mode in ("I;16", "I;16B", "I;16L"):
+        return np.asarray(page).astype(np.uint16)
+    if mode in ("I", "F"):
+        return np.asarray(page)
+    if mode == "LA":
+        return _composite_on_black(np.asarray(page))
+    if mode == "P":
+        page = page.convert("RGBA" if "transparency" in page.info else "RGB")
+        mode = page.mode
+    if mode == "RGBA":
+        return _composite_on_black(np.asarray(page))
+    return np.asarray(page.convert("RGB"))
+
+
+def _composite_on_black(arr: np.ndarray) -> np.ndarray:
+    alpha = arr[..., -1:].astype(np.float32) / 255.0
+    colour = arr[..., :-1].astype(np.float32) * alpha
+    out = np.rint(colour).astype(np.uint8)
+    return out[..., 0] if out.shape[-1] == 1 else out
+
+
+def raster_images(pixels: np.ndarray, modality: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    if pixels.dtype == np.uint8:
+        return [image_record("input", pixels)], {"kept": "8-bit as stored"}
+    values = pixels if pixels.dtype == np.uint16 else pixels.astype(np.float64)
+    raw = lossless_raw(pixels, 1.0, 0.0) if pixels.dtype.kind in "iu" else None
+    window = auto_window(values, modality)
+    return grey_images(values, window=window, raw=raw, spacing_mm=None), {
+        "window": {"center": window[0], "width": window[1]},
+        "raw": raw is not None,
+    }
+
+
+def convert_raster_item(item: dict[str, Any], opts: ConvertOptions) -> list[dict[str, Any]]:
+    uri = item["uri"]
+    img = open_raster(read_bytes(uri), uri)
+    pages = [ImageOps.exif_transpose(p.copy()) for p in ImageSequence.Iterator(img)]
+    modality = opts.modality or "OTHER"
+    subject = subject_from_key(item["key"], opts)
+    count = len(pages)
+    rows = []
+    for index in opts.slices.select(count) if count > 1 else [0]:
+        pixels = page_pixels(pages[index])
+        if pixels.ndim not in (2, 3) or min(pixels.shape[:2]) == 0:
+            raise ConversionError("bad_header", f"{uri}: page {index} has shape {pixels.shape}")
+        images, params = raster_images(pixels, modality)
+        steps = [
+            {"step": "raster.read", "params": {"format": img.format, "mode": pages[index].mode}},
+            {"step": "raster.pixels", "params": params},
+            {"step": "png.encode", "params": {}},
+        ]
+        rows.append(
+            build_row(
+                opts,
+                key=f"{item['key']}#page={index}" if count > 1 else item["key"],
+                sha256=item["sha256"],
+                modality=modality,
+                subject_id=subject,
+                images=images,
+                caption=f"{modality} image." if modality != "OTHER" else None,
+                steps=steps,
+            )
+        )
+    return rows

@@ -1,0 +1,220 @@
+"""``medcurate``: the command line of DESIGN.md.
+
+Exit codes: 0 ok · 1 failure · 2 usage or configuration error (the message says what
+and how to fix) · 3 quality gate failed (nothing published).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_GATE = 0, 1, 2, 3
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+class UsageError(Exception):
+    """A problem the user fixes by changing the command or the configuration (exit 2)."""
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from flows.settings import Settings
+
+    return Settings.resolve(args.workdir, args.catalog_uri, args.warehouse)
+
+
+def split_ref(ref: str) -> tuple[str, str | None]:
+    """``NAME@V`` → (NAME, V); ``NAME`` → (NAME, None) meaning the latest version."""
+    name, _, version = ref.partition("@")
+    return name, (version or None)
+
+
+# -- catalog ---------------------------------------------------------------------------
+def cmd_catalog(args: argparse.Namespace) -> int:
+    catalog = _settings(args).catalog()
+    if args.catalog_command == "list":
+        names = catalog.list()
+        if not names:
+            print("(no datasets yet: run 'medcurate demo' or 'medcurate convert SRC --dataset NAME')")
+        for name in names:
+            versions = catalog.versions(name)
+            latest = versions[-1] if versions else None
+            samples = latest.medcurate.get("samples", "?") if latest else "-"
+            print(f"{name}\t{len(versions)} version(s)\tlatest {latest.version if latest else '-'}\t{samples} samples")
+        return EXIT_OK
+    if args.catalog_command == "show":
+        name, version = split_ref(args.ref)
+        info = catalog.version_info(name, version)
+        files = catalog.files(name, info.version)
+        show = {
+            "dataset": name,
+            "version": info.version,
+            "snapshot_id": info.snapshot_id,
+            "published_at": info.published_at.isoformat(),
+            "files": len(files),
+            **info.medcurate,
+            "all_versions": [v.version for v in catalog.versions(name)],
+        }
+        print(json.dumps(show, indent=2, default=str))
+        return EXIT_OK
+    if args.catalog_command == "files":
+        name, version = split_ref(args.ref)
+        for path in catalog.files(name, version):
+            print(path)
+        return EXIT_OK
+    if args.catalog_command == "history":
+        for row in catalog.history(args.name):
+            versions = ",".join(row["versions"]) or "-"
+            summary = row["summary"]
+            print(
+                f"{row['published_at'].isoformat()}\tsnapshot {row['snapshot_id']}\t{row['operation']}\t"
+                f"versions {versions}\trun {summary.get('medcurate.run_id', '-')}\t"
+                f"{summary.get('medcurate.samples', '?')} samples"
+            )
+        return EXIT_OK
+    if args.catalog_command == "diff":
+        name_a, version_a = split_ref(args.a)
+        name_b, version_b = split_ref(args.b)
+        if name_a != name_b or not version_a or not version_b:
+            raise UsageError("diff compares two versions of one dataset: medcurate catalog diff NAME@A NAME@B")
+        diff = catalog.diff(name_a, version_a, version_b)
+        print(json.dumps({k: {"count": len(v), "sample_ids": v} for k, v in diff.items()}, indent=2))
+        return EXIT_OK
+    raise UsageError(f"unknown catalog command {args.catalog_command!r}")
+
+
+# -- convert ---------------------------------------------------------------------------
+def cmd_convert(args: argparse.Namespace) -> int:
+    from converters.base import SlicePolicy
+    from curation.schema import MODALITIES
+    from flows.convert import ConvertRequest, run_convert
+
+    try:
+        SlicePolicy.parse(args.slices)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.modality and args.modality not in MODALITIES:
+        raise UsageError(f"--modality must be one of {' '.join(MODALITIES)}, got {args.modality!r}")
+    for source in args.sources:
+        if "://" not in source and not os.path.exists(source):
+            raise UsageError(f"source {source!r} does not exist")
+    settings = _settings(args)
+    request = ConvertRequest(
+        sources=[s if "://" in s else os.path.abspath(s) for s in args.sources],
+        dataset=args.dataset,
+        version=args.version,
+        workdir=settings.workdir,
+        catalog_uri=settings.catalog_uri,
+        warehouse=settings.warehouse,
+        slices=args.slices,
+        modality=args.modality,
+        subject_pattern=args.subject_pattern,
+        hash_source_uri=args.hash_source_uri,
+        allow_burned_in=args.allow_burned_in,
+        shard_bytes=int(args.shard_size_mb * 1024 * 1024),
+        partition_items=args.partition_items,
+        executor=args.executor,
+        dask_address=args.dask_address,
+        workers=args.workers,
+    )
+    outcome = run_convert(request)
+    print_outcome(outcome.summary, settings, args.dataset)
+    return EXIT_OK
+
+
+def print_outcome(summary: dict[str, Any], settings: Any, dataset: str) -> None:
+    s = summary
+    print(
+        f"{dataset}: {s['samples_written']} samples from {s['inputs_converted']}/{s['inputs_total']} inputs "
+        f"({s['inputs_rejected']} rejected) in {s['seconds']:.1f}s"
+    )
+    for reason, count in s["rejects_by_reason"].items():
+        print(f"  rejected {count:>4} × {reason}")
+    if s.get("version"):
+        state = " (unchanged: no new snapshot)" if s.get("unchanged") else ""
+        print(f"  published {dataset}@{s['version']}{state}")
+    print(f"  run record: {settings.workdir}/runs/{s['run_id']}/summary.json")
+
+
+# -- demo ------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    from flows.demo import run_demo
+
+    return run_demo(_settings(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medcurate",
+        description="Turn unimodal medical data into multimodal, versioned Parquet datasets.",
+    )
+    parser.add_argument("--workdir", help="working directory (default $MEDCURATE_HOME or ./medcurate-data)")
+    parser.add_argument("--catalog-uri", help="catalog database URI (default sqlite:///<workdir>/catalog.db)")
+    parser.add_argument("--warehouse", help="warehouse path, any fsspec URI (default <workdir>/warehouse)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="every family end to end on bundled samples")
+    demo.set_defaults(func=cmd_demo)
+
+    conv = sub.add_parser("convert", help="any folder of DICOM/NIfTI/NRRD/MHA/PNG/JPEG/TIFF → a published dataset")
+    conv.add_argument("sources", nargs="+", metavar="SRC", help="folders or files (local or fsspec URIs)")
+    conv.add_argument("--dataset", required=True, help="catalog table name (lower-case, digits, _)")
+    conv.add_argument("--version", help="version tag (default v<N+1>)")
+    conv.add_argument("--slices", default="all", help="3D inputs: all | every:N | middle (default all)")
+    conv.add_argument("--modality", help="modality of inputs without a DICOM header (CT, MR, XR, CFP, ...)")
+    conv.add_argument("--subject-pattern", help="regex on the relative path; group 1 names the subject")
+    conv.add_argument("--hash-source-uri", action="store_true", help="store salted hashes instead of paths")
+    conv.add_argument("--allow-burned-in", action="store_true", help="keep DICOM with BurnedInAnnotation=YES")
+    conv.add_argument("--shard-size-mb", type=float, default=256.0, help="target shard size (default 256)")
+    conv.add_argument("--partition-items", type=int, help="items per partition (default: about one shard)")
+    conv.add_argument("--executor", choices=["local", "dask"], default="local")
+    conv.add_argument("--dask-address", help="Dask scheduler address (default: a LocalCluster)")
+    conv.add_argument("--workers", type=int, help="parallel workers (threads locally, processes on Dask)")
+    conv.set_defaults(func=cmd_convert)
+
+    cat = sub.add_parser("catalog", help="datasets, versions and shard files")
+    cat_sub = cat.add_subparsers(dest="catalog_command", required=True, metavar="SUBCOMMAND")
+    cat_sub.add_parser("list", help="datasets and their latest versions")
+    show = cat_sub.add_parser("show", help="one version: counts, run, files")
+    show.add_argument("ref", metavar="NAME[@V]")
+    files = cat_sub.add_parser("files", help="absolute shard paths, one per line")
+    files.add_argument("ref", metavar="NAME[@V]")
+    hist = cat_sub.add_parser("history", help="every build (snapshot) of a dataset")
+    hist.add_argument("name", metavar="NAME")
+    diff = cat_sub.add_parser("diff", help="samples added, removed and changed between two versions")
+    diff.add_argument("a", metavar="NAME@A")
+    diff.add_argument("b", metavar="NAME@B")
+    cat.set_defaults(func=cmd_catalog)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    # pyiceberg warns once per nested column that Parquet keeps no statistics for it
+    logging.getLogger("pyiceberg.io.pyarrow").setLevel(logging.ERROR)
+    from catalogs.catalog import CatalogError
+
+    handler: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return handler(args)
+    except (UsageError, CatalogError) as exc:
+        print(f"medcurate: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("medcurate: interrupted", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Where things live and which secrets apply: arguments, then environment, then defaults.
+
+| setting      | option          | environment              | default                           |
+|--------------|-----------------|--------------------------|-----------------------------------|
+| workdir      | --workdir       | MEDCURATE_HOME           | ./medcurate-data                  |
+| catalog uri  | --catalog-uri   | MEDCURATE_CATALOG_URI    | sqlite:///<workdir>/catalog.db    |
+| warehouse    | --warehouse     | MEDCURATE_WAREHOUSE      | <workdir>/warehouse               |
+| salt         | (none)          | MEDCURATE_SALT           | random, kept in <workdir>/salt    |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import posixpath
+import secrets
+
+from fsspec.core import url_to_fs
+
+from catalogs.catalog import DatasetCatalog, default_locations
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    workdir: str
+    catalog_uri: str
+    warehouse: str
+
+    @classmethod
+    def resolve(
+        cls, workdir: str | None = None, catalog_uri: str | None = None, warehouse: str | None = None
+    ) -> Settings:
+        workdir = workdir or os.environ.get("MEDCURATE_HOME") or "./medcurate-data"
+        if "://" not in workdir:
+            workdir = os.path.abspath(workdir)
+        default_uri, default_warehouse = default_locations(workdir)
+        return cls(
+            workdir=workdir.rstrip("/"),
+            catalog_uri=catalog_uri or os.environ.get("MEDCURATE_CATALOG_URI") or default_uri,
+            warehouse=(warehouse or os.environ.get("MEDCURATE_WAREHOUSE") or default_warehouse).rstrip("/"),
+        )
+
+    def catalog(self) -> DatasetCatalog:
+        return DatasetCatalog(self.catalog_uri, self.warehouse)
+
+    def salt(self) -> str:
+        """The pseudonymisation salt: ``MEDCURATE_SALT``, else one generated per workdir.
+
+        A generated salt is stored (mode 0600 where the filesystem allows) so that the
+        pseudonyms of a workdir stay stable across builds, and never printed.
+        """
+        env = os.environ.get("MEDCURATE_SALT")
+        if env:
+            return env
+        fs, root = url_to_fs(self.workdir)
+        path = posixpath.join(root, "salt")
+        if fs.exists(path):
+            with fs.open(path, "r") as fh:
+                return fh.read().strip()
+        fs.makedirs(root, exist_ok=True)
+        value = secrets.token_hex(32)
+        with fs.open(path, "w") as fh:
+            fh.write(value)
+        if "://" not in self.workdir:
+            os.chmod(path, 0o600)
+        return value

@@ -1,0 +1,289 @@
+"""Great Expectations (GX Core 1.x) suites, declared in code and versioned.
+
+Each suite is built by a function from :class:`Tolerances` (the recipe's ``quality:``
+block), so the thresholds that judged a build are the ones recorded in its suite's
+``meta``. Bump a suite's entry in :data:`SUITE_VERSIONS` whenever an expectation is
+added, removed or changes meaning; the version is part of the suite name, so Data
+Docs and validation results say which rules judged a shard.
+
+Suites validate the flat table of :func:`quality_checks.metrics.validation_table`
+(scalar sample columns + metrics) as a pandas dataframe. Row-level *soft* metrics
+(image quality, text and video ranges, severity, grounding) take the recipe's
+``mostly``; structural rules (schema, vocabularies, uniqueness, decoding, mask
+geometry, PHI, leakage) are strict.
+
+GX is slow to import (~4 s): it is imported inside functions only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from curation.schema import MODALITIES, SPLITS, TASKS, VERDICTS
+from quality_checks.metrics import METRICS_SCHEMA, SCALAR_COLUMNS
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+FAMILIES: tuple[str, ...] = ("unimed", "imed", "retinalogos", "ophora", "medq_uni")
+
+#: suite -> version; the version is part of the GX suite name
+SUITE_VERSIONS: dict[str, str] = {
+    "common": "1",
+    "unimed": "1",
+    "imed": "1",
+    "retinalogos": "1",
+    "ophora": "1",
+    "medq_uni": "1",
+    "build": "1",
+}
+
+#: columns added by the gate before validation (per-subject split count)
+SUBJECT_SPLIT_COUNT = "subject_split_count"
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerances:
+    """Thresholds of the gate; the recipe's ``quality:`` mapping overrides any of them.
+
+    ``mostly`` is the fraction of rows a soft row-level expectation must hold for.
+    ``max_failed_shard_fraction`` is the share of shards that may be quarantined before
+    the whole build fails. ``max_row_count_change`` (relative) and
+    ``max_modality_share_change`` (absolute change of a modality's share) compare with
+    the previous published version; ``None`` disables a check.
+    """
+
+    mostly: float = 1.0
+    max_failed_shard_fraction: float = 0.0
+    max_row_count_change: float | None = 0.5
+    max_modality_share_change: float | None = 0.2
+    min_dynamic_range: float = 0.05
+    max_saturated_fraction: float = 0.5
+    max_black_fraction: float = 0.98
+    min_blur_laplacian_var: float = 1.0
+    min_mask_area_fraction: float = 0.0005
+    min_text_length: int = 1
+    max_text_length: int = 8000
+    max_phi_hits: int = 0
+    min_video_duration_s: float = 1.0
+    max_video_duration_s: float = 30.0
+    min_video_fps: float = 5.0
+    max_video_fps: float = 120.0
+    max_video_frozen_fraction: float = 0.5
+    max_video_black_fraction: float = 0.5
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> Tolerances:
+        """Tolerances from a recipe dict; unknown keys are a configuration error."""
+        if not values:
+            return cls()
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown quality tolerance(s) {unknown}; known keys: {sorted(known)}")
+        tolerances = cls(**dict(values))
+        if not 0.0 < tolerances.mostly <= 1.0:
+            raise ValueError(f"quality.mostly must be in (0, 1], got {tolerances.mostly}")
+        if not 0.0 <= tolerances.max_failed_shard_fraction <= 1.0:
+            raise ValueError(
+                f"quality.max_failed_shard_fraction must be in [0, 1], got {tolerances.max_failed_shard_fraction}"
+            )
+        return tolerances
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def import_gx() -> Any:
+    """Import great_expectations with analytics off (lazily: the import costs seconds)."""
+    os.environ["GX_ANALYTICS_ENABLED"] = "false"
+    import great_expectations as gx
+
+    return gx
+
+
+def suite_name(suite: str) -> str:
+    return f"medcurate.{suite}.v{SUITE_VERSIONS[suite]}"
+
+
+def _new_suite(suite: str, tolerances: Tolerances, expectations: list[Any]) -> Any:
+    gx = import_gx()
+    result = gx.ExpectationSuite(
+        name=suite_name(suite),
+        meta={"medcurate_suite": suite, "suite_version": SUITE_VERSIONS[suite], "tolerances": tolerances.as_dict()},
+    )
+    for expectation in expectations:
+        result.add_expectation(expectation)
+    return result
+
+
+def common_suite(tolerances: Tolerances) -> Any:
+    """Rules every family obeys: schema, vocabularies, identity, decoding, PHI, leakage."""
+    import great_expectations.expectations as gxe
+
+    strict = 1.0
+    soft = tolerances.mostly
+    exps: list[Any] = [gxe.ExpectColumnToExist(column=c) for c in SCALAR_COLUMNS]
+    exps += [gxe.ExpectColumnToExist(column=f.name) for f in METRICS_SCHEMA if f.name != "sample_id"]
+    exps += [
+        gxe.ExpectColumnValuesToNotBeNull(column=c)
+        for c in ("sample_id", "dataset", "source", "source_uri", "source_sha256", "modality", "task", "split")
+    ]
+    exps += [
+        gxe.ExpectColumnValuesToBeUnique(column="sample_id"),
+        gxe.ExpectColumnValuesToBeInSet(column="modality", value_set=list(MODALITIES)),
+        gxe.ExpectColumnValuesToBeInSet(column="task", value_set=list(TASKS)),
+        gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)),
+        gxe.ExpectColumnValuesToBeInSet(column="quality_verdict", value_set=list(VERDICTS)),
+        gxe.ExpectColumnValuesToBeBetween(column="degradation_severity", min_value=1, max_value=3),
+        gxe.ExpectColumnValuesToBeBetween(column="curriculum_stage", min_value=1, max_value=3),
+        gxe.ExpectColumnValuesToBeInSet(column="image_decodes", value_set=[True]),
+        gxe.ExpectColumnValuesToBeInSet(column="image_size_matches_declared", value_set=[True]),
+        gxe.ExpectColumnValuesToBeInSet(column="mask_decodes", value_set=[True]),
+        gxe.ExpectColumnValuesToBeInSet(column="video_decodes", value_set=[True]),
+        gxe.ExpectColumnValuesToBeInSet(column="image_bit_depth", value_set=[1, 8, 16]),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="dynamic_range", min_value=tolerances.min_dynamic_range, max_value=1.0, mostly=soft
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="saturated_fraction", min_value=0.0, max_value=tolerances.max_saturated_fraction, mostly=soft
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="black_fraction", min_value=0.0, max_value=tolerances.max_black_fraction, mostly=soft
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="blur_laplacian_var", min_value=tolerances.min_blur_laplacian_var, mostly=soft
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="phi_hits", min_value=0, max_value=tolerances.max_phi_hits, mostly=strict
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="caption_length", min_value=0, max_value=tolerances.max_text_length, mostly=soft
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="instruction_length", min_value=0, max_value=tolerances.max_text_length, mostly=soft
+        ),
+        # split leakage inside the shard: every subject appears in exactly one split
+        gxe.ExpectColumnValuesToBeInSet(column=SUBJECT_SPLIT_COUNT, value_set=[1]),
+    ]
+    return _new_suite("common", tolerances, exps)
+
+
+def _mask_expectations(tolerances: Tolerances, *, required: bool) -> list[Any]:
+    import great_expectations.expectations as gxe
+
+    exps: list[Any] = [
+        gxe.ExpectColumnValuesToBeInSet(column="mask_inside_image", value_set=[True]),
+        gxe.ExpectColumnValuesToBeInSet(column="box_contains_mask", value_set=[True]),
+        gxe.ExpectColumnValuesToBeInSet(column="mask_area_matches_declared", value_set=[True]),
+        gxe.ExpectColumnValuesToBeBetween(column="clicks_inside_mask_fraction", min_value=1.0, max_value=1.0),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="mask_area_fraction_min", min_value=tolerances.min_mask_area_fraction, max_value=1.0
+        ),
+    ]
+    if required:
+        exps.append(gxe.ExpectColumnValuesToBeBetween(column="n_masks", min_value=1))
+        exps.append(gxe.ExpectColumnValuesToNotBeNull(column="mask_inside_image"))
+    return exps
+
+
+def _text_required(column: str, tolerances: Tolerances) -> list[Any]:
+    import great_expectations.expectations as gxe
+
+    return [
+        gxe.ExpectColumnValuesToNotBeNull(column=column, mostly=tolerances.mostly),
+        gxe.ExpectColumnValuesToBeBetween(
+            column=column, min_value=tolerances.min_text_length, max_value=tolerances.max_text_length,
+            mostly=tolerances.mostly,
+        ),
+    ]
+
+
+def family_suite(family: str, tolerances: Tolerances) -> Any:
+    """The suite of one dataset family (in addition to :func:`common_suite`)."""
+    import great_expectations.expectations as gxe
+
+    soft = tolerances.mostly
+    exps: list[Any]
+    if family == "imed":
+        exps = _mask_expectations(tolerances, required=True)
+        exps.append(gxe.ExpectColumnValuesToBeInSet(column="task", value_set=["interactive_seg", "referring_seg"]))
+    elif family == "unimed":
+        exps = _mask_expectations(tolerances, required=False)
+        exps += _text_required("instruction_length", tolerances)
+        exps.append(gxe.ExpectColumnValuesToNotBeNull(column="curriculum_stage"))
+    elif family == "retinalogos":
+        exps = _text_required("caption_length", tolerances)
+        exps += [
+            gxe.ExpectColumnValuesToBeInSet(column="grounding_ok", value_set=[True], mostly=soft),
+            gxe.ExpectColumnValuesToBeInSet(column="modality", value_set=["CFP"]),
+            gxe.ExpectColumnValuesToBeBetween(column="n_images", min_value=1),
+        ]
+    elif family == "ophora":
+        exps = [
+            gxe.ExpectColumnValuesToNotBeNull(column="video_decodes"),
+            gxe.ExpectColumnValuesToBeBetween(
+                column="video_duration_s", min_value=tolerances.min_video_duration_s,
+                max_value=tolerances.max_video_duration_s, mostly=soft,
+            ),
+            gxe.ExpectColumnValuesToBeBetween(
+                column="video_fps", min_value=tolerances.min_video_fps, max_value=tolerances.max_video_fps, mostly=soft
+            ),
+            gxe.ExpectColumnValuesToBeBetween(
+                column="video_frozen_fraction", min_value=0.0, max_value=tolerances.max_video_frozen_fraction, mostly=soft
+            ),
+            gxe.ExpectColumnValuesToBeBetween(
+                column="video_black_fraction", min_value=0.0, max_value=tolerances.max_video_black_fraction, mostly=soft
+            ),
+            gxe.ExpectColumnValuesToBeInSet(column="task", value_set=["video_instruction"]),
+        ]
+        exps += _text_required("instruction_length", tolerances)
+    elif family == "medq_uni":
+        exps = [
+            gxe.ExpectColumnValuesToNotBeNull(column="degradation_type", mostly=soft),
+            gxe.ExpectColumnValuesToBeInSet(column="severity_consistent", value_set=[True], mostly=soft),
+            gxe.ExpectColumnValuesToBeInSet(column="verdict_consistent", value_set=[True]),
+            gxe.ExpectColumnValuesToNotBeNull(column="quality_verdict"),
+            gxe.ExpectColumnValuesToBeBetween(column="degradation_psnr_db", min_value=0.0, max_value=100.0),
+        ]
+    else:
+        raise ValueError(f"unknown dataset family {family!r}; known families: {list(FAMILIES)}")
+    return _new_suite(family, tolerances, exps)
+
+
+def build_rows_suite(tolerances: Tolerances, previous_rows: int | None) -> Any:
+    """Build-level rules over every passed row: global uniqueness, leakage, row count."""
+    import great_expectations.expectations as gxe
+
+    exps: list[Any] = [
+        gxe.ExpectColumnValuesToBeUnique(column="sample_id"),
+        gxe.ExpectColumnValuesToBeInSet(column=SUBJECT_SPLIT_COUNT, value_set=[1]),
+    ]
+    change = tolerances.max_row_count_change
+    if previous_rows is not None and change is not None:
+        exps.append(
+            gxe.ExpectTableRowCountToBeBetween(
+                min_value=max(0, math.floor(previous_rows * (1.0 - change))),
+                max_value=math.ceil(previous_rows * (1.0 + change)),
+            )
+        )
+    return _new_suite("build", tolerances, exps)
+
+
+def modality_mix_suite(tolerances: Tolerances) -> Any:
+    """Drift of the modality mix against the previous version (one row per modality)."""
+    import great_expectations.expectations as gxe
+
+    limit = tolerances.max_modality_share_change
+    exps = [gxe.ExpectColumnValuesToBeBetween(column="share_change", min_value=0.0, max_value=limit)]
+    gx = import_gx()
+    suite = gx.ExpectationSuite(
+        name=f"medcurate.modality_mix.v{SUITE_VERSIONS['build']}",
+        meta={"medcurate_suite": "modality_mix", "suite_version": SUITE_VERSIONS["build"], "tolerances": tolerances.as_dict()},
+    )
+    for expectation in exps:
+        suite.add_expectation(expectation)
+    return suite
