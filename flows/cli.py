@@ -91,9 +91,10 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 
 # -- convert ---------------------------------------------------------------------------
 def cmd_convert(args: argparse.Namespace) -> int:
+    from catalogs.catalog import check_dataset_name
     from converters.base import SlicePolicy
     from curation.schema import MODALITIES
-    from flows.convert import ConvertRequest, run_convert
+    from flows.build import BuildRequest, run_build
 
     try:
         SlicePolicy.parse(args.slices)
@@ -105,25 +106,30 @@ def cmd_convert(args: argparse.Namespace) -> int:
         if "://" not in source and not os.path.exists(source):
             raise UsageError(f"source {source!r} does not exist")
     settings = _settings(args)
-    request = ConvertRequest(
+    options: dict[str, Any] = {
+        "slices": args.slices,
+        "modality": args.modality,
+        "subject_pattern": args.subject_pattern,
+        "hash_source_uri": args.hash_source_uri,
+        "allow_burned_in": args.allow_burned_in,
+        "shard_bytes": int(args.shard_size_mb * 1024 * 1024),
+        "partition_items": args.partition_items,
+    }
+    request = BuildRequest(
+        recipe="convert",
         sources=[s if "://" in s else os.path.abspath(s) for s in args.sources],
         dataset=args.dataset,
         version=args.version,
+        options=options,
         workdir=settings.workdir,
         catalog_uri=settings.catalog_uri,
         warehouse=settings.warehouse,
-        slices=args.slices,
-        modality=args.modality,
-        subject_pattern=args.subject_pattern,
-        hash_source_uri=args.hash_source_uri,
-        allow_burned_in=args.allow_burned_in,
-        shard_bytes=int(args.shard_size_mb * 1024 * 1024),
-        partition_items=args.partition_items,
         executor=args.executor,
         dask_address=args.dask_address,
         workers=args.workers,
     )
-    outcome = run_convert(request)
+    check_dataset_name(args.dataset)
+    outcome = run_build(request)
     print_outcome(outcome.summary, settings, args.dataset)
     return EXIT_OK
 

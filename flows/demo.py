@@ -46,19 +46,22 @@ def stage_imaging_sources(root: Path) -> Path:
 
 def run_demo(settings: Settings) -> int:
     from flows.cli import print_outcome
-    from flows.convert import ConvertRequest, run_convert
+    from flows.build import BuildRequest, run_build
 
     started = time.perf_counter()
     sources = stage_imaging_sources(Path(settings.workdir) / "demo-sources" / "imaging")
-    outcome = run_convert(
-        ConvertRequest(
+    outcome = run_build(
+        BuildRequest(
+            recipe="convert",
             sources=[str(sources)],
             dataset="demo_imaging",
+            options={
+                "modality": "XR",  # the only inputs without a DICOM header are the chest radiographs
+                "subject_pattern": r"(\d{8})_\d{3}\.png$",  # NIH names: <patient>_<follow-up>.png
+            },
             workdir=settings.workdir,
             catalog_uri=settings.catalog_uri,
             warehouse=settings.warehouse,
-            modality="XR",  # the only inputs without a DICOM header are the chest radiographs
-            subject_pattern=r"(\d{8})_\d{3}\.png$",  # NIH file names: <patient>_<follow-up>.png
         )
     )
     print_outcome(outcome.summary, settings, "demo_imaging")

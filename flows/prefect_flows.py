@@ -9,21 +9,18 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from converters.base import ConvertOptions
+from curation.build import BuildPlan
 from curation.partitions import Partition, PartitionResult
-from flows.convert import ConvertOutcome, ConvertRequest, convert_partition, finish, plan
+from flows.build import BuildOutcome, BuildRequest, build_partition, finish, prepare, settings_for
 from flows.runs import new_run_id
-from flows.settings import Settings
 
 
-@task(name="convert-partition", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def convert_partition_task(
-    partition: Partition, options: ConvertOptions, shard_dir: str, workdir: str, shard_bytes: int
-) -> PartitionResult:
-    return convert_partition(partition, options, shard_dir, workdir, shard_bytes)
+@task(name="build-partition", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def build_partition_task(plan: BuildPlan, partition: Partition, shard_dir: str, workdir: str) -> PartitionResult:
+    return build_partition(plan, partition, shard_dir, workdir)
 
 
-def task_runner_for(request: ConvertRequest) -> Any:
+def task_runner_for(request: BuildRequest) -> Any:
     """The Prefect task runner for ``--executor``: threads locally, Dask otherwise."""
     if request.executor == "dask":
         from prefect_dask import DaskTaskRunner
@@ -36,28 +33,25 @@ def task_runner_for(request: ConvertRequest) -> Any:
     return ThreadPoolTaskRunner(max_workers=request.workers or 1)
 
 
-def convert_flow(request: ConvertRequest) -> ConvertOutcome:
+def build_flow(request: BuildRequest) -> BuildOutcome:
     runner = task_runner_for(request)
 
-    @flow(name="medcurate-convert", task_runner=runner, log_prints=True, validate_parameters=False)
-    def _convert(request: ConvertRequest) -> ConvertOutcome:
+    @flow(name=f"medcurate-build-{request.recipe}", task_runner=runner, validate_parameters=False)
+    def _build(request: BuildRequest) -> BuildOutcome:
         logger = get_run_logger()
         started = time.perf_counter()
-        settings = Settings.resolve(request.workdir, request.catalog_uri, request.warehouse)
+        settings = settings_for(request)
         run_id = new_run_id()
-        options, partitions, found = plan(request, settings, run_id)
+        plan, partitions = prepare(request, settings, run_id)
         logger.info(
-            "run %s: %d items in %d partitions, %d files rejected at discovery",
-            run_id, len(found.items), len(partitions), len(found.rejects),
+            "run %s: recipe %s, %d items in %d partitions, %d inputs rejected before conversion",
+            run_id, plan.recipe, len(plan.items), len(partitions), len(plan.rejects),
         )
         shard_dir = settings.catalog().data_dir(request.dataset)
-        futures = [
-            convert_partition_task.submit(p, options, shard_dir, settings.workdir, request.shard_bytes)
-            for p in partitions
-        ]
+        futures = [build_partition_task.submit(plan, p, shard_dir, settings.workdir) for p in partitions]
         results = [f.result() for f in futures]
-        outcome = finish(request, settings, run_id, started, found, results)
+        outcome = finish(request, settings, plan, run_id, started, results)
         logger.info("run %s: %s", run_id, outcome.summary)
         return outcome
 
-    return _convert(request)
+    return _build(request)

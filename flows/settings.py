@@ -64,3 +64,20 @@ class Settings:
         if "://" not in self.workdir:
             os.chmod(path, 0o600)
         return value
+
+
+def configure_prefect(workdir: str) -> None:
+    """Keep ad-hoc runs' Prefect state in the workdir unless a Prefect server is configured.
+
+    Without ``PREFECT_API_URL`` Prefect starts a temporary local server backed by a SQLite
+    file under ``PREFECT_HOME``; one per workdir stops concurrent builds of different
+    workdirs from contending for ``~/.prefect/prefect.db``. Must run before Prefect is
+    imported. Telemetry is off: nothing leaves the machine.
+    """
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    if os.environ.get("PREFECT_API_URL") or "://" in workdir:
+        return
+    home = os.path.join(workdir, ".prefect")
+    os.makedirs(home, exist_ok=True)
+    os.environ.setdefault("PREFECT_HOME", home)

@@ -124,6 +124,8 @@ class _GxSession:
             )
         self._suites: dict[str, Any] = {}
         self._assets = 0
+        #: (asset label, scope, suite name, success) of every validation, for the summary page
+        self.runs: list[tuple[str, str, str, bool]] = []
 
     def validate(self, asset_label: str, frame: Any, suite: Any) -> Any:
         if suite.name not in self._suites:
@@ -142,14 +144,50 @@ class _GxSession:
                 suite=stored,
             )
         )
-        return definition.run(batch_parameters={"dataframe": frame}, result_format="SUMMARY")
+        result = definition.run(batch_parameters={"dataframe": frame}, result_format="SUMMARY")
+        self.runs.append((f"{self._assets:04d}_{asset_label}", asset_label, suite.name, bool(result.success)))
+        return result
 
-    def build_docs(self) -> str | None:
+    def build_docs(self, title: str, verdict: str, failures: list[str]) -> str | None:
+        """Build the GX site; add ``gate.html``, a static summary that links each
+        validation page (GX's own index lists runs with JavaScript from CDNs, so it
+        shows no table offline; the per-validation pages are static HTML)."""
         if not self.site:
             return None
         urls = self.context.build_data_docs(site_names=[self.site])
         url = urls.get(self.site, "")
-        return url[len("file://"):] if url.startswith("file://") else url
+        index = url[len("file://"):] if url.startswith("file://") else url
+        _write_gate_page(os.path.dirname(index), title, verdict, failures, self.runs)
+        return index
+
+
+def _write_gate_page(
+    docs_dir: str, title: str, verdict: str, failures: list[str], runs: list[tuple[str, str, str, bool]]
+) -> None:
+    from html import escape
+
+    fs, root = fsspec.core.url_to_fs(docs_dir)
+    pages = [p for p in fs.glob(f"{root}/validations/**/*.html")]
+    rows = []
+    for label, scope, suite, success in runs:
+        page = next((p for p in pages if p.endswith(f"-{label}.html")), None)
+        link = escape(os.path.relpath(page, root)) if page else ""
+        status = "passed" if success else "FAILED"
+        cell = f'<a href="{link}">{escape(suite)}</a>' if link else escape(suite)
+        rows.append(f"<tr class='{status.lower()}'><td>{escape(scope)}</td><td>{cell}</td><td>{status}</td></tr>")
+    items = "".join(f"<li>{escape(f)}</li>" for f in failures) or "<li>none</li>"
+    html = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>" + escape(title) + "</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:4px 8px}"
+        "table{border-collapse:collapse}.failed{background:#fdd}.passed{background:#dfd}</style></head><body>"
+        f"<h1>{escape(title)}</h1><h2>Decision: {escape(verdict)}</h2>"
+        f"<h2>Failed expectations</h2><ul>{items}</ul>"
+        "<h2>Validations</h2><table><tr><th>scope</th><th>suite</th><th>result</th></tr>"
+        + "".join(rows)
+        + "</table><p><a href='index.html'>Great Expectations Data Docs index</a></p></body></html>"
+    )
+    with fs.open(f"{root}/gate.html", "w") as handle:
+        handle.write(html)
 
 
 def _observed(result: dict[str, Any], exception: dict[str, Any] | None) -> str:
@@ -415,7 +453,9 @@ def gate_build(
     failures += build_level
     passed = bool(shards) and failed_fraction <= limits.max_failed_shard_fraction and not build_level
 
-    docs = session.build_docs()
+    docs = session.build_docs(
+        f"Quality gate: {family} build {build_id}", "passed" if passed else "FAILED", [str(f) for f in failures]
+    )
     metrics_path = _write_metrics(all_flats, f"{run_dir}/quality_metrics.parquet")
     report = GateReport(
         passed=passed,
@@ -484,7 +524,9 @@ def validate_path(
         passed_shards=[s.path for s in shards if s.passed],
         quarantined=[],
         failed_expectations=[str(f) for f in failures],
-        data_docs_path=session.build_docs(),
+        data_docs_path=session.build_docs(
+            "medcurate validate", "passed" if not failures else "FAILED", [str(f) for f in failures]
+        ),
         metrics_path=None,
         seconds=time.perf_counter() - started,
         family=family,

@@ -57,7 +57,7 @@ def spots(images: torch.Tensor, level: dict[str, Any], draws: Draws, ctx: Contex
 @register("defocus_blur", domain="CFP", target_metric="ssim", effect="overall softness with vessels and disc margin out of focus")
 def defocus_blur(images: torch.Tensor, level: dict[str, Any], draws: Draws, ctx: Context) -> KindResult:
     """Defocus: geometric optics gives a pill-box PSF of radius ``radius_px`` (at 512 px)."""
-    radius = level["radius_px"] * reference_scale(*images.shape[-2:])
+    radius = max(1.0, level["radius_px"] * reference_scale(*images.shape[-2:]))
     kernels = disk_kernels([radius] * len(draws), images.device)
     degraded = fft_convolve(images, kernels).clamp(0, 1)
     return KindResult(degraded, same_params(level, len(draws), radius_px_applied=[radius] * len(draws)))

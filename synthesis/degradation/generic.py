@@ -20,7 +20,7 @@ from synthesis.degradation.registry import Context, KindResult, register, same_p
 @register("gaussian_blur", domain="ANY", target_metric="ssim", effect="soft, out-of-focus detail")
 def gaussian_blur(images: torch.Tensor, level: dict[str, Any], draws: Draws, ctx: Context) -> KindResult:
     """Optical blur (focus, scatter) approximated by a Gaussian PSF of ``sigma_px`` at 512 px."""
-    sigma = level["sigma_px"] * reference_scale(*images.shape[-2:])
+    sigma = max(0.6, level["sigma_px"] * reference_scale(*images.shape[-2:]))
     kernels = gaussian_kernels([sigma] * len(draws), images.device)
     degraded = fft_convolve(images, kernels).clamp(0, 1)
     return KindResult(degraded, same_params(level, len(draws), sigma_px_applied=[sigma] * len(draws)))

@@ -11,24 +11,24 @@ from typing import Any
 LEVELS: dict[str, dict[int, dict[str, Any]]] = {
     # CT (views are over 180 degrees; the full reference scan has 720)
     "low_dose": {
-        1: {"incident_photons": 2.0e5, "electronic_sigma": 5.0, "views": 720},
-        2: {"incident_photons": 5.0e4, "electronic_sigma": 5.0, "views": 720},
-        3: {"incident_photons": 1.0e4, "electronic_sigma": 5.0, "views": 720},
+        1: {"incident_photons": 1.0e6, "electronic_sigma": 5.0, "views": 720},
+        2: {"incident_photons": 2.0e5, "electronic_sigma": 5.0, "views": 720},
+        3: {"incident_photons": 5.0e4, "electronic_sigma": 5.0, "views": 720},
     },
     "sparse_view": {
-        1: {"views": 180, "reference_views": 720},
-        2: {"views": 90, "reference_views": 720},
-        3: {"views": 45, "reference_views": 720},
+        1: {"views": 240, "reference_views": 720},
+        2: {"views": 120, "reference_views": 720},
+        3: {"views": 60, "reference_views": 720},
     },
     "limited_angle": {
-        1: {"arc_deg": 160.0, "reference_views": 360},
-        2: {"arc_deg": 140.0, "reference_views": 360},
-        3: {"arc_deg": 110.0, "reference_views": 360},
+        1: {"arc_deg": 175.0, "reference_views": 360},
+        2: {"arc_deg": 165.0, "reference_views": 360},
+        3: {"arc_deg": 150.0, "reference_views": 360},
     },
     "metal_artifact": {
-        1: {"metal": "titanium", "radius_mm": 3.0, "count": 1, "incident_photons": 2.0e5, "electronic_sigma": 5.0, "views": 360},
-        2: {"metal": "titanium", "radius_mm": 5.0, "count": 2, "incident_photons": 2.0e5, "electronic_sigma": 5.0, "views": 360},
-        3: {"metal": "iron", "radius_mm": 7.0, "count": 2, "incident_photons": 2.0e5, "electronic_sigma": 5.0, "views": 360},
+        1: {"metal": "titanium", "radius_mm": 2.0, "count": 1, "incident_photons": 2.0e5, "electronic_sigma": 5.0, "views": 360},
+        2: {"metal": "titanium", "radius_mm": 4.0, "count": 2, "incident_photons": 2.0e5, "electronic_sigma": 5.0, "views": 360},
+        3: {"metal": "iron", "radius_mm": 5.0, "count": 2, "incident_photons": 2.0e5, "electronic_sigma": 5.0, "views": 360},
     },
     "ring_artifact": {
         1: {"gain_sigma": 0.01, "defective_fraction": 0.05, "views": 360},
@@ -93,9 +93,9 @@ LEVELS: dict[str, dict[int, dict[str, Any]]] = {
         3: {"sigma_px": 5.0},
     },
     "exposure": {
-        1: {"contrast": 0.85, "shift": 0.05},
-        2: {"contrast": 0.65, "shift": 0.12},
-        3: {"contrast": 0.4, "shift": 0.25},
+        1: {"contrast": 0.92, "shift": 0.02},
+        2: {"contrast": 0.75, "shift": 0.06},
+        3: {"contrast": 0.5, "shift": 0.15},
     },
     "motion_blur": {
         1: {"length_px": 5.0},
@@ -130,9 +130,9 @@ LEVELS: dict[str, dict[int, dict[str, Any]]] = {
         3: {"looks": 1},
     },
     "depth_attenuation": {
-        1: {"loss_db": 4.0},
-        2: {"loss_db": 10.0},
-        3: {"loss_db": 20.0},
+        1: {"loss_db": 2.0},
+        2: {"loss_db": 6.0},
+        3: {"loss_db": 15.0},
     },
     "shadowing": {
         1: {"width_fraction": 0.1, "transmission": 0.6},
@@ -151,9 +151,9 @@ LEVELS: dict[str, dict[int, dict[str, Any]]] = {
         3: {"sigma": 0.10},
     },
     "brightness": {
-        1: {"gain": 1.25},
-        2: {"gain": 1.6},
-        3: {"gain": 2.2},
+        1: {"gain": 1.08},
+        2: {"gain": 1.3},
+        3: {"gain": 1.8},
     },
     "bubbles": {
         1: {"count": 2, "radius": 0.08, "opacity": 0.4},

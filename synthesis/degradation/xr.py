@@ -35,7 +35,7 @@ def detector_blur(images: torch.Tensor, level: dict[str, Any], draws: Draws, ctx
 
     ``sigma_px`` is given at 512 px and scales with the image's short side.
     """
-    sigma = level["sigma_px"] * reference_scale(*images.shape[-2:])
+    sigma = max(0.6, level["sigma_px"] * reference_scale(*images.shape[-2:]))
     kernels = gaussian_kernels([sigma] * len(draws), images.device)
     return KindResult(fft_convolve(images, kernels).clamp(0, 1), same_params(level, len(draws), sigma_px_applied=[sigma] * len(draws)))
 

@@ -1,0 +1,128 @@
+"""Build plans: what a build converts, with which stages, before any engine runs it.
+
+A :class:`BuildPlan` is engine-free: work items (one row per source item), the stages
+that turn a batch of items into canonical samples, and the fingerprint of everything
+that changes the output (recipe parameters, options, code version). ``flows/`` cuts the
+items into partitions, runs the stages per partition on an engine, gates and
+publishes. Planners are registered by recipe name: ``convert`` here, the dataset
+families in ``curation.recipes``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+
+from converters.base import WORK_ITEM_SCHEMA, ConvertOptions, SlicePolicy
+from curation.shards import DEFAULT_SHARD_BYTES
+from curation.stages import Reject, Stage
+from curation.version import pipeline_version
+
+
+@dataclasses.dataclass
+class BuildPlan:
+    dataset: str
+    recipe: str
+    items: list[dict[str, Any]]
+    stage_factory: Callable[[], list[Stage]]  # picklable: engines call it once per worker
+    fingerprint: str  # everything but the run id that changes the output
+    item_schema: pa.Schema = WORK_ITEM_SCHEMA
+    rejects: list[Reject] = dataclasses.field(default_factory=list)  # rejected before conversion
+    partition_items: int | None = None
+    shard_bytes: int = DEFAULT_SHARD_BYTES
+    family: str | None = None  # selects the quality suites
+    gate: dict[str, Any] = dataclasses.field(default_factory=dict)  # tolerances from the recipe
+    gpu_stage_factory: Callable[[], list[Stage]] | None = None  # stages for Ray actor pools
+
+    @property
+    def inputs_total(self) -> int:
+        return len(self.items) + len({r.source_uri for r in self.rejects})
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanContext:
+    """What every planner receives: where the sources are and how to name the output."""
+
+    sources: tuple[str, ...]
+    dataset: str
+    salt: str
+    run_id: str
+    options: dict[str, Any]
+
+
+Planner = Callable[[PlanContext], BuildPlan]
+PLANNERS: dict[str, Planner] = {}
+
+
+def register_planner(name: str) -> Callable[[Planner], Planner]:
+    def decorator(func: Planner) -> Planner:
+        PLANNERS[name] = func
+        return func
+
+    return decorator
+
+
+def _convert_stages(options: ConvertOptions) -> list[Stage]:
+    from converters.stage import ConvertStage
+
+    return [ConvertStage(options)]
+
+
+CONVERT_OPTION_KEYS = (
+    "slices",
+    "modality",
+    "subject_pattern",
+    "hash_source_uri",
+    "allow_burned_in",
+    "partition_items",
+    "shard_bytes",
+)
+
+
+@register_planner("convert")
+def plan_convert(ctx: PlanContext) -> BuildPlan:
+    """``medcurate convert``: every image in the sources, one sample per 2D slice/page."""
+    from converters.discover import discover
+
+    unknown = set(ctx.options) - set(CONVERT_OPTION_KEYS)
+    if unknown:
+        raise ValueError(f"unknown convert option(s) {sorted(unknown)}; known: {list(CONVERT_OPTION_KEYS)}")
+    options = ConvertOptions(
+        dataset=ctx.dataset,
+        source=ctx.dataset,
+        salt=ctx.salt,
+        slices=SlicePolicy.parse(str(ctx.options.get("slices", "all"))),
+        modality=ctx.options.get("modality"),
+        subject_pattern=ctx.options.get("subject_pattern"),
+        allow_burned_in=bool(ctx.options.get("allow_burned_in", False)),
+        hash_source_uri=bool(ctx.options.get("hash_source_uri", False)),
+        pipeline_version=pipeline_version(),
+        run_id=ctx.run_id,
+    )
+    found = discover(ctx.sources)
+    return BuildPlan(
+        dataset=ctx.dataset,
+        recipe="convert",
+        items=found.items,
+        stage_factory=functools.partial(_convert_stages, options),
+        fingerprint=options.fingerprint() + pipeline_version(),
+        rejects=found.rejects,
+        partition_items=ctx.options.get("partition_items"),
+        shard_bytes=int(ctx.options.get("shard_bytes") or DEFAULT_SHARD_BYTES),
+        family=None,
+    )
+
+
+def make_plan(recipe: str, ctx: PlanContext) -> BuildPlan:
+    if recipe not in PLANNERS:
+        try:  # families register themselves on import
+            import curation.recipes  # noqa: F401
+        except ImportError:
+            pass
+    if recipe not in PLANNERS:
+        raise KeyError(f"no recipe named {recipe!r}; known: {sorted(PLANNERS)}")
+    return PLANNERS[recipe](ctx)

@@ -1,0 +1,143 @@
+"""Run a build: plan → partitions → shards → (gate) → catalog snapshot → run record.
+
+Everything here is plain Python; ``flows.prefect_flows`` wraps it in a Prefect flow with
+one task per partition. The catalog is committed last, only after every partition has
+finished, so a crash leaves the published versions untouched and the next run resumes
+from the finished partitions' manifests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+from catalogs.catalog import PublishResult
+from curation.build import BuildPlan, PlanContext, make_plan
+from curation.partitions import (
+    Partition,
+    PartitionCache,
+    PartitionResult,
+    items_per_partition,
+    plan_partitions,
+    run_partition,
+)
+from curation.version import pipeline_version
+from flows.runs import write_run_record
+from flows.settings import Settings, configure_prefect
+
+log = logging.getLogger("medcurate.build")
+
+
+@dataclasses.dataclass
+class BuildRequest:
+    """A build as the CLI, a deployment or a test asks for it (JSON-able fields only)."""
+
+    recipe: str
+    sources: list[str]
+    dataset: str
+    version: str | None = None
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    workdir: str | None = None
+    catalog_uri: str | None = None
+    warehouse: str | None = None
+    executor: str = "local"
+    dask_address: str | None = None
+    ray_address: str | None = None
+    workers: int | None = None
+
+
+@dataclasses.dataclass
+class BuildOutcome:
+    run_id: str
+    summary: dict[str, Any]
+    published: PublishResult | None
+    shards: list[str]
+
+
+def settings_for(request: BuildRequest) -> Settings:
+    return Settings.resolve(request.workdir, request.catalog_uri, request.warehouse)
+
+
+def prepare(request: BuildRequest, settings: Settings, run_id: str) -> tuple[BuildPlan, list[Partition]]:
+    ctx = PlanContext(
+        sources=tuple(request.sources),
+        dataset=request.dataset,
+        salt=settings.salt(),
+        run_id=run_id,
+        options=dict(request.options),
+    )
+    plan = make_plan(request.recipe, ctx)
+    per_partition = plan.partition_items or items_per_partition(plan.items, plan.shard_bytes)
+    partitions = plan_partitions(plan.items, per_partition, plan.fingerprint + pipeline_version())
+    return plan, partitions
+
+
+def build_partition(plan: BuildPlan, partition: Partition, shard_dir: str, workdir: str) -> PartitionResult:
+    """One partition end to end (the unit a Prefect task runs)."""
+    return run_partition(
+        partition,
+        plan.stage_factory(),
+        shard_dir=shard_dir,
+        cache=PartitionCache(workdir),
+        shard_bytes=plan.shard_bytes,
+        item_schema=plan.item_schema,
+    )
+
+
+def finish(
+    request: BuildRequest,
+    settings: Settings,
+    plan: BuildPlan,
+    run_id: str,
+    started: float,
+    results: list[PartitionResult],
+) -> BuildOutcome:
+    """Publish (catalog last) and write the run record."""
+    rejects = list(plan.rejects) + [r for res in results for r in res.rejects]
+    shards = [s for res in results for s in res.shards]
+    samples = sum(res.rows for res in results)
+    published = None
+    if shards:
+        published = settings.catalog().publish(
+            request.dataset,
+            shards,
+            version=request.version,
+            summary={
+                "run_id": run_id,
+                "pipeline_version": pipeline_version(),
+                "samples": samples,
+                "inputs": plan.inputs_total,
+                "rejects": len(rejects),
+                "recipe": plan.recipe,
+            },
+        )
+    seconds = time.perf_counter() - started
+    summary = write_run_record(
+        settings.workdir,
+        run_id,
+        inputs_total=plan.inputs_total,
+        rejects=rejects,
+        samples_written=samples,
+        seconds=seconds,
+        extra={
+            "dataset": request.dataset,
+            "recipe": plan.recipe,
+            "version": published.version if published else None,
+            "snapshot_id": published.snapshot_id if published else None,
+            "unchanged": published.unchanged if published else None,
+            "partitions": len(results),
+            "partitions_reused": sum(1 for r in results if r.cached),
+            "shards": len(shards),
+        },
+    )
+    return BuildOutcome(run_id, summary, published, shards)
+
+
+def run_build(request: BuildRequest) -> BuildOutcome:
+    """Run a build as a Prefect flow (the way the CLI and deployments run it)."""
+    configure_prefect(settings_for(request).workdir)
+    from flows.prefect_flows import build_flow
+
+    return build_flow(request)
