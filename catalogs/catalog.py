@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import os
 import posixpath
 import re
@@ -25,6 +26,9 @@ import pyarrow.dataset as pads
 from fsspec.core import url_to_fs
 
 from curation.schema import SAMPLE_SCHEMA
+
+# pyiceberg warns once per nested column that Parquet keeps no statistics for it
+logging.getLogger("pyiceberg.io.pyarrow").setLevel(logging.ERROR)
 
 NAMESPACE = "medcurate"
 SUMMARY_PREFIX = "medcurate."
@@ -87,6 +91,26 @@ def default_locations(workdir: str) -> tuple[str, str]:
     return f"sqlite:///{local}/catalog.db", f"{protocol}://{path}/warehouse"
 
 
+def s3_properties_from_env(warehouse: str) -> dict[str, str]:
+    """pyiceberg ``s3.*`` properties from the standard AWS variables, for an s3:// warehouse.
+
+    s3fs (our shard writer and loaders) reads ``AWS_ENDPOINT_URL`` and the credentials
+    from the environment, but pyiceberg's FileIO does not pick up the endpoint; without
+    this a MinIO/moto/on-prem endpoint works for shards and fails for table metadata.
+    """
+    if not warehouse.startswith(("s3://", "s3a://")):
+        return {}
+    env = os.environ
+    mapping = {
+        "s3.endpoint": env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL"),
+        "s3.access-key-id": env.get("AWS_ACCESS_KEY_ID"),
+        "s3.secret-access-key": env.get("AWS_SECRET_ACCESS_KEY"),
+        "s3.session-token": env.get("AWS_SESSION_TOKEN"),
+        "s3.region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
+    }
+    return {k: v for k, v in mapping.items() if v}
+
+
 class DatasetCatalog:
     """Versioned datasets in an Iceberg SQL catalog (see the module docstring)."""
 
@@ -100,7 +124,8 @@ class DatasetCatalog:
         fs, path = url_to_fs(self.warehouse)
         fs.makedirs(path, exist_ok=True)
         warehouse_uri = self.warehouse if "://" in self.warehouse else "file://" + os.path.abspath(self.warehouse)
-        self._catalog = SqlCatalog("medcurate", uri=uri, warehouse=warehouse_uri, **(properties or {}))
+        properties = {**s3_properties_from_env(self.warehouse), **(properties or {})}
+        self._catalog = SqlCatalog("medcurate", uri=uri, warehouse=warehouse_uri, **properties)
         self._catalog.create_namespace_if_not_exists(NAMESPACE)
 
     # -- locations -------------------------------------------------------------------
@@ -287,6 +312,117 @@ class DatasetCatalog:
             "changed": sorted(k for k in set(left) & set(right) if left[k] != right[k]),
         }
 
+    # -- training jobs (thin: the work is in lineage.py, torch_loader.py, mixtures.py,
+    #    integrations.py, imported here lazily so the catalog needs no torch/datasets/ray)
+    def lineage(self, name: str, version: str | None = None) -> Any:
+        """Run id, recipe, pipeline version, source hashes and gate result of a version."""
+        from catalogs.lineage import build_lineage
+
+        info = self.version_info(name, version)
+        return build_lineage(name, info, self.to_arrow(name, info.version, columns=["source_sha256"]))
+
+    def to_torch(
+        self,
+        name: str,
+        version: str | None = None,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        columns: list[str] | None = None,
+        filter: Any = None,  # noqa: A002 - the public API's word
+        shuffle: bool = True,
+        shuffle_buffer: int | None = None,
+        decode: bool = True,
+        transform: Any = None,
+        filesystem: Any = None,
+    ) -> Any:
+        """A torch ``IterableDataset`` over the version (pinned now: later builds change nothing).
+
+        See ``catalogs/torch_loader.py`` for the split/shuffle/resume policy and
+        docs/training.md for DDP use.
+        """
+        from catalogs.torch_loader import DEFAULT_SHUFFLE_BUFFER, CatalogIterableDataset
+
+        info = self.version_info(name, version)
+        return CatalogIterableDataset(
+            self.files(name, info.version),
+            name=name,
+            version=info.version,
+            rank=rank,
+            world_size=world_size,
+            seed=seed,
+            columns=columns,
+            filter=filter,
+            shuffle=shuffle,
+            shuffle_buffer=DEFAULT_SHUFFLE_BUFFER if shuffle_buffer is None else shuffle_buffer,
+            decode=decode,
+            transform=transform,
+            filesystem=filesystem,
+        )
+
+    def mixture(
+        self,
+        components: Sequence[Any],
+        *,
+        num_samples: int | None = None,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        **torch_kwargs: Any,
+    ) -> Any:
+        """A weighted mixture of datasets/versions (``MixtureComponent`` or ``(name, version, weight)``)."""
+        from catalogs.mixtures import MixtureComponent, MixtureIterableDataset
+
+        parts = [c if isinstance(c, MixtureComponent) else MixtureComponent(*c) for c in components]
+        datasets = [
+            self.to_torch(p.name, p.version, rank=rank, world_size=world_size, seed=seed, filter=p.filter, **torch_kwargs)
+            for p in parts
+        ]
+        labels = [p.label or f"{d.name}@{d.version}" for p, d in zip(parts, datasets, strict=True)]
+        return MixtureIterableDataset(
+            datasets,
+            [p.weight for p in parts],
+            labels=labels,
+            num_samples=num_samples,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+        )
+
+    def to_hf(
+        self,
+        name: str,
+        version: str | None = None,
+        *,
+        columns: list[str] | None = None,
+        filter: Any = None,  # noqa: A002
+        streaming: bool = False,
+    ) -> Any:
+        """A Hugging Face ``datasets.Dataset`` (``IterableDataset`` if streaming) of the version."""
+        from catalogs.integrations import to_hf
+
+        return to_hf(self.files(name, version), columns=columns, filter=filter, streaming=streaming)
+
+    def to_ray(
+        self,
+        name: str,
+        version: str | None = None,
+        *,
+        columns: list[str] | None = None,
+        filter: Any = None,  # noqa: A002
+        **read_parquet_kwargs: Any,
+    ) -> Any:
+        """A Ray Data dataset of the version (``ray.data.read_parquet`` over its shards)."""
+        from catalogs.integrations import to_ray
+
+        return to_ray(self.files(name, version), columns=columns, filter=filter, **read_parquet_kwargs)
+
+    def to_duckdb(self, name: str, version: str | None = None, connection: Any = None) -> Any:
+        """A DuckDB relation of the version (local or s3:// warehouse alike)."""
+        from catalogs.integrations import duckdb_relation
+
+        return duckdb_relation(self.files(name, version), connection)
 
 def _content_keys(table: pa.Table) -> dict[str, tuple[str, str]]:
     ids = table.column("sample_id").to_pylist()
@@ -295,11 +431,17 @@ def _content_keys(table: pa.Table) -> dict[str, tuple[str, str]]:
     return {i: (h, v) for i, h, v in zip(ids, hashes, versions, strict=True)}
 
 
-def open_catalog(uri: str | None = None, warehouse: str | None = None, *, workdir: str | None = None) -> DatasetCatalog:
+def open_catalog(
+    uri: str | None = None,
+    warehouse: str | None = None,
+    *,
+    workdir: str | None = None,
+    properties: dict[str, str] | None = None,
+) -> DatasetCatalog:
     """The catalog from arguments, then ``MEDCURATE_CATALOG_URI``/``MEDCURATE_WAREHOUSE``,
     then the defaults under the workdir (``$MEDCURATE_HOME`` or ``./medcurate-data``)."""
     workdir = workdir or os.environ.get("MEDCURATE_HOME") or "./medcurate-data"
     default_uri, default_warehouse = default_locations(workdir)
     uri = uri or os.environ.get("MEDCURATE_CATALOG_URI") or default_uri
     warehouse = warehouse or os.environ.get("MEDCURATE_WAREHOUSE") or default_warehouse
-    return DatasetCatalog(uri, warehouse)
+    return DatasetCatalog(uri, warehouse, properties=properties)

@@ -25,10 +25,13 @@ WORK_ITEM_SCHEMA = pa.schema(
         pa.field("label_uris", pa.list_(pa.string())),  # label maps attached to the image
         pa.field("sha256", pa.string(), nullable=False),  # content hash of all files
         pa.field("size_bytes", pa.int64(), nullable=False),
+        # JSON of what the layout says about the item (class folder, dataset.json label
+        # names and modality, channel, archive member); null for plain files
+        pa.field("attrs", pa.string()),
     ]
 )
 
-KINDS_OF_ITEM = ("dicom", "volume", "raster")
+KINDS_OF_ITEM = ("dicom", "volume", "raster", "video")
 
 
 class ConversionError(Exception):
@@ -85,11 +88,17 @@ class ConvertOptions:
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     pipeline_version: str = "0"
     run_id: str = "local"
+    deid_dates: str = "shift"  # DICOM dates: shift (per-subject salted offset) | remove
+    item_timeout_s: float | None = None  # wall-clock limit per item (None: no guard), see converters/guard.py
+    video_clip_s: float = 10.0  # longest clip cut from a video file at shot boundaries
+    video_fps: float | None = None  # re-encode frame rate of video clips (None: the source's)
+    video_size: tuple[int, int] | None = None  # (width, height) of video clips (None: the source's)
 
     def fingerprint(self) -> str:
-        """JSON of the options that change conversion output (not the run id)."""
+        """JSON of the options that change conversion output (not the run id, not the timeout)."""
         data = dataclasses.asdict(self)
         data.pop("run_id")
+        data.pop("item_timeout_s")
         data["slices"] = str(self.slices)
         return json.dumps(data, sort_keys=True, default=str)
 

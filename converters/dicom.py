@@ -8,9 +8,15 @@ inversion so that high attenuation is bright. Colour data (RGB, YBR, palette) be
 normal, and in-plane pixels keep the orientation the file stores (the way a viewer
 shows them).
 
-De-identification happens here: no header value is copied to a sample except the
-modality, a coded body part, geometry and the window; the patient becomes a salted
-pseudonym.
+De-identification happens here: header values reach a sample only through
+:func:`converters.deid.dicom_metadata` (the PS3.15 Basic Profile applied first, dates
+shifted per subject), plus the modality, a coded body part, geometry and the window;
+the patient becomes a salted pseudonym.
+
+Enhanced multi-frame objects are flattened into per-frame views (functional groups →
+classic attributes) and ordered like a series; cine loops (US/endoscopy multi-frame
+with a frame time) become one H.264 video sample; DICOM-SEG and RT-STRUCT objects
+attached by discovery become per-structure masks (``converters.dicom_labels``).
 """
 
 from __future__ import annotations
@@ -27,11 +33,16 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
 from converters.base import ConversionError, ConvertOptions
+from converters.deid import deidentify_dataset, dicom_metadata
+from converters.dicom_labels import annotation_kind, load_dicom_labels
 from converters.imaging import auto_window, grey_images, lossless_raw
 from converters.io import read_bytes
-from converters.labels import load_label_volumes, masks_for_slice
+from converters.labels import VOLUME_SUFFIXES, load_label_volumes, masks_for_slice
 from converters.rows import build_row
-from curation.images import image_record
+from converters.video import encode_frames
+from curation.images import image_record, to_uint8_window
+
+VOLUME_LABEL_EXTENSIONS = tuple(VOLUME_SUFFIXES)
 
 #: DICOM Modality (0008,0060) → the controlled modality vocabulary
 MODALITY_MAP: dict[str, str] = {
@@ -69,9 +80,29 @@ def read_dicom(data: bytes, uri: str, *, headers_only: bool = False) -> Dataset:
     try:
         ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=headers_only, force=False)
     except InvalidDicomError as exc:
-        raise ConversionError("not_dicom", f"{uri}: no DICOM preamble/header ({exc})") from exc
-    except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        ds = _read_without_preamble(data, headers_only)
+        if ds is None:
+            raise ConversionError("not_dicom", f"{uri}: no DICOM preamble/header ({exc})") from exc
+    except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError, MemoryError) as exc:
         raise ConversionError("truncated", f"{uri}: DICOM header cannot be parsed ({_short(exc)})") from exc
+    return ds
+
+
+def _read_without_preamble(data: bytes, headers_only: bool) -> Dataset | None:
+    """Old/raw DICOM streams without the 128-byte preamble (ACR-NEMA style, e.g. pydicom's
+    rtstruct.dcm): accepted only when what parses is a plausible dataset (group 0008 first,
+    SOPClassUID or Modality present), so random bytes are still 'not_dicom'."""
+    if len(data) < 8 or data[:2] not in (b"\x08\x00", b"\x02\x00"):
+        return None
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=headers_only, force=True)
+    except Exception:  # anything that fails to parse here is simply not DICOM
+        return None
+    if "SOPClassUID" not in ds and "Modality" not in ds:
+        return None
+    if not hasattr(ds, "file_meta") or "TransferSyntaxUID" not in ds.file_meta:
+        ds.file_meta = pydicom.dataset.FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
     return ds
 
 
@@ -117,6 +148,16 @@ def order_series(headers: list[tuple[str, Dataset]]) -> list[tuple[str, Dataset]
     return sorted(headers, key=lambda h: (slice_position(h[1], normal), h[0]))
 
 
+def series_slice_spacing(ordered: list[Dataset]) -> float | None:
+    """Distance between slice centres (from positions, not SliceThickness, which may differ)."""
+    if len(ordered) > 1:
+        normal = slice_normal(ordered[0])
+        positions = [slice_position(ds, normal) for ds in ordered]
+        return round(float(np.median(np.abs(np.diff(positions)))), 6) or None
+    value = ordered[0].get("SpacingBetweenSlices")
+    return float(value) if value else None
+
+
 def series_reference(ordered: list[Dataset]) -> sitk.Image:
     """An empty SimpleITK image with the series' physical grid, for resampling labels."""
     first = ordered[0]
@@ -125,10 +166,9 @@ def series_reference(ordered: list[Dataset]) -> sitk.Image:
     row_dir, col_dir = np.asarray(iop[:3], float), np.asarray(iop[3:], float)
     normal = np.cross(row_dir, col_dir)
     spacing = first.get("PixelSpacing") or [1.0, 1.0]
-    positions = [slice_position(ds, normal) for ds in ordered]
-    dz = float(np.median(np.diff(positions))) if len(ordered) > 1 else float(first.get("SliceThickness") or 1.0)
+    dz = series_slice_spacing(ordered) or float(first.get("SliceThickness") or 1.0)
     ref = sitk.Image([cols, rows, len(ordered)], sitk.sitkUInt8)
-    ref.SetSpacing([float(spacing[1]), float(spacing[0]), abs(dz) or 1.0])
+    ref.SetSpacing([float(spacing[1]), float(spacing[0]), dz])
     ref.SetOrigin([float(v) for v in (first.get("ImagePositionPatient") or [0, 0, 0])])
     ref.SetDirection(np.column_stack([row_dir, col_dir, normal]).flatten().tolist())
     return ref
@@ -137,7 +177,15 @@ def series_reference(ordered: list[Dataset]) -> sitk.Image:
 def frames_of(ds: Dataset, uri: str) -> np.ndarray:
     """Pixel data as [frames, rows, cols(, 3)], decoded by pydicom's pixel handlers."""
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        sop_class = ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+        sop_name = getattr(sop_class, "name", "") or ""
+        if ("Rows" in ds and "Columns" in ds) or "Image Storage" in sop_name:
+            raise ConversionError(
+                "truncated",
+                f"{uri}: file ends before Pixel Data (7FE0,0010) although it is an image ({sop_name or 'Rows/Columns set'})",
+            )
         raise ConversionError("no_pixel_data", f"{uri}: the dataset has no Pixel Data (7FE0,0010)")
+    _check_native_length(ds, uri)
     try:
         arr = ds.pixel_array
     except Exception as exc:  # decoders raise many types for corrupt or unsupported data
@@ -153,6 +201,27 @@ def frames_of(ds: Dataset, uri: str) -> np.ndarray:
     if arr.ndim != expected_ndim:
         raise ConversionError("bad_header", f"{uri}: pixel array has shape {arr.shape}, expected {expected_ndim}D")
     return arr
+
+
+def _check_native_length(ds: Dataset, uri: str) -> None:
+    """Uncompressed pixel data shorter than Rows x Columns x frames x samples says: truncated."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or syntax.is_compressed or "PixelData" not in ds:
+        return
+    try:
+        expected = (
+            int(ds.Rows) * int(ds.Columns) * int(ds.get("NumberOfFrames", 1) or 1)
+            * int(ds.get("SamplesPerPixel", 1) or 1) * int(ds.BitsAllocated) // 8
+        )
+    except (AttributeError, TypeError, ValueError):
+        return
+    if str(ds.get("PhotometricInterpretation", "")) == "YBR_FULL_422":
+        expected = expected * 2 // 3  # 4:2:2 chroma subsampling: 2 samples per pixel on average
+    actual = len(ds.PixelData)
+    if actual < expected:
+        raise ConversionError(
+            "truncated", f"{uri}: Pixel Data holds {actual} bytes, the header's geometry needs {expected}"
+        )
 
 
 def colour_frame(ds: Dataset, frame: np.ndarray) -> np.ndarray:
@@ -190,26 +259,146 @@ def grey_frame_images(
     return images, step
 
 
+#: decoded pixel data larger than this is rejected before decoding (a mangled header must
+#: not make one item allocate tens of gigabytes)
+MAX_DECODED_BYTES = 2 * 1024**3
+#: modalities whose multi-frame files are cine loops (→ a video clip, not slices)
+CINE_MODALITIES = ("US", "IVUS", "ES", "GM", "XC")
+
+
+def check_pixel_budget(ds: Dataset, uri: str) -> None:
+    """Reject impossible or enormous pixel dimensions before decoding anything."""
+    try:
+        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        bits = int(ds.get("BitsAllocated", 8) or 8)
+    except (TypeError, ValueError) as exc:
+        raise ConversionError("bad_header", f"{uri}: pixel module values are not integers ({_short(exc)})") from exc
+    if "PixelData" in ds and (rows <= 0 or cols <= 0 or frames <= 0 or samples not in (1, 3, 4)):
+        raise ConversionError(
+            "bad_header", f"{uri}: Rows={rows} Columns={cols} NumberOfFrames={frames} SamplesPerPixel={samples}"
+        )
+    size = rows * cols * frames * samples * max(bits, 8) // 8
+    if size > MAX_DECODED_BYTES:
+        raise ConversionError(
+            "too_large", f"{uri}: pixel data would decode to {size / 1024**3:.1f} GiB (limit {MAX_DECODED_BYTES / 1024**3:.0f} GiB)"
+        )
+
+
+def is_enhanced(ds: Dataset) -> bool:
+    """Enhanced (functional-group) multi-frame objects: Enhanced CT/MR/XA/US, legacy converted."""
+    return "PerFrameFunctionalGroupsSequence" in ds
+
+
+def is_cine(ds: Dataset) -> bool:
+    """A multi-frame loop played over time (ultrasound, endoscopy), not a stack of slices."""
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames < 2 or is_enhanced(ds):
+        return False
+    timed = any(k in ds for k in ("FrameTime", "FrameTimeVector", "CineRate", "RecommendedDisplayFrameRate"))
+    return timed and str(ds.get("Modality", "")).upper() in CINE_MODALITIES
+
+
+def cine_fps(ds: Dataset) -> float:
+    """Frames per second of a cine loop: CineRate, RecommendedDisplayFrameRate, 1000/FrameTime,
+    or the FrameTimeVector's mean; 10 fps when the file states none."""
+    candidates: list[float] = []
+    for keyword in ("CineRate", "RecommendedDisplayFrameRate"):
+        if ds.get(keyword):
+            candidates.append(float(ds.get(keyword)))
+    if ds.get("FrameTime"):
+        candidates.append(1000.0 / float(ds.FrameTime))
+    vector = ds.get("FrameTimeVector")
+    if vector and len(vector) > 1:
+        steps = [float(v) for v in list(vector)[1:] if float(v) > 0]
+        if steps:
+            candidates.append(1000.0 / (sum(steps) / len(steps)))
+    for fps in candidates:
+        if 0.1 <= fps <= 240.0:
+            return fps
+    return 10.0
+
+
+#: attributes of the image pixel / plane modules a frame view carries over from the top level
+_FRAME_VIEW_KEYWORDS = (
+    "Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated", "BitsStored",
+    "HighBit", "PixelRepresentation", "Modality", "SOPInstanceUID", "RescaleSlope", "RescaleIntercept",
+    "RescaleType", "WindowCenter", "WindowWidth", "VOILUTFunction", "PixelSpacing", "ImagePositionPatient",
+    "ImageOrientationPatient", "SliceThickness", "SpacingBetweenSlices", "FrameOfReferenceUID",
+)
+#: functional group macros whose attributes are lifted into the frame view
+_FUNCTIONAL_GROUPS = (
+    "PixelMeasuresSequence", "PlanePositionSequence", "PlaneOrientationSequence",
+    "PixelValueTransformationSequence", "FrameVOILUTSequence",
+)
+
+
+def enhanced_frame_views(ds: Dataset) -> list[tuple[int, Dataset]]:
+    """(frame index, flat per-frame dataset) of an enhanced multi-frame object, in slice order.
+
+    Each view has the classic single-frame attributes (ImagePositionPatient, PixelSpacing,
+    RescaleSlope, WindowCenter…) taken from the Shared then the Per-frame Functional Groups,
+    so the LUT pipeline and the series geometry code treat frames like classic slices.
+    """
+    per_frame = list(ds.get("PerFrameFunctionalGroupsSequence") or [])
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [Dataset()])[0]
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if len(per_frame) != frames:
+        raise ConversionError(
+            "bad_header", f"NumberOfFrames is {frames} but PerFrameFunctionalGroupsSequence has {len(per_frame)} items"
+        )
+    views = []
+    for index, groups in enumerate(per_frame):
+        view = Dataset()
+        for keyword in _FRAME_VIEW_KEYWORDS:
+            if keyword in ds:
+                setattr(view, keyword, ds.data_element(keyword).value)
+        for source in (shared, groups):
+            for group in _FUNCTIONAL_GROUPS:
+                for item in (source.get(group) or [])[:1]:
+                    for elem in item:
+                        view[elem.tag] = elem
+        views.append((index, view))
+    normal = slice_normal(views[0][1])
+    return sorted(views, key=lambda v: (slice_position(v[1], normal), v[0]))
+
+
 def convert_dicom_item(item: dict[str, Any], opts: ConvertOptions) -> list[dict[str, Any]]:
-    """All samples of one DICOM item (a series of single-frame files, or one file)."""
+    """All samples of one DICOM item: a series of single-frame files, an enhanced
+    multi-frame object (one sample per frame, in slice order), a multi-frame file (one per
+    frame) or a cine loop (one video sample)."""
     members: list[str] = list(item.get("members") or [item["uri"]])
     headers = [(uri, read_dicom(read_bytes(uri), uri, headers_only=True)) for uri in members]
     ordered = order_series(headers)
     first = ordered[0][1]
     _reject_burned_in(first, members[0], opts)
-    modality = controlled_modality(first, opts.modality)
+    if annotation_kind(first) is not None:
+        raise ConversionError(
+            "orphan_label_map", f"{item['key']}: a {first.get('Modality')} object whose referenced image series is not in the source"
+        )
+    for uri, header in ordered:
+        check_pixel_budget(header, uri)
     subject = patient_identifier(first, item["key"])
-    part = body_part(first)
-    frames_per_file = int(first.get("NumberOfFrames", 1) or 1)
+    header_meta = dicom_metadata(first, salt=opts.salt, subject=subject, dates=opts.deid_dates)
+    modality = controlled_modality(first, opts.modality)
+    part = body_part(deidentify_dataset(first, salt=opts.salt, subject=subject))
+    if len(ordered) == 1 and is_cine(first):
+        return [_cine_row(item, opts, ordered[0][0], modality, subject, part, header_meta)]
 
-    label_volumes = []
-    if item.get("label_uris"):
-        label_volumes = load_label_volumes(list(item["label_uris"]), series_reference([h[1] for h in ordered]), opts)
-
+    # one slot per output slice: (file index, frame index, dataset holding its pixel semantics)
+    slots: list[tuple[int, int, Dataset]]
     if len(ordered) > 1:
-        slots = [(file_index, 0) for file_index in range(len(ordered))]
+        slots = [(file_index, 0, header) for file_index, (_, header) in enumerate(ordered)]
+    elif is_enhanced(first):
+        slots = [(0, frame, view) for frame, view in enhanced_frame_views(first)]
     else:
-        slots = [(0, frame) for frame in range(frames_per_file)]
+        frames_per_file = int(first.get("NumberOfFrames", 1) or 1)
+        slots = [(0, frame, first) for frame in range(frames_per_file)]
+    label_volumes = _label_volumes(item, opts, [slot[2] for slot in slots])
+    spacing_z = series_slice_spacing([slot[2] for slot in slots]) if len(slots) > 1 and (
+        len(ordered) > 1 or is_enhanced(first)
+    ) else None
     for array, _, stem in label_volumes:
         if array.shape[0] != len(slots):
             raise ConversionError(
@@ -220,25 +409,83 @@ def convert_dicom_item(item: dict[str, Any], opts: ConvertOptions) -> list[dict[
     rows: list[dict[str, Any]] = []
     cached: tuple[int, Dataset, np.ndarray] | None = None
     for slot_index in selected:
-        file_index, frame_index = slots[slot_index]
+        file_index, frame_index, view = slots[slot_index]
         if cached is None or cached[0] != file_index:
             uri = ordered[file_index][0]
             ds = read_dicom(read_bytes(uri), uri)
             _reject_burned_in(ds, uri, opts)
+            check_pixel_budget(ds, uri)
             cached = (file_index, ds, frames_of(ds, uri))
         _, ds, frames = cached
+        pixel_ds = ds if view is ordered[file_index][1] or view is first else view
         rows.append(
             _slice_row(
-                item, opts, ds, frames[frame_index], slot_index, len(slots), modality, subject, part, label_volumes
+                item, opts, ds, pixel_ds, frames[frame_index], slot_index, len(slots), modality, subject, part,
+                label_volumes, header_meta, spacing_z,
             )
         )
     return rows
+
+
+def _label_volumes(
+    item: dict[str, Any], opts: ConvertOptions, ordered: list[Dataset]
+) -> list[tuple[np.ndarray, dict[int, str], str]]:
+    """Attached label maps on the series grid: volume files (resampled) and DICOM SEG/RTSTRUCT."""
+    uris = list(item.get("label_uris") or [])
+    if not uris:
+        return []
+    volume_uris = [u for u in uris if u.lower().endswith(VOLUME_LABEL_EXTENSIONS)]
+    dicom_uris = [u for u in uris if u not in volume_uris]
+    volumes: list[tuple[np.ndarray, dict[int, str], str]] = []
+    if volume_uris:
+        volumes.extend(load_label_volumes(volume_uris, series_reference(ordered), opts))
+    if dicom_uris:
+        volumes.extend((v.array, v.names, v.stem) for v in load_dicom_labels(dicom_uris, ordered, item["key"]))
+    return volumes
+
+
+def _cine_row(
+    item: dict[str, Any],
+    opts: ConvertOptions,
+    uri: str,
+    modality: str,
+    subject: str,
+    part: str | None,
+    header_meta: dict[str, Any],
+) -> dict[str, Any]:
+    """A cine loop (ultrasound, endoscopy) as one H.264 video sample."""
+    ds = read_dicom(read_bytes(uri), uri)
+    _reject_burned_in(ds, uri, opts)
+    frames = frames_of(ds, uri)
+    fps = cine_fps(ds)
+    if frames.ndim == 4 or str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
+        rgb: Any = (colour_frame(ds, f) for f in frames)
+    else:
+        center, width = auto_window(frames, "OTHER")
+        rgb = (np.repeat(to_uint8_window(f, center - width / 2, center + width / 2)[..., None], 3, axis=2) for f in frames)
+    data, count, width, height = encode_frames(rgb, fps)
+    video = {
+        "data": data, "format": "mp4", "fps": fps, "num_frames": count, "width": width, "height": height,
+        "start_s": 0.0, "end_s": count / fps,
+    }
+    where = f" of the {part}" if part else ""
+    steps = [
+        {"step": "dicom.read", "params": {"transfer_syntax": str(ds.file_meta.TransferSyntaxUID)}},
+        {"step": "dicom.header", "params": header_meta},
+        {"step": "dicom.cine", "params": {"fps": fps, "frames": count, "photometric": str(ds.get("PhotometricInterpretation"))}},
+        {"step": "video.encode", "params": {"codec": "libx264", "crf": 23}},
+    ]
+    return build_row(
+        opts, key=item["key"], sha256=item["sha256"], modality=modality, subject_id=subject, images=[],
+        video=video, caption=f"{modality} cine loop{where}, {count} frames at {fps:g} fps.", steps=steps,
+    )
 
 
 def _slice_row(
     item: dict[str, Any],
     opts: ConvertOptions,
     ds: Dataset,
+    pixel_ds: Dataset,
     frame: np.ndarray,
     index: int,
     count: int,
@@ -246,20 +493,25 @@ def _slice_row(
     subject: str,
     part: str | None,
     label_volumes: list[tuple[np.ndarray, dict[int, str], str]],
+    header_meta: dict[str, Any],
+    spacing_z: float | None = None,
 ) -> dict[str, Any]:
-    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+    spacing = pixel_ds.get("PixelSpacing") or pixel_ds.get("ImagerPixelSpacing")
     spacing_mm = [float(spacing[0]), float(spacing[1])] if spacing else None
     if count > 1 and spacing_mm is not None:
-        spacing_mm.append(float(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness") or 0.0) or 0.0)
+        spacing_mm.append(
+            spacing_z or float(pixel_ds.get("SpacingBetweenSlices") or pixel_ds.get("SliceThickness") or 0.0) or 0.0
+        )
     steps: list[dict[str, Any]] = [
-        {"step": "dicom.read", "params": {"transfer_syntax": str(ds.file_meta.TransferSyntaxUID)}}
+        {"step": "dicom.read", "params": {"transfer_syntax": str(ds.file_meta.TransferSyntaxUID)}},
+        {"step": "dicom.header", "params": header_meta},
     ]
-    if frame.ndim == 3:
+    if frame.ndim == 3 or str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
         rgb = colour_frame(ds, frame)
         images = [image_record("input", rgb, spacing_mm=spacing_mm)]
         steps.append({"step": "dicom.colour", "params": {"photometric": str(ds.PhotometricInterpretation)}})
     else:
-        images, pixel_step = grey_frame_images(ds, frame, modality, spacing_mm)
+        images, pixel_step = grey_frame_images(pixel_ds, frame, modality, spacing_mm)
         steps.append({"step": "dicom.grey", "params": pixel_step})
     masks: list[dict[str, Any]] = []
     for array, names, stem in label_volumes:

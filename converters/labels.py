@@ -35,7 +35,8 @@ def names_from_filename(path: str) -> list[str]:
     """Structure names a label file's name spells: ``liver_spine_seg`` → [liver, spine]."""
     stem = strip_volume_suffix(os.path.basename(path))
     stem = LABEL_FILE_PATTERN.sub(" ", stem)
-    return [t.lower() for t in re.split(r"[_\-. ]+", stem) if t and not t.isdigit()]
+    # tokens with digits name the case (case1, 0003), not a structure
+    return [t.lower() for t in re.split(r"[_\-. ]+", stem) if t and not any(c.isdigit() for c in t)]
 
 
 def label_names(path: str, values: list[int], opts: ConvertOptions) -> dict[int, str]:

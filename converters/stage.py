@@ -1,4 +1,9 @@
-"""The conversion stage: work items in, canonical samples and rejects out."""
+"""The conversion stage: work items in, canonical samples and rejects out.
+
+With ``ConvertOptions.item_timeout_s`` set, every item is converted in a killable worker
+process (:class:`converters.guard.ItemGuard`) so that no input can hold a worker longer
+than that; without it, items convert in-process (fastest, what tests and small runs use).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,9 @@ import pyarrow as pa
 
 from converters.base import ConversionError, ConvertOptions
 from converters.dicom import convert_dicom_item
+from converters.guard import ItemGuard
 from converters.raster import convert_raster_item
+from converters.video_item import convert_video_item
 from converters.volume import convert_volume_item
 from curation.schema import SAMPLE_SCHEMA, samples_to_table
 from curation.stages import Reject, Resources, Stage, StageOutput
@@ -24,16 +31,30 @@ CONVERTERS: dict[str, Converter] = {
     "dicom": convert_dicom_item,
     "volume": convert_volume_item,
     "raster": convert_raster_item,
+    "video": convert_video_item,
 }
 
 
-def convert_item(item: dict[str, Any], opts: ConvertOptions) -> tuple[list[dict[str, Any]], Reject | None]:
-    """Rows of one item, or a reject saying why there are none. Never raises."""
+def _run_converter(kind: str, item: dict[str, Any], opts: ConvertOptions) -> list[dict[str, Any]]:
+    """Module-level (picklable) entry point for the guarded worker process."""
+    return CONVERTERS[kind](item, opts)
+
+
+def convert_item(
+    item: dict[str, Any], opts: ConvertOptions, guard: ItemGuard | None = None
+) -> tuple[list[dict[str, Any]], Reject | None]:
+    """Rows of one item, or a reject saying why there are none. Never raises.
+
+    With a ``guard`` the converter runs in its worker process under its time limit.
+    """
     converter = CONVERTERS.get(item["kind"])
     if converter is None:
         return [], Reject(item["key"], ConvertStage.name, "unsupported_format", f"no converter for kind {item['kind']!r}")
     try:
-        rows = converter(item, opts)
+        if guard is not None:
+            rows = guard.call(_run_converter, item["kind"], item, opts, what=item["key"])
+        else:
+            rows = converter(item, opts)
     except ConversionError as err:
         return [], Reject(item["key"], ConvertStage.name, err.reason, err.detail)
     except MemoryError:
@@ -58,12 +79,24 @@ class ConvertStage(Stage):
 
     def __init__(self, options: ConvertOptions):
         self.options = options
+        self._guard: ItemGuard | None = None
+
+    def setup(self) -> None:
+        if self.options.item_timeout_s and self._guard is None:
+            self._guard = ItemGuard(self.options.item_timeout_s)
+
+    def teardown(self) -> None:
+        if self._guard is not None:
+            self._guard.close()
+            self._guard = None
 
     def process(self, batch: pa.Table) -> StageOutput:
+        if self.options.item_timeout_s and self._guard is None:
+            self.setup()
         rows: list[dict[str, Any]] = []
         rejects: list[Reject] = []
         for item in batch.to_pylist():
-            converted, reject = convert_item(item, self.options)
+            converted, reject = convert_item(item, self.options, self._guard)
             rows.extend(converted)
             if reject is not None:
                 rejects.append(reject)

@@ -141,3 +141,20 @@ def run_build(request: BuildRequest) -> BuildOutcome:
     from flows.prefect_flows import build_flow
 
     return build_flow(request)
+
+
+def run_build_inline(request: BuildRequest) -> BuildOutcome:
+    """The same build without Prefect, partitions in this process, one after another.
+
+    For tests, notebooks and debugging a recipe: identical outputs (same plan, same
+    partition keys, same shards), none of the orchestration.
+    """
+    from flows.runs import new_run_id
+
+    started = time.perf_counter()
+    settings = settings_for(request)
+    run_id = new_run_id()
+    plan, partitions = prepare(request, settings, run_id)
+    shard_dir = settings.catalog().data_dir(request.dataset)
+    results = [build_partition(plan, p, shard_dir, settings.workdir) for p in partitions]
+    return finish(request, settings, plan, run_id, started, results)

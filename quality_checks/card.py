@@ -111,7 +111,7 @@ def _first_video_frame(data: bytes) -> np.ndarray | None:
     import av
 
     try:
-        with av.open(io.BytesIO(data)) as container:
+        with av.open(io.BytesIO(data), mode="r") as container:
             for frame in container.decode(video=0):
                 return np.asarray(frame.to_ndarray(format="rgb24"))
     except Exception:  # noqa: BLE001 - an undecodable clip is simply not drawn
@@ -156,11 +156,10 @@ def _overlay(rgb: np.ndarray, masks: list[dict[str, Any]]) -> np.ndarray:
     out = rgb.copy()
     for index, mask in enumerate(masks):
         try:
-            binary = _decode(mask["data"]) > 0
+            decoded = _decode(mask["data"])
         except Exception:  # noqa: BLE001
             continue
-        if binary.ndim == 3:
-            binary = binary.any(axis=2)
+        binary = np.asarray(decoded.any(axis=2) if decoded.ndim == 3 else decoded > 0)
         if binary.shape != out.shape[:2]:
             continue  # misaligned masks are the gate's business; do not draw them wrongly
         colour = MASK_COLOURS[index % len(MASK_COLOURS)]

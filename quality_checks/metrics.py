@@ -81,8 +81,9 @@ PRIMARY_ROLE_ORDER: tuple[str, ...] = ("input", "degraded", "output")
 VERDICT_SENTENCE = re.compile(r"overall,\s+the\s+quality\s+of\s+this\s+image\s+is\s+(\w+)", re.I)
 #: a video frame whose mean luma (0-255) is below this counts as black
 BLACK_FRAME_MEAN = 20.0
-#: consecutive sampled frames whose mean absolute luma difference is below this are frozen
-FROZEN_FRAME_DIFF = 0.5
+#: consecutive sampled frames whose mean absolute luma difference (0-255) is below this are
+#: frozen; 2.0 sits above H.264 keyframe flicker of a still scene (~0.8) and far below motion
+FROZEN_FRAME_DIFF = 2.0
 #: psnr slack (dB) of the monotonic fallback: a milder severity may be this much worse
 MONOTONIC_SLACK_DB = 0.1
 
@@ -223,9 +224,10 @@ def _image_metrics(images: list[dict[str, Any]], out: dict[str, Any], errors: li
     primary = _primary_image(images)
     assert primary is not None
     primary_index = next(i for i, image in enumerate(images) if image is primary)
-    pixels = decoded.get(primary_index)
-    if pixels is None:
+    found = decoded.get(primary_index)
+    if found is None:
         return None
+    pixels = found
     height, width = pixels.shape[:2]
     out["image_width"], out["image_height"] = int(width), int(height)
     out["image_size_matches_declared"] = (width, height) == (primary.get("width"), primary.get("height"))
@@ -327,10 +329,8 @@ def _text_metrics(row: dict[str, Any], out: dict[str, Any]) -> None:
     out["phi_kinds"] = ",".join(sorted(set(hits))) or None
     out["grounding_ok"] = _grounding_from_provenance(row.get("provenance"))
     if quality:
-        match = None
-        for match in VERDICT_SENTENCE.finditer(quality.get("description") or ""):
-            pass
-        out["verdict_consistent"] = match is not None and match.group(1).lower() == quality.get("verdict")
+        sentences = VERDICT_SENTENCE.findall(quality.get("description") or "")
+        out["verdict_consistent"] = bool(sentences) and sentences[-1].lower() == quality.get("verdict")
 
 
 def _grounding_from_provenance(provenance: dict[str, Any] | None) -> bool | None:
@@ -345,9 +345,7 @@ def _grounding_from_provenance(provenance: dict[str, Any] | None) -> bool | None
     def walk(node: Any) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
-                if key == "grounding_ok" and isinstance(value, bool):
-                    found.append(value)
-                elif key == "grounding" and isinstance(value, bool):
+                if key == "grounding_ok" and isinstance(value, bool) or key == "grounding" and isinstance(value, bool):
                     found.append(value)
                 elif key == "grounding" and isinstance(value, dict) and isinstance(value.get("ok"), bool):
                     found.append(value["ok"])
@@ -383,7 +381,7 @@ def measure_video(data: bytes, *, max_frames: int = 48) -> tuple[float, float, f
     """
     import av
 
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), mode="r") as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         fps = float(stream.average_rate) if stream.average_rate else 0.0
@@ -397,10 +395,7 @@ def measure_video(data: bytes, *, max_frames: int = 48) -> tuple[float, float, f
             count += 1
         if not count:
             raise ValueError("no frames")
-        if fps > 0:
-            duration = count / fps
-        else:
-            duration = float(container.duration or 0) / 1e6
+        duration = count / fps if fps > 0 else float(container.duration or 0) / 1e6
     black = float(np.mean([g.mean() < BLACK_FRAME_MEAN for g in greys]))
     diffs = [float(np.abs(a - b).mean()) for a, b in zip(greys, greys[1:], strict=False)]
     frozen = float(np.mean([d < FROZEN_FRAME_DIFF for d in diffs])) if diffs else 0.0

@@ -163,8 +163,9 @@ class TransformersBackend(CaptionBackend):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        self._threads_before = torch.get_num_threads()
         if config.num_threads:
-            torch.set_num_threads(config.num_threads)
+            torch.set_num_threads(config.num_threads)  # process-wide: restored in close()
         if not os.path.isdir(config.model):
             raise BackendError(f"transformers backend: model folder {config.model!r} does not exist (nothing is downloaded)")
         self._torch = torch
@@ -212,7 +213,8 @@ class TransformersBackend(CaptionBackend):
         return texts, tokens
 
     def close(self) -> None:
-        del self.model
+        self.model = None
+        self._torch.set_num_threads(self._threads_before)
 
 
 class OpenAIBackend(CaptionBackend):
@@ -237,6 +239,7 @@ class OpenAIBackend(CaptionBackend):
             timeout=httpx.Timeout(config.timeout_s), limits=limits,
         )
         self.retries = 0
+        self.endpoint = f"{str(config.base_url).rstrip('/')}/chat/completions"
 
     def _request(self, messages: list[Message], sampling: SamplingConfig) -> tuple[str, int]:
         httpx = self._httpx
@@ -260,16 +263,16 @@ class OpenAIBackend(CaptionBackend):
                 last = f"HTTP {response.status_code}: {response.text[:200]}"
                 continue
             if response.status_code != 200:
-                raise BackendError(f"{self.client.base_url}/chat/completions answered HTTP {response.status_code}: {response.text[:300]}")
+                raise BackendError(f"{self.endpoint} answered HTTP {response.status_code}: {response.text[:300]}")
             try:
                 payload = response.json()
                 text = str(payload["choices"][0]["message"]["content"] or "")
             except (ValueError, KeyError, IndexError, TypeError) as exc:
-                raise BackendError(f"malformed chat completion from {self.client.base_url}: {response.text[:300]}") from exc
+                raise BackendError(f"malformed chat completion from {self.endpoint}: {response.text[:300]}") from exc
             usage = payload.get("usage") or {}
             return text.strip(), int(usage.get("completion_tokens") or len(text.split()))
         raise BackendError(
-            f"{self.client.base_url}/chat/completions failed after {self.config.max_retries + 1} attempts; last error: {last}"
+            f"{self.endpoint} failed after {self.config.max_retries + 1} attempts; last error: {last}"
         )
 
     def _generate(self, prompts: list[list[Message]], sampling: SamplingConfig) -> tuple[list[str], int]:

@@ -31,6 +31,8 @@ from synthesis.captioning.facts import Facts, FactsError, normalize_facts, numer
 
 SYNONYMS_PATH = Path(__file__).with_name("synonyms.v1.json")
 GROUPS: tuple[str, ...] = ("findings", "degradations", "instruments", "modalities")
+#: facts keys holding free-text descriptions the template renders verbatim
+DESCRIPTOR_KEYS: tuple[str, ...] = ("optic_disc", "vessels", "nerve_fibre_layer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -290,6 +292,10 @@ def _check_findings(facts: Facts, text: str, table: SynonymTable, problems: list
     vocabulary = dict(table.groups["findings"])
     vocabulary.update(present)
     vocabulary.update(absent)
+    # free-text fundus descriptors are facts too: terms they state positively are allowed
+    for key in DESCRIPTOR_KEYS:
+        if isinstance(facts.get(key), str):
+            allowed |= {m.canon for m in find_mentions(facts[key], vocabulary) if not m.negated}
     mentions = find_mentions(text, vocabulary)
     for canon in present:
         stated = [m for m in mentions if m.canon == canon]

@@ -57,6 +57,7 @@ class ChatServer(ThreadingHTTPServer):
         self.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self.backend.close()
 
     def __enter__(self) -> ChatServer:
         return self.start()
@@ -131,9 +132,9 @@ class ChatHandler(BaseHTTPRequestHandler):
 
 
 def make_server(model_path: str, *, host: str = "127.0.0.1", port: int = 0, fail_first: int = 0,
-                model_name: str | None = None) -> ChatServer:
+                model_name: str | None = None, num_threads: int | None = None) -> ChatServer:
     """Load the model and bind (port 0: a free port); call ``start()`` to serve."""
-    backend = TransformersBackend(BackendConfig(kind="transformers", model=model_path))
+    backend = TransformersBackend(BackendConfig(kind="transformers", model=model_path, num_threads=num_threads))
     return ChatServer((host, port), backend, model_name or model_path, fail_first=fail_first)
 
 
@@ -144,10 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--served-model-name", default=None)
     parser.add_argument("--fail-first", type=int, default=0, help="answer the first N chat requests with 503")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     server = make_server(args.model, host=args.host, port=args.port, fail_first=args.fail_first,
-                         model_name=args.served_model_name)
+                         model_name=args.served_model_name, num_threads=args.threads)
     log.info("serving %s at %s", server.model_name, server.base_url)
     try:
         server.serve_forever()

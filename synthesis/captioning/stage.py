@@ -213,11 +213,22 @@ class CaptionStage(Stage):
                     it.reason = json.loads(hit.provenance_json).get("reason", "cached")
                     it.attempts = json.loads(hit.provenance_json).get("attempts", [])
             pending = [it for it in pending if not it.cache_hit]
+        # identical facts in one batch are generated once and shared
+        leaders: dict[str, _Item] = {}
+        followers: list[_Item] = []
+        for it in pending:
+            if it.key in leaders:
+                followers.append(it)
+            else:
+                leaders[it.key] = it
+        pending = list(leaders.values())
         for attempt in range(1, self.max_attempts + 1):
             if not pending:
                 break
             pending = self._attempt(pending, attempt)
-        for it in pending:
+        for it in leaders.values():
+            if it.text is not None:
+                continue
             it.text = it.base_text
             it.source = "template"
             if not it.reason:
@@ -225,6 +236,10 @@ class CaptionStage(Stage):
                     f"failed grounding on {self.max_attempts} attempt(s); kept the template text"
                     if self.max_attempts else "LLM disabled (max_attempts=0); kept the template text"
                 )
+        for it in followers:
+            leader = leaders[it.key]
+            it.text, it.source, it.reason = leader.text, leader.source, leader.reason
+            it.attempts, it.cacheable = leader.attempts, leader.cacheable
         if self.cache is not None:
             self.cache.put_many({
                 it.key: CachedCaption(str(it.text), it.source, self._provenance(it))

@@ -31,7 +31,7 @@ def example_facts() -> dict[str, list[dict[str, Any]]]:
              "optic_disc": "well-defined margins, cup-to-disc ratio 0.4", "numbers": {"cup_to_disc_ratio": 0.4}},
             {"modality": "CFP", "body_part": "eye", "laterality": "right", "findings": ["microaneurysm"],
              "absent_findings": ["haemorrhage", "hard exudate"], "dr_grade": 1},
-            {"modality": "CFP", "body_part": "eye", "laterality": "right", "findings": ["neovascularisation", "haemorrhage"],
+            {"modality": "CFP", "body_part": "eye", "laterality": "right", "findings": ["neovascularisation", "haemorrhage", "venous beading"],
              "absent_findings": [], "dr_grade": 4, "vessels": "tortuous with venous beading"},
         ],
         "unimed": [

@@ -26,9 +26,9 @@ LEVELS: dict[str, dict[int, dict[str, Any]]] = {
         3: {"arc_deg": 150.0, "reference_views": 360},
     },
     "metal_artifact": {
-        1: {"metal": "titanium", "radius_mm": 2.0, "count": 1, "incident_photons": 2.0e5, "electronic_sigma": 5.0, "views": 360},
-        2: {"metal": "titanium", "radius_mm": 4.0, "count": 2, "incident_photons": 2.0e5, "electronic_sigma": 5.0, "views": 360},
-        3: {"metal": "iron", "radius_mm": 5.0, "count": 2, "incident_photons": 2.0e5, "electronic_sigma": 5.0, "views": 360},
+        1: {"metal": "titanium", "radius_mm": 1.5, "count": 1, "incident_photons": 2.0e5, "electronic_sigma": 5.0, "views": 360},
+        2: {"metal": "titanium", "radius_mm": 3.0, "count": 2, "incident_photons": 2.0e5, "electronic_sigma": 5.0, "views": 360},
+        3: {"metal": "iron", "radius_mm": 4.0, "count": 2, "incident_photons": 2.0e5, "electronic_sigma": 5.0, "views": 360},
     },
     "ring_artifact": {
         1: {"gain_sigma": 0.01, "defective_fraction": 0.05, "views": 360},
@@ -47,7 +47,7 @@ LEVELS: dict[str, dict[int, dict[str, Any]]] = {
         3: {"acceleration": 8.0, "center_fraction": 0.04},
     },
     "motion": {
-        1: {"moves": 1, "max_shift_px": 3.0, "max_rotation_deg": 1.0},
+        1: {"moves": 1, "max_shift_px": 2.0, "max_rotation_deg": 0.5},
         2: {"moves": 2, "max_shift_px": 8.0, "max_rotation_deg": 3.0},
         3: {"moves": 4, "max_shift_px": 16.0, "max_rotation_deg": 6.0},
     },

@@ -123,24 +123,21 @@ def motion(images: torch.Tensor, level: dict[str, Any], draws: Draws, ctx: Conte
     batch, _, height, width = images.shape
     scale = min(height, width) / 512.0
     moves = level["moves"]
-    shifts = draws.uniform(moves, 3) * 2 - 1  # [-1, 1)
-    cuts = draws.uniform(moves)
+    draw = draws.uniform(moves + 1, 3)
+    edges = [round(e) for e in torch.linspace(0, width, moves + 2).tolist()]
     out = torch.empty_like(images)
     poses: list[list[list[float]]] = []
     for b in range(batch):
         kspace = to_kspace(images[b])
-        bounds = sorted(int(c * width) for c in cuts[b].tolist())
-        edges = [0, *bounds, width]
         sample_poses = []
         for segment in range(moves + 1):
             lo, hi = edges[segment], edges[segment + 1]
-            centre_segment = lo <= width // 2 < hi
-            if centre_segment or hi <= lo:
-                continue
-            idx = min(segment, moves - 1)
-            dy = float(shifts[b, idx, 0]) * level["max_shift_px"] * scale
-            dx = float(shifts[b, idx, 1]) * level["max_shift_px"] * scale
-            rot = float(shifts[b, idx, 2]) * level["max_rotation_deg"]
+            if lo <= width // 2 < hi or hi <= lo:
+                continue  # the block holding the k-space centre defines the reference pose
+            direction = 2 * math.pi * float(draw[b, segment, 0])
+            magnitude = level["max_shift_px"] * scale * (0.6 + 0.4 * float(draw[b, segment, 1]))
+            dy, dx = magnitude * math.sin(direction), magnitude * math.cos(direction)
+            rot = (2 * float(draw[b, segment, 2]) - 1) * level["max_rotation_deg"]
             moved = to_kspace(_rigid_copy(images[b], dy, dx, rot))
             kspace[..., lo:hi] = moved[..., lo:hi]
             sample_poses.append([lo, hi, round(dy, 3), round(dx, 3), round(rot, 3)])

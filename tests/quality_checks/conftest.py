@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,3 +16,8 @@ def _gx_imported_once() -> None:
     from quality_checks.suites import import_gx
 
     import_gx()
+
+
+# the tests import their realistic-row builders as ``qc_samples`` (import-mode=importlib
+# does not put test folders on sys.path)
+sys.path.insert(0, str(Path(__file__).resolve().parent))

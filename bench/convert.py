@@ -1,0 +1,146 @@
+"""Benchmark: `convert` on ≥1,000 real-size CT slices vs the bare codec cost, and peak memory.
+
+Inputs: N 512×512 CT slices made from the three real slices in tests/data (pixel noise
+and positions varied so no two files are equal), in series of 250.
+
+* baseline ("bare codec"): one loop of what conversion cannot avoid per slice —
+  pydicom read + decode, modality LUT, window, and the two PNG encodes the pipeline
+  writes (8-bit ``input`` and 16-bit lossless ``raw``);
+* pipeline: the real build (discovery with hashing, partitions, conversion stage,
+  Parquet shards, Iceberg publish), in-process without Prefect's server start-up.
+
+Memory: the pipeline is run in a fresh subprocess with a shard target of 1/10 of the
+input size; its peak RSS is compared with the baseline loop's peak RSS.
+
+Run: .venv/bin/python bench/convert.py [--slices 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CT_DIR = ROOT / "tests" / "data" / "ct_3slice_seg"
+
+
+def make_slices(target: Path, count: int, per_series: int = 250) -> int:
+    """Write ``count`` DICOM slices; returns total bytes."""
+    rng = np.random.default_rng(0)
+    seeds = [pydicom.dcmread(p) for p in sorted(CT_DIR.glob("*.dcm"))]
+    total = 0
+    for index in range(count):
+        series, position = divmod(index, per_series)
+        ds = seeds[index % len(seeds)].copy()
+        pixels = ds.pixel_array.astype(np.int32) + rng.integers(-8, 9, ds.pixel_array.shape)
+        ds.PixelData = np.clip(pixels, -2000, 4000).astype(np.int16).tobytes()
+        ds.SeriesInstanceUID = f"1.2.826.0.1.3680043.10.1{series:04d}"
+        ds.SOPInstanceUID = f"1.2.826.0.1.3680043.10.2{index:06d}"
+        ds.ImagePositionPatient = [-235.2, -226.8, -128.69 + position]
+        ds.InstanceNumber = position + 1
+        folder = target / f"series{series:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{position:04d}.dcm"
+        ds.save_as(path)
+        total += path.stat().st_size
+    return total
+
+
+def bare_codec(files: list[Path]) -> float:
+    from pydicom.pixels import apply_modality_lut
+
+    from curation.images import encode_png, to_uint8_window
+
+    started = time.perf_counter()
+    for path in files:
+        ds = pydicom.dcmread(path)
+        stored = ds.pixel_array
+        hu = apply_modality_lut(stored, ds)
+        encode_png(to_uint8_window(hu, -160.0, 240.0))
+        encode_png((stored.astype(np.int32) + 32768).astype(np.uint16))
+    return time.perf_counter() - started
+
+
+def run_pipeline(source: Path, workdir: Path, shard_mb: float) -> dict:
+    os.environ.setdefault("MEDCURATE_SALT", "bench")
+    from flows.build import BuildRequest, run_build_inline
+
+    started = time.perf_counter()
+    outcome = run_build_inline(
+        BuildRequest(
+            recipe="convert",
+            sources=[str(source)],
+            dataset="bench",
+            workdir=str(workdir),
+            options={"shard_bytes": int(shard_mb * 1024 * 1024)},
+        )
+    )
+    seconds = time.perf_counter() - started
+    return {
+        "seconds": seconds,
+        "samples": outcome.summary["samples_written"],
+        "shards": len(outcome.shards),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def child(mode: str, source: str, workdir: str, shard_mb: float) -> None:
+    """Entry point of the measured subprocess (fresh process: honest peak RSS)."""
+    if mode == "pipeline":
+        print(json.dumps(run_pipeline(Path(source), Path(workdir), shard_mb)))
+    else:
+        files = sorted(Path(source).rglob("*.dcm"))
+        seconds = bare_codec(files)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps({"seconds": seconds, "samples": len(files), "peak_rss_mb": rss}))
+
+
+def measure(mode: str, source: Path, workdir: Path, shard_mb: float) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", mode, str(source), str(workdir), str(shard_mb)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--slices", type=int, default=1000)
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        mode, source, workdir, shard_mb = args.child
+        child(mode, source, workdir, float(shard_mb))
+        return
+    with tempfile.TemporaryDirectory(prefix="medcurate-bench-") as tmp:
+        source = Path(tmp) / "ct"
+        total = make_slices(source, args.slices)
+        shard_mb = total / 10 / 1024 / 1024  # input = 10× the shard size
+        bare = measure("bare", source, Path(tmp) / "unused", shard_mb)
+        pipe = measure("pipeline", source, Path(tmp) / "work", shard_mb)
+    ratio = pipe["seconds"] / bare["seconds"]
+    print(f"machine: {os.cpu_count()} cores, {sys.platform}, python {sys.version.split()[0]}")
+    print(f"input: {args.slices} CT slices 512x512, {total / 1e6:.0f} MB; shard target {shard_mb:.1f} MiB")
+    print(f"bare codec loop : {bare['seconds']:.2f} s  ({bare['samples'] / bare['seconds']:.1f} slices/s)")
+    print(f"medcurate build : {pipe['seconds']:.2f} s  ({pipe['samples'] / pipe['seconds']:.1f} slices/s, {pipe['shards']} shards)")
+    print(f"ratio pipeline/bare: {ratio:.2f}x  (goal <= 1.3x)")
+    print(f"peak RSS: pipeline {pipe['peak_rss_mb']:.0f} MB vs bare loop {bare['peak_rss_mb']:.0f} MB (input {total / 1e6:.0f} MB)")
+
+
+if __name__ == "__main__":
+    main()

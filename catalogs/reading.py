@@ -1,0 +1,110 @@
+"""Row-group planning and reading shared by the training loaders (no torch, no Ray here).
+
+A loader's unit of work is a Parquet **row group** (~32 MiB, see ``curation.shards``),
+not a file: a build often has fewer shards than there are DDP ranks × DataLoader
+workers, and a row group is the smallest unit Parquet can read and prune on its own.
+Planning reads only footers: the row groups a filter cannot match (by their min/max
+statistics on ``modality``/``task``/``split``/...) are dropped before any data is read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+from fsspec.core import url_to_fs
+
+from curation.schema import SAMPLE_SCHEMA
+
+#: what ``filter=`` accepts: a pyarrow expression, or ``{column: value | [values]}``
+FilterLike = pads.Expression | Mapping[str, Any] | None
+
+
+@dataclasses.dataclass(frozen=True)
+class RowGroup:
+    """One Parquet row group of a version: the unit split across ranks and workers."""
+
+    path: str  # path as ``filesystem`` sees it (no protocol)
+    index: int  # row-group number inside the file
+    num_rows: int  # rows stored (before a row-level filter)
+
+
+def as_filter(filter: FilterLike) -> pads.Expression | None:  # noqa: A002 - public word
+    """A pyarrow expression from an expression or a ``{column: value or [values]}`` mapping.
+
+    ``{"modality": "CT", "split": ["train", "val"]}`` means modality == CT and split in
+    (train, val); the expression is pushed down to Parquet statistics and pages.
+    """
+    if filter is None or isinstance(filter, pads.Expression):
+        return filter
+    if not isinstance(filter, Mapping):
+        raise TypeError(f"filter must be a pyarrow expression or a mapping, got {type(filter).__name__}")
+    expression: pads.Expression | None = None
+    for column, wanted in filter.items():
+        if column not in SAMPLE_SCHEMA.names:
+            raise KeyError(f"filter column {column!r} is not in the canonical schema ({', '.join(SAMPLE_SCHEMA.names)})")
+        field = pads.field(column)
+        if isinstance(wanted, str | int | float | bool):
+            term = field == wanted
+        else:
+            term = field.isin(list(wanted))
+        expression = term if expression is None else expression & term
+    return expression
+
+
+def filesystem_for(paths: Sequence[str], filesystem: Any = None) -> tuple[pafs.FileSystem, list[str]]:
+    """(filesystem, stripped paths) for shard uris; native pyarrow for local files.
+
+    pyarrow's own LocalFileSystem is used for local shards because wrapping fsspec's
+    costs a Python call per read; remote stores (s3://, gs://) go through fsspec, which
+    honours ``AWS_ENDPOINT_URL`` and the fsspec config. ``filesystem`` overrides (tests
+    count bytes through a wrapping filesystem).
+    """
+    if not paths:
+        return as_arrow_filesystem(filesystem) if filesystem is not None else pafs.LocalFileSystem(), []
+    fs, _ = url_to_fs(paths[0])
+    stripped = [url_to_fs(p)[1] for p in paths]
+    if filesystem is not None:
+        return as_arrow_filesystem(filesystem), stripped
+    protocol = fs.protocol[0] if isinstance(fs.protocol, tuple | list) else fs.protocol
+    if protocol in ("file", "local"):
+        return pafs.LocalFileSystem(), stripped
+    return as_arrow_filesystem(fs), stripped
+
+
+def as_arrow_filesystem(filesystem: Any) -> pafs.FileSystem:
+    """A pyarrow filesystem (fsspec ones are wrapped; both pickle to DataLoader workers)."""
+    if isinstance(filesystem, pafs.FileSystem):
+        return filesystem
+    return pafs.PyFileSystem(pafs.FSSpecHandler(filesystem))
+
+
+def plan_row_groups(paths: Sequence[str], filesystem: Any, filter: pads.Expression | None) -> list[RowGroup]:  # noqa: A002
+    """The row groups of ``paths`` that ``filter`` may match, in (path, index) order."""
+    if not paths:
+        return []
+    dataset = pads.dataset(list(paths), schema=SAMPLE_SCHEMA, format="parquet", filesystem=filesystem)
+    groups: list[RowGroup] = []
+    for fragment in dataset.get_fragments(filter=filter):
+        for piece in fragment.split_by_row_group(filter=filter):
+            for info in piece.row_groups:
+                groups.append(RowGroup(piece.path, info.id, info.num_rows))
+    return sorted(groups, key=lambda g: (g.path, g.index))
+
+
+_FORMAT = pads.ParquetFileFormat()
+
+
+def read_row_group(
+    group: RowGroup,
+    filesystem: Any,
+    columns: Sequence[str] | None,
+    filter: pads.Expression | None,  # noqa: A002
+) -> pa.Table:
+    """One row group, projected and filtered (pages that cannot match are skipped)."""
+    fragment = _FORMAT.make_fragment(group.path, filesystem=filesystem, row_groups=[group.index])
+    return fragment.to_table(schema=SAMPLE_SCHEMA, columns=list(columns) if columns else None, filter=filter)

@@ -1,0 +1,391 @@
+"""PyTorch ``IterableDataset`` over a pinned catalog version, for DDP training.
+
+Why our own: torch's samplers split *indices* of a map-style dataset, which would mean
+random access into Parquet (one footer + page read per sample), and webdataset-style
+loaders split *files*, which leaves ranks idle when a build has few big shards. Here the
+unit of work is a Parquet row group (~32 MiB), planned from footers once.
+
+Splitting policy (exactly once per epoch, deterministic):
+
+* every rank plans the same row groups of the same version (the file list is fixed when
+  the dataset is made: a later publish changes nothing for it);
+* per epoch, the row groups are permuted with ``rng(seed, epoch)`` (identical on every
+  rank) and dealt round-robin to the ``world_size × num_workers`` streams; stream
+  ``rank * num_workers + worker_id`` takes positions ``stream, stream + S, ...``;
+* no padding and no duplication: streams get whole row groups, so they can differ by up
+  to one row group's rows. For DDP steps that must match across ranks, stop each epoch
+  after a fixed number of steps (``min_rows_per_rank()`` gives a safe bound when no
+  row-level filter is set) or use ``torch.distributed.algorithms.Join``;
+* inside a stream, rows pass through a bounded shuffle buffer seeded by
+  ``(seed, epoch, stream)``.
+
+Resuming: every item carries ``_stream`` (its stream id) and ``_streams`` (how many). The
+dataset (or :class:`CatalogDataLoader`, which does it for you) counts, in the training
+process, how many samples of each stream were *consumed*; ``state_dict()`` holds these
+counts and the epoch. After ``load_state_dict()``, each stream replays its deterministic
+order and skips what was consumed (skipped rows are never decoded), so the rest of the
+epoch is exactly the samples not yet seen. The same ``world_size`` and ``num_workers``
+are required on resume (the split depends on them; a mismatch raises).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from catalogs.reading import (
+    FilterLike,
+    RowGroup,
+    as_filter,
+    filesystem_for,
+    plan_row_groups,
+    read_row_group,
+)
+from curation.images import decode_png
+
+STREAM_KEY = "_stream"
+STREAMS_KEY = "_streams"
+DEFAULT_SHUFFLE_BUFFER = 512
+STATE_FORMAT = 1
+
+Transform = Callable[[dict[str, Any]], Any]
+
+
+def worker_stream(rank: int, world_size: int) -> tuple[int, int]:
+    """(this process's stream id, number of streams) for the current DataLoader worker."""
+    info = get_worker_info()
+    num_workers, worker_id = (1, 0) if info is None else (info.num_workers, info.id)
+    return rank * num_workers + worker_id, world_size * num_workers
+
+
+def assign_row_groups(
+    groups: Sequence[RowGroup], stream: int, streams: int, seed: int, epoch_key: Sequence[int], shuffle: bool
+) -> list[RowGroup]:
+    """The row groups one stream reads in one epoch (see the module docstring)."""
+    order = np.random.default_rng([seed, *epoch_key]).permutation(len(groups)) if shuffle else np.arange(len(groups))
+    return [groups[int(i)] for i in order[stream::streams]]
+
+
+def bounded_shuffle(rows: Iterable[Any], buffer_size: int, rng: np.random.Generator) -> Iterator[Any]:
+    """Shuffle a stream with a buffer of ``buffer_size`` items (memory stays bounded)."""
+    if buffer_size <= 1:
+        yield from rows
+        return
+    buffer: list[Any] = []
+    for row in rows:
+        if len(buffer) < buffer_size:
+            buffer.append(row)
+            continue
+        j = int(rng.integers(buffer_size))
+        yield buffer[j]
+        buffer[j] = row
+    for j in rng.permutation(len(buffer)):
+        yield buffer[int(j)]
+
+
+def array_to_tensor(array: np.ndarray) -> torch.Tensor:
+    """A decoded image as a channels-first tensor: (1, H, W) or (C, H, W).
+
+    uint8 stays uint8, bool stays bool, uint16 becomes int32 (lossless; torch's uint16
+    has few kernels, so MONAI/torchvision transforms would fail on it).
+    """
+    arr = array.astype(np.int32) if array.dtype == np.uint16 else array
+    if not arr.flags.writeable:
+        arr = arr.copy()
+    tensor = torch.from_numpy(arr)
+    return tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
+
+
+def mask_to_tensor(data: bytes) -> torch.Tensor:
+    """A 1-bit PNG mask as an (H, W) bool tensor."""
+    mask = decode_png(data)
+    return torch.from_numpy(np.array(mask, dtype=bool))
+
+
+def decode_sample(row: dict[str, Any]) -> dict[str, Any]:
+    """Images and masks of one row decoded to tensors; everything else passes through.
+
+    Adds ``images`` ({role: tensor}), ``image`` (the ``input`` role, else the first),
+    ``image_info`` ({role: geometry/window/value scale}), ``masks`` ((N, H, W) bool),
+    ``mask_labels``, ``mask_categories`` and ``mask_info`` (boxes and click prompts).
+    Video bytes stay encoded (decode them in a transform if the model needs frames).
+    """
+    item = dict(row)
+    sample_id = row.get("sample_id")
+    if "images" in row:
+        tensors: dict[str, torch.Tensor] = {}
+        info: dict[str, dict[str, Any]] = {}
+        for image in row["images"] or []:
+            try:
+                tensors[image["role"]] = array_to_tensor(decode_png(image["data"]))
+            except Exception as exc:  # noqa: BLE001 - re-raised with the sample's context
+                raise ValueError(
+                    f"sample {sample_id}: image role {image['role']!r} ({image.get('format')}) cannot be decoded: {exc}"
+                ) from exc
+            info[image["role"]] = {k: v for k, v in image.items() if k != "data"}
+        item["images"] = tensors
+        item["image_info"] = info
+        if tensors:
+            item["image"] = tensors.get("input", next(iter(tensors.values())))
+    if "masks" in row:
+        masks = row["masks"] or []
+        decoded = [mask_to_tensor(m["data"]) for m in masks]
+        if decoded:
+            item["masks"] = torch.stack(decoded)
+        else:
+            image = item.get("image")
+            height, width = (int(image.shape[-2]), int(image.shape[-1])) if image is not None else (0, 0)
+            item["masks"] = torch.zeros((0, height, width), dtype=torch.bool)
+        item["mask_labels"] = [m["label"] for m in masks]
+        item["mask_categories"] = [m["category"] for m in masks]
+        item["mask_info"] = [{k: v for k, v in m.items() if k != "data"} for m in masks]
+    return item
+
+
+class StatefulStreams(IterableDataset):  # type: ignore[type-arg]
+    """Epochs, consumed-sample bookkeeping and resume, shared by datasets and mixtures."""
+
+    def __init__(self, *, rank: int, world_size: int, seed: int):
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+        if seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed}")
+        self.rank = rank
+        self.world_size = world_size
+        self.seed = seed
+        self.epoch = 0
+        self._consumed: dict[int, int] = {}
+        self._streams: int | None = None
+
+    # -- what a subclass provides ------------------------------------------------------
+    def iter_stream(self, stream: int, streams: int, epoch_key: Sequence[int], skip: int) -> Iterator[dict[str, Any]]:
+        raise NotImplementedError
+
+    # -- iteration -------------------------------------------------------------------
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        stream, streams = worker_stream(self.rank, self.world_size)
+        if self._consumed and self._streams is not None and self._streams != streams:
+            raise ValueError(
+                f"cannot resume: the saved state was made with {self._streams} streams "
+                f"(world_size x num_workers), this run has {streams}; use the same world_size and num_workers"
+            )
+        skip = self._consumed.get(stream, 0)
+        for item in self.iter_stream(stream, streams, (self.epoch,), skip):
+            item[STREAM_KEY] = stream
+            item[STREAMS_KEY] = streams
+            yield item
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch ``epoch`` (new row-group order and shuffle); forgets consumed counts."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self.epoch = epoch
+        self._consumed = {}
+        self._streams = None
+
+    # -- resume ----------------------------------------------------------------------
+    def observe(self, batch: Any) -> None:
+        """Count a delivered item or batch as consumed (``CatalogDataLoader`` calls this)."""
+        streams = _as_ints(batch[STREAM_KEY]) if isinstance(batch, Mapping) else [
+            int(item[STREAM_KEY]) for item in batch
+        ]
+        totals = _as_ints(batch[STREAMS_KEY]) if isinstance(batch, Mapping) else [
+            int(item[STREAMS_KEY]) for item in batch
+        ]
+        if totals:
+            self._streams = totals[0]
+        for stream in streams:
+            self._consumed[stream] = self._consumed.get(stream, 0) + 1
+
+    def end_epoch(self) -> None:
+        """The epoch was consumed to the end: the next state resumes at the next epoch."""
+        self.set_epoch(self.epoch + 1)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What was consumed this epoch, per stream (JSON-serialisable)."""
+        return {
+            "format": STATE_FORMAT,
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "streams": self._streams,
+            "consumed": {str(k): v for k, v in sorted(self._consumed.items())},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume from ``state_dict()``: the next iteration yields the rest of that epoch."""
+        for key, mine in (("seed", self.seed), ("rank", self.rank), ("world_size", self.world_size)):
+            if state.get(key) != mine:
+                raise ValueError(f"cannot resume: state has {key}={state.get(key)!r}, this dataset has {key}={mine!r}")
+        self.epoch = int(state["epoch"])
+        self._streams = state.get("streams")
+        self._consumed = {int(k): int(v) for k, v in state.get("consumed", {}).items()}
+
+
+def _as_ints(values: Any) -> list[int]:
+    if isinstance(values, torch.Tensor):
+        return [int(v) for v in values.reshape(-1).tolist()]
+    if isinstance(values, int | np.integer):
+        return [int(values)]
+    return [int(v) for v in values]
+
+
+class CatalogIterableDataset(StatefulStreams):
+    """Samples of one pinned version, split by row group across ranks × workers.
+
+    Made by ``DatasetCatalog.to_torch``; see the module docstring for the policy.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        *,
+        name: str = "",
+        version: str = "",
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        columns: Sequence[str] | None = None,
+        filter: FilterLike = None,  # noqa: A002 - the public API's word
+        shuffle: bool = True,
+        shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+        decode: bool = True,
+        transform: Transform | None = None,
+        filesystem: Any = None,
+    ):
+        super().__init__(rank=rank, world_size=world_size, seed=seed)
+        self.name = name
+        self.version = version
+        self.paths = list(paths)
+        self.columns = _with_sample_id(columns)
+        self.filter = as_filter(filter)
+        self.shuffle = shuffle
+        self.shuffle_buffer = shuffle_buffer if shuffle else 0
+        self.decode = decode
+        self.transform = transform
+        self.filesystem, stripped = filesystem_for(self.paths, filesystem)
+        self.row_groups = plan_row_groups(stripped, self.filesystem, self.filter)
+
+    def __repr__(self) -> str:
+        return (
+            f"CatalogIterableDataset({self.name}@{self.version}, {len(self.row_groups)} row groups, "
+            f"rank {self.rank}/{self.world_size}, seed {self.seed}, epoch {self.epoch})"
+        )
+
+    @property
+    def planned_rows(self) -> int:
+        """Rows in the planned row groups (exact without a filter; an upper bound with one)."""
+        return sum(g.num_rows for g in self.row_groups)
+
+    def min_rows_per_rank(self, num_workers: int = 0) -> int:
+        """The fewest rows any rank gets this epoch (exact when no filter is set).
+
+        Stop every rank after ``min_rows_per_rank() // batch_size`` steps to keep DDP
+        collectives in lock-step without padding.
+        """
+        streams = self.world_size * max(1, num_workers)
+        per_rank = [0] * self.world_size
+        for stream in range(streams):
+            groups = assign_row_groups(self.row_groups, stream, streams, self.seed, (self.epoch,), self.shuffle)
+            per_rank[stream // max(1, num_workers)] += sum(g.num_rows for g in groups)
+        return min(per_rank)
+
+    def read_rows(self, groups: Sequence[RowGroup]) -> Iterator[dict[str, Any]]:
+        """Undecoded rows of row groups, in order."""
+        for group in groups:
+            table: pa.Table = read_row_group(group, self.filesystem, self.columns, self.filter)
+            yield from table.to_pylist()
+
+    def row_stream(self, stream: int, streams: int, epoch_key: Sequence[int]) -> Iterator[dict[str, Any]]:
+        """One stream's undecoded rows for an epoch, in its deterministic shuffled order."""
+        groups = assign_row_groups(self.row_groups, stream, streams, self.seed, epoch_key, self.shuffle)
+        rng = np.random.default_rng([self.seed, *epoch_key, stream, 1])
+        return bounded_shuffle(self.read_rows(groups), self.shuffle_buffer, rng)
+
+    def make_item(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Decode (if asked) and transform one row into a training item."""
+        item = decode_sample(row) if self.decode else dict(row)
+        if self.transform is not None:
+            transformed = self.transform(item)
+            if not isinstance(transformed, Mapping):
+                raise TypeError(
+                    f"the transform must return a dict (got {type(transformed).__name__}) for sample {row.get('sample_id')}"
+                )
+            item = dict(transformed)
+        return item
+
+    def iter_stream(self, stream: int, streams: int, epoch_key: Sequence[int], skip: int) -> Iterator[dict[str, Any]]:
+        for position, row in enumerate(self.row_stream(stream, streams, epoch_key)):
+            if position >= skip:
+                yield self.make_item(row)
+
+
+def _with_sample_id(columns: Sequence[str] | None) -> list[str] | None:
+    if columns is None:
+        return None
+    return ["sample_id", *[c for c in columns if c != "sample_id"]]
+
+
+def collate_samples(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Batch dict items: tensors of one shape are stacked, everything else becomes a list.
+
+    torch's ``default_collate`` fails on None (a null caption) and on images of different
+    sizes; medical batches have both.
+    """
+    keys = list(dict.fromkeys(k for item in items for k in item))
+    batch: dict[str, Any] = {}
+    for key in keys:
+        values = [item.get(key) for item in items]
+        if all(isinstance(v, torch.Tensor) for v in values) and len({tuple(v.shape) for v in values}) == 1:
+            batch[key] = torch.stack(values)
+        else:
+            batch[key] = values
+    return batch
+
+
+class CatalogDataLoader:
+    """A torch ``DataLoader`` that records what it delivered, so training can resume.
+
+    ``state_dict()`` / ``load_state_dict()`` go to the dataset; a completed pass moves the
+    dataset to its next epoch.
+    """
+
+    def __init__(
+        self,
+        dataset: StatefulStreams,
+        *,
+        batch_size: int | None = 1,
+        num_workers: int = 0,
+        collate_fn: Callable[[Sequence[Any]], Any] | None = collate_samples,
+        **loader_kwargs: Any,
+    ):
+        self.dataset = dataset
+        if batch_size is None and collate_fn is collate_samples:
+            collate_fn = None  # unbatched: items pass through as they are
+        self.loader = DataLoader(
+            dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_fn, **loader_kwargs
+        )
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch in self.loader:
+            self.dataset.observe(batch)
+            yield batch
+        self.dataset.end_epoch()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.dataset.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.dataset.load_state_dict(state)
+
+
+def filter_expression(**equals: str | Sequence[str]) -> pads.Expression | None:
+    """``filter_expression(modality="CT", split=["train"])`` → a pushdown expression."""
+    return as_filter({k: v for k, v in equals.items() if v is not None})

@@ -1,0 +1,195 @@
+"""The recipe model: what a family build reads from ``recipes/*.yaml``, validated.
+
+A recipe is declarative: which family, which sources (with per-source sampling ratio,
+cap, curriculum stage and modality), how to split, dedup and caption, and the family's
+own options. Every key is validated by pydantic with ``extra="forbid"`` so a typo is an
+error, and :class:`RecipeError` names the file, the key path and what was expected.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from curation.schema import MODALITIES
+
+FAMILY_NAMES: tuple[str, ...] = ("unimed", "imed", "retinalogos", "ophora", "medq_uni")
+DEFAULTS_DIR = Path(__file__).resolve().parent / "defaults"
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used; the message names the file, key and expected value."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceSpec(StrictModel):
+    """One source of a build: a folder in a public layout, and how much of it to use."""
+
+    name: str | None = None  # default: the folder's name
+    path: str = "."  # relative to each --source root (or to the recipe file), or absolute
+    layout: str = "auto"  # a layout of the family (docs/families.md), or auto-detect
+    modality: str | None = None  # for inputs without a modality header
+    sample_ratio: float = Field(1.0, gt=0)  # GMAI-VL's sample_ratio: <1 subsamples, >1 repeats
+    cap: int | None = Field(None, ge=1)  # at most this many items (after the ratio)
+    curriculum_stage: int | None = Field(None, ge=1, le=3)  # default: by task
+    options: dict[str, Any] = Field(default_factory=dict)  # layout options (label names, ...)
+
+    @field_validator("modality")
+    @classmethod
+    def _modality(cls, value: str | None) -> str | None:
+        if value is not None and value not in MODALITIES:
+            raise ValueError(f"expected one of {list(MODALITIES)}, got {value!r}")
+        return value
+
+
+class SplitSpec(StrictModel):
+    train: float = Field(0.8, ge=0)
+    val: float = Field(0.1, ge=0)
+    test: float = Field(0.1, ge=0)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitSpec:
+        if abs(self.train + self.val + self.test - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must sum to 1, got {self.train + self.val + self.test:g}")
+        return self
+
+    def ratios(self) -> tuple[float, float, float]:
+        return (self.train, self.val, self.test)
+
+
+class DedupSpec(StrictModel):
+    exact: bool = True
+    near: bool = True
+    #: near duplicates: 64-bit dHash within this Hamming distance (see curation/dedup.py)
+    hamming_threshold: int = Field(6, ge=0, le=16)
+
+
+class CaptionerSpec(StrictModel):
+    """An LLM rewrite of the template captions (synthesis.captioning); absent: templates."""
+
+    backend: dict[str, Any]  # synthesis.captioning.BackendConfig keyword arguments
+    cache_path: str | None = None
+    max_generated_tokens: int | None = Field(None, ge=1)
+
+
+class Recipe(StrictModel):
+    family: Literal["unimed", "imed", "retinalogos", "ophora", "medq_uni"]
+    dataset: str | None = None  # catalog table name; default: the family name
+    description: str = ""
+    seed: int = 0
+    sources: list[SourceSpec] = Field(default_factory=list)  # empty: auto-detect under --source
+    splits: SplitSpec = SplitSpec()
+    dedup: DedupSpec = DedupSpec()
+    captioner: CaptionerSpec | None = None
+    options: dict[str, Any] = Field(default_factory=dict)  # family options (validated per family)
+    gate: dict[str, Any] = Field(default_factory=dict)
+    partition_items: int | None = Field(None, ge=1)
+    shard_bytes: int | None = Field(None, ge=1024)
+
+    def dataset_name(self) -> str:
+        return self.dataset or self.family
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+
+#: family name -> pydantic model of its ``options`` (filled by the family modules)
+FAMILY_OPTIONS: dict[str, type[BaseModel]] = {}
+
+
+def format_validation_error(exc: ValidationError, origin: str, prefix: str = "") -> str:
+    lines = []
+    for err in exc.errors():
+        key = prefix + ".".join(str(p) for p in err["loc"]) if err["loc"] else (prefix.rstrip(".") or "(top level)")
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; see docs/families.md for the keys)"
+        got = err.get("input")
+        got_text = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {json.dumps(got, default=str)[:80]})"
+        lines.append(f"{origin}: {key}: {message}{got_text}")
+    return "\n".join(lines)
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``override`` on top of ``base``: mappings merge key by key, anything else replaces."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def validate_recipe(data: Mapping[str, Any], origin: str) -> Recipe:
+    """A :class:`Recipe` from a mapping, or :class:`RecipeError` naming ``origin`` and the key."""
+    if not isinstance(data, Mapping):
+        raise RecipeError(f"{origin}: a recipe must be a mapping of keys, got {type(data).__name__}")
+    try:
+        recipe = Recipe.model_validate(dict(data))
+    except ValidationError as exc:
+        raise RecipeError(format_validation_error(exc, origin)) from None
+    options_model = FAMILY_OPTIONS.get(recipe.family)
+    if options_model is not None:
+        try:
+            options_model.model_validate(recipe.options)
+        except ValidationError as exc:
+            raise RecipeError(format_validation_error(exc, origin, prefix="options.")) from None
+    return recipe
+
+
+def family_options(recipe: Recipe) -> Any:
+    """The recipe's family options as the family's typed model (defaults filled in)."""
+    return FAMILY_OPTIONS[recipe.family].model_validate(recipe.options)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: recipe file not found") from None
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def default_recipe_path(family: str) -> Path:
+    return DEFAULTS_DIR / f"{family}.yaml"
+
+
+def default_recipe_data(family: str) -> dict[str, Any]:
+    if family not in FAMILY_NAMES:
+        raise RecipeError(f"no recipe named {family!r}; known families: {list(FAMILY_NAMES)}")
+    return read_yaml(default_recipe_path(family))
+
+
+def recipe_for(family: str, overrides: Mapping[str, Any] | None = None, origin: str | None = None) -> Recipe:
+    """The family's default recipe with ``overrides`` merged on top, validated."""
+    data = default_recipe_data(family)
+    if overrides:
+        if "family" in overrides and overrides["family"] != family:
+            raise RecipeError(f"{origin or 'options'}: family: expected {family!r}, got {overrides['family']!r}")
+        data = deep_merge(data, overrides)
+    return validate_recipe(data, origin or str(default_recipe_path(family)))
+
+
+def load_recipe_file(path: str | Path) -> Recipe:
+    """A recipe file: its keys on top of its family's defaults. Relative source paths
+    resolve against each ``--source`` root, or the file's folder when none is given."""
+    path = Path(path)
+    data = read_yaml(path)
+    family = data.get("family")
+    if family not in FAMILY_NAMES:
+        raise RecipeError(f"{path}: family: expected one of {list(FAMILY_NAMES)}, got {family!r}")
+    return recipe_for(family, data, origin=str(path))

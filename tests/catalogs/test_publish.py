@@ -1,0 +1,60 @@
+"""Each build is one snapshot with exactly its shards; versions are tags that stay put."""
+
+from __future__ import annotations
+
+import pytest
+
+from catalogs.catalog import CatalogError, DatasetCatalog
+from curation.shards import ShardWriter
+from tests.curation.test_shards import rows
+
+
+def write(tmp_path, prefix: str, start: int, count: int) -> list[str]:
+    with ShardWriter(str(tmp_path / "data"), prefix) as writer:
+        writer.write(rows(start, count, size=16))
+    return [s.path for s in writer.shards]
+
+
+@pytest.fixture
+def catalog(tmp_path) -> DatasetCatalog:
+    return DatasetCatalog(f"sqlite:///{tmp_path}/catalog.db", str(tmp_path / "warehouse"))
+
+
+def test_builds_are_snapshots_and_versions_are_pinned(tmp_path, catalog):
+    a, b, c = write(tmp_path, "a", 0, 5), write(tmp_path, "b", 5, 5), write(tmp_path, "c", 10, 5)
+    first = catalog.publish("ds", a + b, summary={"run_id": "r1", "samples": 10})
+    assert first.version == "v1" and sorted(first.added) == sorted(a + b)
+    second = catalog.publish("ds", b + c, summary={"run_id": "r2", "samples": 10})
+    assert second.version == "v2" and second.added == c and second.removed == a
+    assert catalog.files("ds", "v1") == sorted(a + b)
+    assert catalog.files("ds") == sorted(b + c)  # latest
+    v1_ids = catalog.to_arrow("ds", "v1", columns=["sample_id"]).column(0).to_pylist()
+    assert sorted(v1_ids) == [f"id{i:06d}" for i in range(10)]
+    assert catalog.versions("ds")[0].medcurate["run_id"] == "r1"
+    assert [h["versions"] for h in catalog.history("ds")] == [["v1"], ["v2"]]
+    diff = catalog.diff("ds", "v1", "v2")
+    assert diff["added"] == [f"id{i:06d}" for i in range(10, 15)]
+    assert diff["removed"] == [f"id{i:06d}" for i in range(5)]
+    assert diff["changed"] == []
+
+
+def test_an_unchanged_build_makes_no_snapshot(tmp_path, catalog):
+    shards = write(tmp_path, "a", 0, 3)
+    first = catalog.publish("ds", shards)
+    again = catalog.publish("ds", shards, version="nightly-2")
+    assert again.unchanged and again.snapshot_id == first.snapshot_id
+    assert len(catalog.history("ds")) == 1
+    assert {v.version for v in catalog.versions("ds")} == {"v1", "nightly-2"}
+
+
+def test_errors_name_the_problem(tmp_path, catalog):
+    shards = write(tmp_path, "a", 0, 2)
+    catalog.publish("ds", shards, version="v1")
+    with pytest.raises(CatalogError, match="already exists"):
+        catalog.publish("ds", shards, version="v1")
+    with pytest.raises(CatalogError, match="no version 'v9'"):
+        catalog.files("ds", "v9")
+    with pytest.raises(CatalogError, match="no dataset named 'nope'"):
+        catalog.versions("nope")
+    with pytest.raises(CatalogError, match="not valid"):
+        catalog.publish("Bad-Name", shards)

@@ -1,0 +1,190 @@
+"""The torch loader over a real published version: split, shuffle, resume, decode, pushdown."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from catalog_rows import ids
+from fsspec.implementations.local import LocalFileSystem
+
+from catalogs.torch_loader import CatalogDataLoader, collate_samples
+from curation.images import decode_png
+
+
+def test_exactly_once_over_two_ranks_and_two_workers(mixed: Any) -> None:
+    cat, rows = mixed
+    per_rank: list[list[str]] = []
+    for rank in range(2):
+        dataset = cat.to_torch("mixed", "v1", rank=rank, world_size=2, seed=7, decode=False, shuffle_buffer=8)
+        loader = CatalogDataLoader(dataset, batch_size=5, num_workers=2)
+        seen = [sid for batch in loader for sid in batch["sample_id"]]
+        per_rank.append(seen)
+    everything = per_rank[0] + per_rank[1]
+    assert Counter(everything) == Counter(ids(rows))  # each sample exactly once
+    assert set(per_rank[0]).isdisjoint(per_rank[1])
+    # 12 row groups of 6 over 4 streams: every rank gets 6 whole row groups
+    assert len(per_rank[0]) == len(per_rank[1]) == 36
+
+
+def test_epochs_reshuffle_deterministically(mixed: Any) -> None:
+    cat, rows = mixed
+
+    def order(seed: int, epoch: int) -> list[str]:
+        dataset = cat.to_torch("mixed", "v1", seed=seed, decode=False, shuffle_buffer=16)
+        dataset.set_epoch(epoch)
+        return [item["sample_id"] for item in dataset]
+
+    first = order(3, 0)
+    assert first == order(3, 0)  # same seed and epoch: same order, every run
+    assert sorted(first) == sorted(ids(rows))
+    assert order(3, 1) != first and sorted(order(3, 1)) == sorted(first)
+    assert order(4, 0) != first
+    unshuffled = [item["sample_id"] for item in cat.to_torch("mixed", "v1", decode=False, shuffle=False)]
+    assert unshuffled == ids(rows)  # shards are sorted and rows were written in order
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_resume_mid_epoch_yields_exactly_the_rest(mixed: Any, num_workers: int) -> None:
+    cat, rows = mixed
+    dataset = cat.to_torch("mixed", "v1", seed=11, decode=False, shuffle_buffer=10)
+    dataset.set_epoch(2)
+    loader = CatalogDataLoader(dataset, batch_size=4, num_workers=num_workers)
+    consumed: list[str] = []
+    for step, batch in enumerate(loader):
+        consumed += batch["sample_id"]
+        if step == 4:
+            break
+    state = json.loads(json.dumps(loader.state_dict()))  # a checkpoint survives JSON
+    assert state["epoch"] == 2 and sum(state["consumed"].values()) == len(consumed) == 20
+
+    fresh = cat.to_torch("mixed", "v1", seed=11, decode=False, shuffle_buffer=10)
+    resumed = CatalogDataLoader(fresh, batch_size=4, num_workers=num_workers)
+    resumed.load_state_dict(state)
+    rest = [sid for batch in resumed for sid in batch["sample_id"]]
+    assert Counter(consumed + rest) == Counter(ids(rows))
+    assert fresh.epoch == 3 and fresh.state_dict()["consumed"] == {}  # finished: next epoch
+
+
+def test_resume_with_other_worker_count_is_refused(mixed: Any) -> None:
+    cat, _ = mixed
+    dataset = cat.to_torch("mixed", "v1", decode=False)
+    loader = CatalogDataLoader(dataset, batch_size=4, num_workers=0)
+    next(iter(loader))
+    state = loader.state_dict()
+    fresh = cat.to_torch("mixed", "v1", decode=False)
+    fresh.load_state_dict(state)
+    with pytest.raises(ValueError, match="1 streams"):
+        list(CatalogDataLoader(fresh, batch_size=4, num_workers=2))
+    other_seed = cat.to_torch("mixed", "v1", seed=5, decode=False)
+    with pytest.raises(ValueError, match="seed"):
+        other_seed.load_state_dict(state)
+
+
+def test_decoded_items_match_the_stored_pixels(mixed: Any) -> None:
+    cat, rows = mixed
+    by_id = {r["sample_id"]: r for r in rows}
+    item = next(iter(cat.to_torch("mixed", "v1", shuffle=False)))
+    source = by_id[item["sample_id"]]
+    expected = decode_png(source["images"][0]["data"])
+    assert item["image"].dtype == torch.uint8 and item["image"].shape == (1, 128, 128)
+    assert np.array_equal(item["image"][0].numpy(), expected)
+    raw = item["images"]["raw"]
+    assert raw.dtype == torch.int32  # uint16 widened losslessly
+    assert np.array_equal(raw[0].numpy(), decode_png(source["images"][1]["data"]).astype(np.int32))
+    assert item["image_info"]["raw"]["value_offset"] == -1024.0
+    assert item["masks"].dtype == torch.bool and item["masks"].shape == (1, 128, 128)
+    assert int(item["masks"].sum()) == source["masks"][0]["area_px"] > 0
+    assert item["mask_labels"] == ["1"] and item["mask_categories"] == ["body"]
+    assert item["modality"] == "CT" and item["split"] == "train"
+
+
+def test_monai_dict_transform_runs_on_decoded_items(mixed: Any) -> None:
+    from monai.transforms import Compose, EnsureTyped, ScaleIntensityd
+
+    cat, _ = mixed
+    transform = Compose([EnsureTyped(keys="image", dtype=torch.float32), ScaleIntensityd(keys="image")])
+    dataset = cat.to_torch("mixed", "v1", transform=transform, columns=["images", "modality"])
+    batch = next(iter(CatalogDataLoader(dataset, batch_size=4, num_workers=0)))
+    images = batch["image"]
+    assert tuple(images.shape) == (4, 1, 128, 128)
+    assert images.dtype == torch.float32
+    for image in images:
+        assert float(image.min()) == pytest.approx(0.0) and float(image.max()) == pytest.approx(1.0)
+    assert len(batch["sample_id"]) == 4  # sample_id is always read
+
+
+def test_filter_pushdown_prunes_row_groups_and_reads_fewer_bytes(mixed: Any) -> None:
+    cat, rows = mixed
+    everything = CountingFileSystem()
+    all_items = list(cat.to_torch("mixed", "v1", decode=False, filesystem=everything))
+    only_mr = CountingFileSystem()
+    mr_dataset = cat.to_torch(
+        "mixed", "v1", decode=False, filesystem=only_mr, filter={"modality": "MR", "split": "train"}
+    )
+    mr_items = list(mr_dataset)
+    expected = [r["sample_id"] for r in rows if r["modality"] == "MR" and r["split"] == "train"]
+    assert sorted(i["sample_id"] for i in mr_items) == sorted(expected) and len(expected) == 12
+    assert len(all_items) == 72
+    assert len(mr_dataset.row_groups) == 2  # 2 of 12 row groups survive the statistics
+    # footers are read for planning either way; the data pages of 10 groups are not
+    assert only_mr.bytes_read < 0.4 * everything.bytes_read, (only_mr.bytes_read, everything.bytes_read)
+
+
+def test_collate_keeps_nulls_and_ragged_values_as_lists() -> None:
+    items = [
+        {"sample_id": "a", "caption": None, "image": torch.zeros(1, 4, 4), "masks": torch.zeros(0, 4, 4)},
+        {"sample_id": "b", "caption": "x", "image": torch.ones(1, 4, 4), "masks": torch.zeros(2, 4, 4)},
+    ]
+    batch = collate_samples(items)
+    assert batch["caption"] == [None, "x"]
+    assert batch["image"].shape == (2, 1, 4, 4)
+    assert isinstance(batch["masks"], list) and batch["masks"][1].shape == (2, 4, 4)
+
+
+def test_rank_outside_world_is_an_error(mixed: Any) -> None:
+    cat, _ = mixed
+    with pytest.raises(ValueError, match="rank 2"):
+        cat.to_torch("mixed", "v1", rank=2, world_size=2)
+
+
+class CountingFileSystem(LocalFileSystem):
+    """A local filesystem that counts the bytes read through it (pushdown evidence)."""
+
+    cachable = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes_read = 0
+
+    def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+        return _CountingFile(super()._open(path, mode, **kwargs), self)
+
+
+class _CountingFile:
+    def __init__(self, handle: Any, owner: CountingFileSystem):
+        self._handle = handle
+        self._owner = owner
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._handle.read(size)
+        self._owner.bytes_read += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._handle.readinto(buffer)
+        self._owner.bytes_read += n or 0
+        return n
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handle, name)
+
+    def __enter__(self) -> _CountingFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.close()

@@ -1,0 +1,37 @@
+"""Shared fixtures: real sample files and a small build runner without Prefect."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+from tests.helpers import CT_DIR, TEST_SALT
+
+
+@pytest.fixture(autouse=True)
+def _salt(monkeypatch):
+    monkeypatch.setenv("MEDCURATE_SALT", TEST_SALT)
+
+
+@pytest.fixture
+def ct_series(tmp_path: Path) -> Path:
+    """The real 3-slice CT series with its liver, spine and heart label maps."""
+    target = tmp_path / "src" / "ct"
+    target.mkdir(parents=True)
+    for name in ("01.dcm", "02.dcm", "03.dcm", "liver_seg.nrrd", "spine_seg.nrrd", "heart_seg.nrrd"):
+        shutil.copy2(CT_DIR / name, target / name)
+    return target
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    path = tmp_path / "work"
+    path.mkdir()
+    return path

@@ -1,0 +1,86 @@
+"""Shard writer: size-bounded shards, deterministic names, nothing partial ever visible."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tracemalloc
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from curation.images import image_record
+from curation.schema import samples_to_table
+from curation.shards import TMP_PREFIX, ShardWriter
+
+
+def rows(start: int, count: int, size: int = 128):
+    rng = np.random.default_rng(start)
+    out = []
+    for i in range(start, start + count):
+        pixels = rng.integers(0, 255, (size, size), dtype=np.uint8)  # incompressible
+        out.append(
+            {
+                "sample_id": f"id{i:06d}",
+                "dataset": "d",
+                "source": "s",
+                "source_uri": f"f{i}.png",
+                "source_sha256": "0" * 64,
+                "modality": "XR",
+                "task": "caption",
+                "split": "train",
+                "images": [image_record("input", pixels)],
+                "provenance": {
+                    "pipeline_version": "1",
+                    "steps_json": "[]",
+                    "run_id": "r",
+                    "created_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+                },
+            }
+        )
+    return samples_to_table(out)
+
+
+def test_shards_roll_at_the_target_size_and_round_trip(tmp_path):
+    with ShardWriter(str(tmp_path), "part-abc", target_bytes=400_000, row_group_bytes=100_000) as writer:
+        for start in range(0, 60, 10):
+            writer.write(rows(start, 10))
+    shards = writer.shards
+    assert len(shards) >= 2
+    # a shard closes at the first row group that reaches the target
+    assert all(s.bytes <= 400_000 + 2 * 100_000 for s in shards)
+    assert [os.path.basename(s.path) for s in shards] == [f"part-abc-{i:05d}.parquet" for i in range(len(shards))]
+    assert sum(s.rows for s in shards) == 60
+    ids = [i for s in shards for i in pq.read_table(s.path, columns=["sample_id"]).column(0).to_pylist()]
+    assert ids == [f"id{i:06d}" for i in range(60)]
+    meta = pq.ParquetFile(shards[0].path).metadata
+    assert meta.row_group(0).column(0).compression == "ZSTD"
+    assert meta.num_row_groups >= 2  # row groups are smaller than shards
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(TMP_PREFIX)]
+
+
+def test_an_exception_leaves_no_partial_shard(tmp_path):
+    with pytest.raises(RuntimeError), ShardWriter(str(tmp_path), "part-x", target_bytes=10**9) as writer:
+        writer.write(rows(0, 5))
+        raise RuntimeError("crash mid-shard")
+    assert os.listdir(tmp_path) == []
+
+
+def test_invalid_rows_are_refused_before_anything_is_written(tmp_path):
+    bad = rows(0, 2).set_column(6, "task", __import__("pyarrow").array(["nonsense", "caption"]))
+    with pytest.raises(ValueError, match="task"), ShardWriter(str(tmp_path), "p") as writer:
+        writer.write(bad)
+    assert os.listdir(tmp_path) == []
+
+
+def test_memory_is_bounded_by_the_row_group_not_the_input(tmp_path):
+    batch = rows(0, 20, size=256)  # ~1.3 MB per batch
+    tracemalloc.start()
+    with ShardWriter(str(tmp_path), "p", target_bytes=4_000_000, row_group_bytes=1_000_000) as writer:
+        for _ in range(25):  # ~33 MB in total
+            writer.write(batch)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert sum(s.rows for s in writer.shards) == 500
+    assert peak < 12_000_000, f"peak {peak} bytes grew with the input"

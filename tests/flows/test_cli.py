@@ -1,0 +1,43 @@
+"""The CLI end to end, through Prefect: convert, catalog list/show/files/history, exit codes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pyarrow.parquet as pq
+
+from flows.cli import main
+from tests.helpers import XRAY_DIR
+
+
+def test_convert_then_catalog_commands(tmp_path, capsys, ct_series):
+    src = ct_series.parent
+    shutil.copytree(XRAY_DIR, src / "xr")
+    work = str(tmp_path / "w")
+    assert main(["--workdir", work, "convert", str(src), "--dataset", "cli_ds", "--version", "2026.11", "--slices", "middle"]) == 0
+    out = capsys.readouterr().out
+    assert "cli_ds: 3 samples from 3/3 inputs" in out and "published cli_ds@2026.11" in out
+    assert main(["--workdir", work, "catalog", "files", "cli_ds@2026.11"]) == 0
+    files = capsys.readouterr().out.split()
+    assert files and all(f.startswith("/") and f.endswith(".parquet") for f in files)
+    assert sum(pq.read_metadata(f).num_rows for f in files) == 3
+    assert main(["--workdir", work, "catalog", "show", "cli_ds"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["version"] == "2026.11" and shown["samples"] == "3" and shown["recipe"] == "convert"
+    assert main(["--workdir", work, "catalog", "list"]) == 0
+    assert capsys.readouterr().out.startswith("cli_ds\t1 version(s)")
+    assert main(["--workdir", work, "catalog", "history", "cli_ds"]) == 0
+    assert "versions 2026.11" in capsys.readouterr().out
+    summary = json.loads(next((tmp_path / "w" / "runs").glob("*/summary.json")).read_text())
+    assert summary["inputs_total"] == 3 and summary["samples_written"] == 3
+
+
+def test_usage_errors_exit_2_with_a_message(tmp_path, capsys):
+    work = str(tmp_path / "w")
+    assert main(["--workdir", work, "catalog", "show", "missing"]) == 2
+    assert "no dataset named 'missing'" in capsys.readouterr().err
+    assert main(["--workdir", work, "convert", str(tmp_path / "nowhere"), "--dataset", "x"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["--workdir", work, "convert", str(tmp_path), "--dataset", "x", "--slices", "some"]) == 2
+    assert "--slices" in capsys.readouterr().err

@@ -1,0 +1,192 @@
+"""The gate passes good shards, and quarantines each way a shard can be broken."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from qc_samples import FAMILY_ROWS, TEST_BANDS, ct_slices, mask_png, write_shard
+
+from quality_checks.gate import GateReport, gate_build, validate_path
+from quality_checks.suites import FAMILIES, Tolerances
+
+Rows = list[dict[str, Any]]
+
+
+def run_gate(tmp_path: Path, paths: list[str], family: str, **kwargs: Any) -> GateReport:
+    kwargs.setdefault("data_docs", False)
+    return gate_build(
+        paths, family=family, workdir=str(tmp_path / "work"), build_id="build-1", severity_bands=TEST_BANDS, **kwargs
+    )
+
+
+def failures_of(report: GateReport, scope: str) -> set[tuple[str, str, str | None]]:
+    """(suite key, expectation, column) of each failure in ``scope`` (a shard name or build)."""
+    return {(f.suite.split(".")[1], f.expectation, f.column) for f in report.failures if f.scope == scope}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_valid_shard_of_each_family_passes(tmp_path: Path, family: str) -> None:
+    shard = write_shard(FAMILY_ROWS[family](), tmp_path / "build" / f"{family}-000.parquet")
+    report = run_gate(tmp_path, [shard], family)
+    assert report.failed_expectations == []
+    assert report.passed and report.passed_shards == [shard] and report.quarantined == []
+    assert os.path.exists(shard)
+    metrics = pa.parquet.read_table(report.metrics_path)
+    assert metrics.num_rows == len(FAMILY_ROWS[family]()) and "blur_laplacian_var" in metrics.schema.names
+    saved = json.loads((tmp_path / "work" / "runs" / "build-1" / "gate_report.json").read_text())
+    assert saved["passed"] is True and saved["suite_versions"]["common"] == "1"
+
+
+def empty_caption(rows: Rows) -> None:
+    rows[1]["caption"] = ""
+
+
+def mask_off_by_one_row(rows: Rows) -> None:
+    _, labels = ct_slices()
+    rows[1]["masks"][0]["data"] = mask_png((labels[1] == 1)[:-1])  # liver mask one row shorter
+
+
+def duplicated_ids(rows: Rows) -> None:
+    rows[2]["sample_id"] = rows[0]["sample_id"]
+
+
+def leaked_subject(rows: Rows) -> None:
+    rows[1]["subject_key"], rows[1]["split"] = rows[0]["subject_key"], "test"
+    rows[0]["split"] = "train"
+
+
+def wrong_severity(rows: Rows) -> None:
+    rows[0]["degradation"]["psnr_db"] = 15.0  # severity 1 declares a band of 30-50 dB
+
+
+def phi_in_caption(rows: Rows) -> None:
+    rows[0]["caption"] += " Photographed by Dr. Alan Grant."
+
+
+BREAKS: list[tuple[str, Callable[[Rows], None], tuple[str, str, str]]] = [
+    ("retinalogos", empty_caption, ("retinalogos", "expect_column_values_to_be_between", "caption_length")),
+    ("imed", mask_off_by_one_row, ("imed", "expect_column_values_to_be_in_set", "mask_inside_image")),
+    ("imed", duplicated_ids, ("common", "expect_column_values_to_be_unique", "sample_id")),
+    ("unimed", leaked_subject, ("common", "expect_column_values_to_be_in_set", "subject_split_count")),
+    ("medq_uni", wrong_severity, ("medq_uni", "expect_column_values_to_be_in_set", "severity_consistent")),
+    ("retinalogos", phi_in_caption, ("common", "expect_column_values_to_be_between", "phi_hits")),
+]
+
+
+@pytest.mark.parametrize(("family", "break_shard", "expected"), BREAKS, ids=[b[1].__name__ for b in BREAKS])
+def test_each_break_fails_its_expectation_and_is_quarantined(
+    tmp_path: Path, family: str, break_shard: Callable[[Rows], None], expected: tuple[str, str, str]
+) -> None:
+    good = write_shard(FAMILY_ROWS[family](), tmp_path / "build" / "good.parquet")
+    rows = FAMILY_ROWS[family]()
+    break_shard(rows)
+    bad = write_shard(rows, tmp_path / "build" / "bad.parquet")
+
+    report = run_gate(tmp_path, [good, bad], family)
+
+    assert failures_of(report, "bad.parquet") == {expected}, report.failed_expectations
+    assert failures_of(report, "good.parquet") == set()
+    assert not report.passed and report.passed_shards == [good]
+    quarantine = tmp_path / "work" / "quarantine" / "build-1"
+    assert report.quarantined == [str(quarantine / "bad.parquet")]
+    assert not os.path.exists(bad) and (quarantine / "bad.parquet").exists()
+    assert pa.parquet.read_table(quarantine / "bad.parquet").num_rows == len(rows)
+    result = json.loads((quarantine / "bad.parquet.validation.json").read_text())
+    assert any(expected[1] in line and expected[2] in line for line in result["failed_expectations"])
+    assert result["validation_results"] and result["validation_results"][0]["success"] in (True, False)
+    assert ("build", "failed_shard_fraction_within_tolerance", None) in failures_of(report, "build")
+
+
+def test_subject_leaking_across_shards_fails_the_build_without_quarantine(tmp_path: Path) -> None:
+    rows = FAMILY_ROWS["unimed"]()
+    rows[1]["subject_key"] = rows[0]["subject_key"]  # train in one shard, val in the other
+    first = write_shard(rows[:1], tmp_path / "build" / "a.parquet")
+    second = write_shard(rows[1:], tmp_path / "build" / "b.parquet")
+    report = run_gate(tmp_path, [first, second], "unimed")
+    assert failures_of(report, "build") == {("build", "expect_column_values_to_be_in_set", "subject_split_count")}
+    assert not report.passed and report.quarantined == [] and report.passed_shards == [first, second]
+
+
+def test_duplicate_ids_across_shards_fail_the_build(tmp_path: Path) -> None:
+    rows = FAMILY_ROWS["imed"]()
+    first = write_shard(rows, tmp_path / "build" / "a.parquet")
+    second = write_shard(rows, tmp_path / "build" / "b.parquet")
+    report = run_gate(tmp_path, [first, second], "imed")
+    assert ("build", "expect_column_values_to_be_unique", "sample_id") in failures_of(report, "build")
+    assert not report.passed
+
+
+def test_drift_against_the_previous_version(tmp_path: Path) -> None:
+    shard = write_shard(FAMILY_ROWS["imed"](), tmp_path / "build" / "a.parquet")
+    previous = pa.table({"modality": ["CT"] * 4 + ["MR"] * 6})
+    report = run_gate(tmp_path, [shard], "imed", previous=previous)
+    assert failures_of(report, "build") == {
+        ("build", "expect_table_row_count_to_be_between", None),
+        ("modality_mix", "expect_column_values_to_be_between", "share_change"),
+    }
+    assert not report.passed and report.quarantined == []
+    relaxed = run_gate(tmp_path, [shard], "imed", previous=previous,
+                       tolerances={"max_row_count_change": 0.8, "max_modality_share_change": 0.7})
+    assert relaxed.passed, relaxed.failed_expectations
+
+
+def test_failed_shard_fraction_within_tolerance_still_publishes_the_rest(tmp_path: Path) -> None:
+    good = write_shard(FAMILY_ROWS["imed"](), tmp_path / "build" / "good.parquet")
+    rows = FAMILY_ROWS["imed"]()
+    duplicated_ids(rows)
+    bad = write_shard(rows, tmp_path / "build" / "bad.parquet")
+    report = run_gate(tmp_path, [good, bad], "imed", tolerances={"max_failed_shard_fraction": 0.5})
+    assert report.passed and report.passed_shards == [good] and len(report.quarantined) == 1
+    assert report.failed_shard_fraction == 0.5
+
+
+def test_mostly_lets_a_few_soft_failures_through(tmp_path: Path) -> None:
+    from qc_samples import provenance
+
+    rows = FAMILY_ROWS["retinalogos"]()
+    rows[1]["provenance"] = provenance([{"name": "caption", "grounding": {"ok": False, "problems": ["grade 3"]}}])
+    strict_shard = write_shard(rows, tmp_path / "strict" / "a.parquet")
+    strict = run_gate(tmp_path, [strict_shard], "retinalogos")
+    assert failures_of(strict, "a.parquet") == {("retinalogos", "expect_column_values_to_be_in_set", "grounding_ok")}
+    lenient_shard = write_shard(rows, tmp_path / "lenient" / "a.parquet")
+    lenient = run_gate(tmp_path, [lenient_shard], "retinalogos", tolerances={"mostly": 0.5})
+    assert lenient.passed, lenient.failed_expectations
+
+
+def test_unreadable_shard_is_quarantined(tmp_path: Path) -> None:
+    broken = tmp_path / "build" / "torn.parquet"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"PAR1 not really")
+    report = run_gate(tmp_path, [str(broken)], "imed")
+    assert failures_of(report, "torn.parquet") == {("schema", "shard_is_readable_parquet", None)}
+    assert not report.passed and not broken.exists()
+
+
+def test_validate_path_reports_without_moving(tmp_path: Path) -> None:
+    folder = tmp_path / "published"
+    good = write_shard(FAMILY_ROWS["medq_uni"](), folder / "part-0.parquet")
+    rows = FAMILY_ROWS["medq_uni"]()
+    wrong_severity(rows)
+    bad = write_shard(rows, folder / "part-1.parquet")
+    report = validate_path(str(folder), severity_bands=TEST_BANDS)  # family inferred from `dataset`
+    assert not report.passed and report.quarantined == []
+    assert os.path.exists(good) and os.path.exists(bad)
+    assert failures_of(report, "part-1.parquet") == {
+        ("medq_uni", "expect_column_values_to_be_in_set", "severity_consistent")
+    }
+    assert validate_path(good, severity_bands=TEST_BANDS).passed
+
+
+def test_configuration_errors_name_what_is_known() -> None:
+    with pytest.raises(ValueError, match="unknown quality tolerance.*max_row_count_change"):
+        Tolerances.from_mapping({"max_rows": 3})
+    with pytest.raises(ValueError, match="mostly"):
+        Tolerances.from_mapping({"mostly": 0})
+    with pytest.raises(ValueError, match="known families"):
+        gate_build([], family="radiopaedia", workdir="/tmp/unused", build_id="x")
