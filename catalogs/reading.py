@@ -10,18 +10,20 @@ statistics on ``modality``/``task``/``split``/...) are dropped before any data i
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
+from fsspec.asyn import AsyncFileSystem
 from fsspec.core import url_to_fs
 
 from curation.schema import SAMPLE_SCHEMA
 
 #: what ``filter=`` accepts: a pyarrow expression, or ``{column: value | [values]}``
-FilterLike = pads.Expression | Mapping[str, Any] | None
+FilterLike: TypeAlias = "pads.Expression | Mapping[str, Any] | None"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +58,26 @@ def as_filter(filter: FilterLike) -> pads.Expression | None:  # noqa: A002 - pub
     return expression
 
 
-def filesystem_for(paths: Sequence[str], filesystem: Any = None) -> tuple[pafs.FileSystem, list[str]]:
+class FilesystemHandle:
+    """A pyarrow filesystem that stays usable in forked DataLoader workers.
+
+    s3fs (like every async fsspec filesystem) refuses to run in a forked child ("not
+    fork-safe"); a worker therefore rebuilds it from its storage options on first use.
+    """
+
+    def __init__(self, filesystem: Any):
+        self._source = filesystem
+        self._pid = os.getpid()
+        self._arrow = as_arrow_filesystem(filesystem)
+
+    def get(self) -> pafs.FileSystem:
+        if os.getpid() != self._pid and isinstance(self._source, AsyncFileSystem):
+            fresh = type(self._source)(**self._source.storage_options)
+            self._source, self._arrow, self._pid = fresh, as_arrow_filesystem(fresh), os.getpid()
+        return self._arrow
+
+
+def filesystem_for(paths: Sequence[str], filesystem: Any = None) -> tuple[FilesystemHandle, list[str]]:
     """(filesystem, stripped paths) for shard uris; native pyarrow for local files.
 
     pyarrow's own LocalFileSystem is used for local shards because wrapping fsspec's
@@ -65,15 +86,15 @@ def filesystem_for(paths: Sequence[str], filesystem: Any = None) -> tuple[pafs.F
     count bytes through a wrapping filesystem).
     """
     if not paths:
-        return as_arrow_filesystem(filesystem) if filesystem is not None else pafs.LocalFileSystem(), []
+        return FilesystemHandle(filesystem if filesystem is not None else pafs.LocalFileSystem()), []
     fs, _ = url_to_fs(paths[0])
     stripped = [url_to_fs(p)[1] for p in paths]
     if filesystem is not None:
-        return as_arrow_filesystem(filesystem), stripped
+        return FilesystemHandle(filesystem), stripped
     protocol = fs.protocol[0] if isinstance(fs.protocol, tuple | list) else fs.protocol
     if protocol in ("file", "local"):
-        return pafs.LocalFileSystem(), stripped
-    return as_arrow_filesystem(fs), stripped
+        return FilesystemHandle(pafs.LocalFileSystem()), stripped
+    return FilesystemHandle(fs), stripped
 
 
 def as_arrow_filesystem(filesystem: Any) -> pafs.FileSystem:

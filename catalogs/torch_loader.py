@@ -168,13 +168,17 @@ class StatefulStreams(IterableDataset):  # type: ignore[type-arg]
         raise NotImplementedError
 
     # -- iteration -------------------------------------------------------------------
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        stream, streams = worker_stream(self.rank, self.world_size)
+    def check_resumable(self, streams: int) -> None:
+        """Raise unless a loaded state can resume with ``streams`` (world_size × workers)."""
         if self._consumed and self._streams is not None and self._streams != streams:
             raise ValueError(
                 f"cannot resume: the saved state was made with {self._streams} streams "
                 f"(world_size x num_workers), this run has {streams}; use the same world_size and num_workers"
             )
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        stream, streams = worker_stream(self.rank, self.world_size)
+        self.check_resumable(streams)
         skip = self._consumed.get(stream, 0)
         for item in self.iter_stream(stream, streams, (self.epoch,), skip):
             item[STREAM_KEY] = stream
@@ -271,7 +275,7 @@ class CatalogIterableDataset(StatefulStreams):
         self.decode = decode
         self.transform = transform
         self.filesystem, stripped = filesystem_for(self.paths, filesystem)
-        self.row_groups = plan_row_groups(stripped, self.filesystem, self.filter)
+        self.row_groups = plan_row_groups(stripped, self.filesystem.get(), self.filter)
 
     def __repr__(self) -> str:
         return (
@@ -300,7 +304,7 @@ class CatalogIterableDataset(StatefulStreams):
     def read_rows(self, groups: Sequence[RowGroup]) -> Iterator[dict[str, Any]]:
         """Undecoded rows of row groups, in order."""
         for group in groups:
-            table: pa.Table = read_row_group(group, self.filesystem, self.columns, self.filter)
+            table: pa.Table = read_row_group(group, self.filesystem.get(), self.columns, self.filter)
             yield from table.to_pylist()
 
     def row_stream(self, stream: int, streams: int, epoch_key: Sequence[int]) -> Iterator[dict[str, Any]]:
@@ -343,8 +347,9 @@ def collate_samples(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     batch: dict[str, Any] = {}
     for key in keys:
         values = [item.get(key) for item in items]
-        if all(isinstance(v, torch.Tensor) for v in values) and len({tuple(v.shape) for v in values}) == 1:
-            batch[key] = torch.stack(values)
+        tensors = [v for v in values if isinstance(v, torch.Tensor)]
+        if len(tensors) == len(values) and len({tuple(t.shape) for t in tensors}) == 1:
+            batch[key] = torch.stack(tensors)
         else:
             batch[key] = values
     return batch
@@ -374,6 +379,8 @@ class CatalogDataLoader:
         )
 
     def __iter__(self) -> Iterator[Any]:
+        # checked here too: an error raised inside a worker takes seconds to shut down
+        self.dataset.check_resumable(self.dataset.world_size * max(1, self.loader.num_workers))
         for batch in self.loader:
             self.dataset.observe(batch)
             yield batch

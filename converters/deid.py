@@ -301,7 +301,11 @@ _MONTHS = (
     r"Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.?"
 )
 _NAME_WORD = r"[A-Z][a-zA-Z'\-]+"
-_FULL_NAME = rf"{_NAME_WORD}(?:\s+[A-Z]\.)?(?:\s+{_NAME_WORD}){{0,2}}"
+_FULL_NAME = rf"(?:[A-Z]\.\s*)?{_NAME_WORD}(?:\s+[A-Z]\.)?(?:\s+{_NAME_WORD}){{0,2}}"
+_US_STATES = (
+    "AL|AK|AZ|AR|CA|CO|CT|DE|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|NM|NY|NC|ND|OH|"
+    "OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|DC"
+)
 #: common given names (US census top names); a capitalised word after one is a surname
 COMMON_GIVEN_NAMES = frozenset(
     """james mary robert patricia john jennifer michael linda david elizabeth william barbara
@@ -362,7 +366,10 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("[DATE]", re.compile(r"\b(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\b")),  # DICOM DA
     (
         "[DATE]",
-        re.compile(r"(?i)\b(?:DOB|date of birth|born(?: on)?|d\.o\.b\.?)\s*:?\s*\S+(?:\s+\d{1,2},?)?(?:\s+\d{4})?"),
+        re.compile(
+            r"(?i)\b(?:DOB|date of birth|born(?: on)?|d\.o\.b\.?)\s*:?\s*[^\s,;]+?(?=[.,;]?(?:\s|$))"
+            r"(?:\s+\d{1,2}(?:st|nd|rd|th)?,?)?(?:\s+\d{4})?"
+        ),
     ),
     # street addresses and ZIP codes
     (
@@ -373,7 +380,7 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
             r"Terrace|Parkway|Pkwy|Circle|Cir|Highway|Hwy)\b\.?(?:,?\s+(?:Apt|Suite|Unit|#)\.?\s*\w+)?"
         ),
     ),
-    ("[ZIP]", re.compile(r"\b[A-Z]{2},?\s+\d{5}(?:-\d{4})?\b")),
+    ("[ZIP]", re.compile(rf"(?<=, )(?:{_US_STATES}),?\s+\d{{5}}(?:-\d{{4}})?\b")),
     ("[ZIP]", re.compile(r"(?i)\b(?:zip(?: code)?|postal code)\s*:?\s*\d{5}(?:-\d{4})?\b")),
     # names: after titles, after cue words, in signatures, before credentials
     (
@@ -398,7 +405,7 @@ _NOT_NAMES = frozenset(
     Tolerated Underwent Remains Returned Complains Admitted Status History Position Positioned
     Prepared Draped Supine Prone Consented Stable Unchanged Left Right Bilateral Liver Kidney
     Heart Lung Spine Brain Breast Chest Abdomen Pelvis Normal Findings Impression Male Female
-    Year Years Old Ophthalmic Cataract Retina Lens Cornea Eye""".split()
+    Year Years Old Ophthalmic Cataract Retina Lens Cornea Eye ID MRN Name Number Record""".split()
 )
 
 

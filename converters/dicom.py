@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,7 @@ from converters.base import ConversionError, ConvertOptions
 from converters.deid import deidentify_dataset, dicom_metadata
 from converters.dicom_labels import annotation_kind, load_dicom_labels
 from converters.imaging import auto_window, grey_images, lossless_raw
-from converters.io import read_bytes
+from converters.io import member_path, read_bytes
 from converters.labels import VOLUME_SUFFIXES, load_label_volumes, masks_for_slice
 from converters.rows import build_row
 from converters.video import encode_frames
@@ -83,9 +84,39 @@ def read_dicom(data: bytes, uri: str, *, headers_only: bool = False) -> Dataset:
         ds = _read_without_preamble(data, headers_only)
         if ds is None:
             raise ConversionError("not_dicom", f"{uri}: no DICOM preamble/header ({exc})") from exc
-    except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError, MemoryError) as exc:
+    except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError, MemoryError,
+            struct.error, NotImplementedError) as exc:
         raise ConversionError("truncated", f"{uri}: DICOM header cannot be parsed ({_short(exc)})") from exc
+    _parse_every_element(ds, uri)
     return ds
+
+
+#: what pydicom raises when a damaged element's value is converted (lazily, on access)
+_ELEMENT_ERRORS = (
+    NotImplementedError, ValueError, KeyError, TypeError, AttributeError, OverflowError, IndexError,
+    EOFError, UnicodeError, struct.error, LookupError,
+)
+
+
+def _parse_every_element(ds: Dataset, uri: str) -> None:
+    """Convert every data element now: pydicom parses values lazily, so a damaged element
+    (unknown VR, '3.2x' in a DS) would otherwise fail later, deep inside a converter.
+    A file with one becomes a ``bad_header`` reject naming the element."""
+    tag = None
+    try:
+        for elem in ds.iterall():
+            tag = elem.tag
+            _ = elem.value
+        meta = getattr(ds, "file_meta", None)
+        if meta is not None:
+            for elem in meta:
+                tag = elem.tag
+                _ = elem.value
+            syntax = meta.get("TransferSyntaxUID")
+            if syntax is not None and not pydicom.uid.UID(str(syntax)).is_transfer_syntax:
+                raise ValueError(f"TransferSyntaxUID {syntax} is not a transfer syntax")
+    except _ELEMENT_ERRORS as exc:
+        raise ConversionError("bad_header", f"{uri}: data element {tag} cannot be read ({_short(exc)})") from exc
 
 
 def _read_without_preamble(data: bytes, headers_only: bool) -> Dataset | None:
@@ -186,13 +217,7 @@ def frames_of(ds: Dataset, uri: str) -> np.ndarray:
             )
         raise ConversionError("no_pixel_data", f"{uri}: the dataset has no Pixel Data (7FE0,0010)")
     _check_native_length(ds, uri)
-    try:
-        arr = ds.pixel_array
-    except Exception as exc:  # decoders raise many types for corrupt or unsupported data
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        raise ConversionError(
-            "pixel_decode_failed", f"{uri}: pixel data cannot be decoded (transfer syntax {syntax}): {_short(exc)}"
-        ) from exc
+    arr = decode_pixels(ds, uri)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if frames == 1:
@@ -201,6 +226,35 @@ def frames_of(ds: Dataset, uri: str) -> np.ndarray:
     if arr.ndim != expected_ndim:
         raise ConversionError("bad_header", f"{uri}: pixel array has shape {arr.shape}, expected {expected_ndim}D")
     return arr
+
+
+#: GDCM may abort() the whole process on corrupt codestreams (seen while fuzzing), so it is
+#: only a fallback inside the killable worker of converters.guard, which sets this flag
+GDCM_FALLBACK = False
+
+
+def decode_pixels(ds: Dataset, uri: str) -> np.ndarray:
+    """Decoded pixel data, trying each installed decoder plugin except GDCM in turn
+    (pylibjpeg/openjpeg, pyjpegls, Pillow, pydicom's own), GDCM last and only when
+    :data:`GDCM_FALLBACK` is on."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    try:
+        decoder = pydicom.pixels.get_decoder(syntax) if syntax is not None else None
+    except (NotImplementedError, ValueError) as exc:
+        raise ConversionError("pixel_decode_failed", f"{uri}: no decoder for transfer syntax {syntax} ({_short(exc)})") from exc
+    plugins = [p for p in (decoder.available_plugins if decoder else ()) if p != "gdcm"]
+    if GDCM_FALLBACK and decoder is not None and "gdcm" in decoder.available_plugins:
+        plugins.append("gdcm")
+    errors: list[str] = []
+    for plugin in plugins or [""]:
+        try:
+            ds.pixel_array_options(decoding_plugin=plugin)
+            return ds.pixel_array
+        except Exception as exc:  # decoders raise many types for corrupt or unsupported data
+            errors.append(f"{plugin or 'default'}: {_short(exc)}")
+    raise ConversionError(
+        "pixel_decode_failed", f"{uri}: pixel data cannot be decoded (transfer syntax {syntax}): " + "; ".join(errors)
+    )
 
 
 def _check_native_length(ds: Dataset, uri: str) -> None:
@@ -367,7 +421,23 @@ def enhanced_frame_views(ds: Dataset) -> list[tuple[int, Dataset]]:
 def convert_dicom_item(item: dict[str, Any], opts: ConvertOptions) -> list[dict[str, Any]]:
     """All samples of one DICOM item: a series of single-frame files, an enhanced
     multi-frame object (one sample per frame, in slice order), a multi-frame file (one per
-    frame) or a cine loop (one video sample)."""
+    frame) or a cine loop (one video sample).
+
+    Header values that parse but make no sense (``'3.2x'`` as a position, a negative
+    frame count) surface as ValueError/TypeError deep in geometry code; they are input
+    faults, so they become a ``bad_header`` reject naming the exception.
+    """
+    try:
+        return _convert_dicom_item(item, opts)
+    except ConversionError:
+        raise
+    except _ELEMENT_ERRORS as exc:
+        raise ConversionError(
+            "bad_header", f"{item['key']}: a header value is malformed ({type(exc).__name__}: {_short(exc)})"
+        ) from exc
+
+
+def _convert_dicom_item(item: dict[str, Any], opts: ConvertOptions) -> list[dict[str, Any]]:
     members: list[str] = list(item.get("members") or [item["uri"]])
     headers = [(uri, read_dicom(read_bytes(uri), uri, headers_only=True)) for uri in members]
     ordered = order_series(headers)
@@ -434,7 +504,7 @@ def _label_volumes(
     uris = list(item.get("label_uris") or [])
     if not uris:
         return []
-    volume_uris = [u for u in uris if u.lower().endswith(VOLUME_LABEL_EXTENSIONS)]
+    volume_uris = [u for u in uris if member_path(u).lower().endswith(VOLUME_LABEL_EXTENSIONS)]
     dicom_uris = [u for u in uris if u not in volume_uris]
     volumes: list[tuple[np.ndarray, dict[int, str], str]] = []
     if volume_uris:

@@ -9,8 +9,12 @@ are rejected here with a reason, so the run summary accounts for every input fil
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import posixpath
+import re
+import tarfile
+import zipfile
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -20,8 +24,19 @@ from fsspec.core import url_to_fs
 
 from converters.base import WORK_ITEM_SCHEMA, ConversionError
 from converters.dicom import read_dicom
+from converters.dicom_labels import annotation_kind, referenced_series_uid
 from converters.labels import looks_like_label_map, strip_volume_suffix
-from curation.ids import combine_hashes, sha256_bytes, stable_hash
+from converters.layouts import (
+    archive_members,
+    class_folders,
+    is_archive,
+    is_mask_raster,
+    mask_target,
+    msd_attrs,
+    parse_dataset_json,
+)
+from converters.video import VIDEO_EXTENSIONS
+from curation.ids import combine_hashes, sha256_bytes, sha256_stream, stable_hash
 from curation.stages import Reject
 
 VOLUME_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -95,15 +110,37 @@ def discover(sources: Iterable[str]) -> Discovery:
     sources = list(sources)
     for source in sources:
         files = list_files(source)
-        seen += len(files)
         prefix = f"{posixpath.basename(source.rstrip('/'))}/" if len(sources) > 1 else ""
         for file in files:
             file.key = prefix + file.key
+        files, archive_rejects = _expand_archives(files)
+        rejects.extend(archive_rejects)
+        seen += len(files) + len(archive_rejects)
         found, rejected = _discover_files(files)
         items.extend(found)
         rejects.extend(rejected)
     items.sort(key=lambda i: i["key"])
     return Discovery(items, rejects, seen)
+
+
+def _expand_archives(files: list[_File]) -> tuple[list[_File], list[Reject]]:
+    """Archives replaced by their safe members (read in place); unsafe members rejected."""
+    out: list[_File] = []
+    rejects: list[Reject] = []
+    for file in files:
+        if not is_archive(file.key):
+            out.append(file)
+            continue
+        try:
+            members, unsafe = archive_members(file.uri, file.key)
+        except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError, ValueError) as exc:
+            rejects.append(Reject(file.key, STAGE, "bad_archive", f"{file.key}: cannot list the archive ({exc})"))
+            continue
+        out.extend(_File(uri, key, size) for uri, key, size in members)
+        rejects.extend(
+            Reject(key, STAGE, "unsafe_archive_member", f"{key}: {why}; the member is not read") for key, why in unsafe
+        )
+    return out, rejects
 
 
 def _discover_files(files: list[_File]) -> tuple[list[dict[str, Any]], list[Reject]]:
@@ -113,10 +150,18 @@ def _discover_files(files: list[_File]) -> tuple[list[dict[str, Any]], list[Reje
     singles: list[dict[str, Any]] = []
     volumes: list[dict[str, Any]] = []
     label_maps: list[tuple[_File, str]] = []
+    rasters: list[dict[str, Any]] = []
+    raster_masks: list[tuple[_File, str]] = []
+    dicom_annotations: list[tuple[_File, str, str | None]] = []
+    dicom_by_uid: dict[str, dict[str, Any]] = {}
+    specs: dict[str, dict[str, Any]] = {}
 
     for file in files:
         ext = _ext(file.key)
         try:
+            if posixpath.basename(file.key) == "dataset.json":
+                specs[posixpath.dirname(file.key)] = _dataset_spec(file)
+                continue
             if ext in COMPANION_EXTENSIONS and _has_header(file.key, by_name):
                 continue  # read through its header file
             if ext in VOLUME_EXTENSIONS:
@@ -127,7 +172,16 @@ def _discover_files(files: list[_File]) -> tuple[list[dict[str, Any]], list[Reje
                     volumes.append(_volume_item(file, digest, by_name))
                 continue
             if ext in RASTER_EXTENSIONS:
-                singles.append(_item(file, "raster", _hash_file(file)))
+                if is_mask_raster(file.key):
+                    raster_masks.append((file, _hash_file(file)))
+                else:
+                    rasters.append(_item(file, "raster", _hash_file(file)))
+                continue
+            if ext == ".npz":
+                raster_masks.append((file, _hash_file(file)))
+                continue
+            if ext in VIDEO_EXTENSIONS:
+                singles.append(_item(file, "video", _hash_file(file)))
                 continue
             if ext in DICOM_EXTENSIONS or ext == "":
                 data = _read(file)
@@ -135,23 +189,102 @@ def _discover_files(files: list[_File]) -> tuple[list[dict[str, Any]], list[Reje
                     raise ConversionError("unsupported_format", f"{file.key}: not a known image format")
                 ds = read_dicom(data, file.key, headers_only=True)
                 digest = sha256_bytes(data)
+                if annotation_kind(ds) is not None:
+                    dicom_annotations.append((file, digest, referenced_series_uid(ds)))
+                    continue
                 uid = str(ds.get("SeriesInstanceUID", "") or "")
                 frames = int(ds.get("NumberOfFrames", 1) or 1)
                 if uid and frames == 1:
                     series[(posixpath.dirname(file.key), uid)].append((file, digest))
                 else:
-                    singles.append(_item(file, "dicom", digest))
+                    item = _item(file, "dicom", digest)
+                    singles.append(item)
+                    if uid:
+                        dicom_by_uid[uid] = item
                 continue
             raise ConversionError("unsupported_format", f"{file.key}: extension {ext or '(none)'} is not a supported input")
         except ConversionError as err:
             rejects.append(Reject(file.key, STAGE, err.reason, err.detail))
         except OSError as exc:
             rejects.append(Reject(file.key, STAGE, "unreadable", f"{file.key}: {exc}"))
+        except Exception as exc:  # one damaged file must never stop discovery of the others
+            rejects.append(Reject(file.key, STAGE, "unreadable", f"{file.key}: {type(exc).__name__}: {str(exc)[:200]}"))
 
-    dicom_items = [_series_item(d, uid, members) for (d, uid), members in series.items()]
+    dicom_items = []
+    for (d, uid), members in series.items():
+        item = _series_item(d, uid, members)
+        dicom_items.append(item)
+        dicom_by_uid[uid] = item
     images = dicom_items + volumes
+    _apply_dataset_specs(volumes, specs)
     rejects.extend(_attach_label_maps(images, label_maps))
-    return images + singles, rejects
+    rejects.extend(_attach_dicom_annotations(dicom_by_uid, dicom_annotations))
+    rejects.extend(_attach_raster_masks(rasters, raster_masks))
+    for key, name in class_folders([r["key"] for r in rasters]).items():
+        item = next(r for r in rasters if r["key"] == key)
+        item["attrs"] = _merge_attrs(item, {"class": name, "layout": "imagefolder"})
+    return images + rasters + singles, rejects
+
+
+def _dataset_spec(file: _File) -> dict[str, Any]:
+    try:
+        return parse_dataset_json(_read(file))
+    except (ValueError, UnicodeDecodeError, AttributeError, TypeError) as exc:
+        raise ConversionError("bad_json", f"{file.key}: not a valid MSD/nnU-Net dataset.json ({exc})") from exc
+
+
+def _merge_attrs(item: dict[str, Any], extra: dict[str, Any]) -> str:
+    attrs = json.loads(item["attrs"]) if item.get("attrs") else {}
+    attrs.update(extra)
+    return json.dumps(attrs, sort_keys=True)
+
+
+def _apply_dataset_specs(volumes: list[dict[str, Any]], specs: dict[str, dict[str, Any]]) -> None:
+    """attrs (label names, modality, channel) of volumes under a dataset.json root."""
+    for item in volumes:
+        for root, spec in specs.items():
+            if root and not item["key"].startswith(root + "/"):
+                continue
+            attrs = msd_attrs(item["key"], spec, root)
+            if attrs is not None:
+                item["attrs"] = _merge_attrs(item, attrs)
+                break
+
+
+def _attach_dicom_annotations(
+    by_uid: dict[str, dict[str, Any]], annotations: list[tuple[_File, str, str | None]]
+) -> list[Reject]:
+    """DICOM-SEG / RT-STRUCT files attach to the series they reference (by SeriesInstanceUID)."""
+    rejects = []
+    for file, digest, uid in annotations:
+        target = by_uid.get(uid or "")
+        if target is None:
+            rejects.append(
+                Reject(file.key, STAGE, "orphan_label_map", f"{file.key}: the image series it references is not in the source")
+            )
+            continue
+        target["label_uris"] = [*(target["label_uris"] or []), file.uri]
+        target["sha256"] = combine_hashes([target["sha256"], digest])
+    return rejects
+
+
+def _attach_raster_masks(rasters: list[dict[str, Any]], masks: list[tuple[_File, str]]) -> list[Reject]:
+    """2D masks and IMIS ``.npz`` sparse masks attach to the image they annotate."""
+    by_dir: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for item in rasters:
+        stem = posixpath.basename(item["key"]).rsplit(".", 1)[0]
+        by_dir[posixpath.dirname(item["key"])][stem] = item
+    rejects = []
+    for file, digest in masks:
+        target = mask_target(file.key, by_dir)
+        if target is None:
+            rejects.append(
+                Reject(file.key, STAGE, "orphan_label_map", f"{file.key}: no image with the same name for this mask")
+            )
+            continue
+        target["label_uris"] = [*(target["label_uris"] or []), file.uri]
+        target["sha256"] = combine_hashes([target["sha256"], digest])
+    return rejects
 
 
 def _has_header(key: str, by_name: dict[str, _File]) -> bool:
@@ -164,7 +297,10 @@ def _has_header(key: str, by_name: dict[str, _File]) -> bool:
 
 
 def _hash_file(file: _File) -> str:
-    return sha256_bytes(_read(file))
+    """Content hash read in chunks (videos and volumes can be gigabytes)."""
+    fs, path = url_to_fs(file.uri)
+    with fs.open(path, "rb") as fh:
+        return sha256_stream(fh)
 
 
 def _item(file: _File, kind: str, digest: str, members: list[str] | None = None) -> dict[str, Any]:
@@ -176,6 +312,7 @@ def _item(file: _File, kind: str, digest: str, members: list[str] | None = None)
         "label_uris": None,
         "sha256": digest,
         "size_bytes": file.size,
+        "attrs": None,
     }
 
 
@@ -220,23 +357,26 @@ def _attach_label_maps(images: list[dict[str, Any]], label_maps: list[tuple[_Fil
         directory = posixpath.dirname(file.key)
         stem = strip_volume_suffix(posixpath.basename(file.key))
         candidates = by_dir.get(directory, [])
-        target = None
+        targets: list[dict[str, Any]] = []
         if len(candidates) == 1:
-            target = candidates[0]
+            targets = [candidates[0]]
         else:
             named = [c for c in candidates if stem.startswith(_item_stem(c)) and _item_stem(c)]
             if not named and posixpath.basename(directory) in ("labelsTr", "labelsTs"):
+                # nnU-Net: the case's label map annotates every channel file x_0000, x_0001, …
                 sibling = posixpath.join(posixpath.dirname(directory), "images" + posixpath.basename(directory)[6:])
-                named = [c for c in by_dir.get(sibling, []) if _item_stem(c) in (stem, stem + "_0000")]
-            if len(named) >= 1:
-                target = max(named, key=lambda c: len(_item_stem(c)))
-        if target is None:
+                channel = re.compile(re.escape(stem) + r"(?:_\d{4})?")
+                targets = [c for c in by_dir.get(sibling, []) if channel.fullmatch(_item_stem(c))]
+            elif named:
+                targets = [max(named, key=lambda c: len(_item_stem(c)))]
+        if not targets:
             rejects.append(
                 Reject(file.key, STAGE, "orphan_label_map", f"{file.key}: no image in its folder that this label map annotates")
             )
             continue
-        target["label_uris"] = [*(target["label_uris"] or []), file.uri]
-        target["sha256"] = combine_hashes([target["sha256"], digest])
+        for target in targets:
+            target["label_uris"] = [*(target["label_uris"] or []), file.uri]
+            target["sha256"] = combine_hashes([target["sha256"], digest])
     return rejects
 
 

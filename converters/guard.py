@@ -22,6 +22,13 @@ from typing import Any
 from converters.base import ConversionError
 
 
+def _worker_init() -> None:
+    """In the killable worker, decoders that may abort() the process are allowed."""
+    from converters import dicom
+
+    dicom.GDCM_FALLBACK = True
+
+
 class ItemGuard:
     """Runs ``fn(*args)`` in a killable worker process with a wall-clock limit."""
 
@@ -34,7 +41,9 @@ class ItemGuard:
 
     def _executor(self) -> cf.ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = cf.ProcessPoolExecutor(max_workers=1, mp_context=self._context)
+            self._pool = cf.ProcessPoolExecutor(
+                max_workers=1, mp_context=self._context, initializer=_worker_init
+            )
         return self._pool
 
     def call(self, fn: Callable[..., Any], *args: Any, what: str = "item") -> Any:

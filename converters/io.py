@@ -47,3 +47,12 @@ def as_local_file(uri: str, companions: tuple[str, ...] = ()) -> Iterator[str]:
         yield os.path.join(tmp, os.path.basename(local_path(uri)))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def member_path(uri: str) -> str:
+    """The file path a uri names, for its extension and stem: the archive member of a
+    chained ``zip://ct/a.nrrd::/data/x.zip`` uri (``ct/a.nrrd``), else the uri itself."""
+    if "::" in uri:
+        inner = uri.split("::", 1)[0]
+        return inner.split("://", 1)[1] if "://" in inner else inner
+    return uri

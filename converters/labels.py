@@ -10,7 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from converters.base import ConversionError, ConvertOptions
-from converters.io import as_local_file
+from converters.io import as_local_file, member_path
 from curation.images import mask_record
 
 LABEL_FILE_PATTERN = re.compile(r"(?:^|[_\-. ])(seg|segmentation|label|labels|mask|masks|annotation)(?:$|[_\-. ])", re.I)
@@ -28,7 +28,8 @@ def strip_volume_suffix(name: str) -> str:
 def looks_like_label_map(path: str) -> bool:
     """A label map by name: ``liver_seg.nrrd``, ``case1_label.nii.gz``, ``labelsTr/...``."""
     stem = strip_volume_suffix(os.path.basename(path))
-    return bool(LABEL_FILE_PATTERN.search(stem)) or "/labelsTr/" in path or "/labelsTs/" in path
+    folders = path.replace("\\", "/").split("/")[:-1]
+    return bool(LABEL_FILE_PATTERN.search(stem)) or "labelsTr" in folders or "labelsTs" in folders
 
 
 def names_from_filename(path: str) -> list[str]:
@@ -115,8 +116,8 @@ def load_label_volumes(
         if array.ndim == 2:
             array = array[np.newaxis]
         values = [int(v) for v in np.unique(array) if v != 0]
-        stem = strip_volume_suffix(os.path.basename(uri))
-        volumes.append((array, label_names(uri, values, opts), stem))
+        stem = strip_volume_suffix(os.path.basename(member_path(uri)))
+        volumes.append((array, label_names(member_path(uri), values, opts), stem))
     return volumes
 
 

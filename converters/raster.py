@@ -5,11 +5,14 @@ the same values and orientation (EXIF orientation of camera JPEGs is applied, as
 viewer does). 16-bit grey images get a windowed 8-bit ``input`` plus the lossless
 16-bit ``raw``. Palette images become RGB; alpha is dropped (composited on black).
 Multi-page TIFFs are treated like volumes: one sample per page, under the slice policy.
+Attached masks (mask images, IMIS ``.npz``) become ``masks``; an ImageFolder class
+(``attrs["class"]``) goes to ``labels``.
 """
 
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import numpy as np
@@ -18,6 +21,7 @@ from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 from converters.base import ConversionError, ConvertOptions
 from converters.imaging import auto_window, grey_images, lossless_raw
 from converters.io import read_bytes
+from converters.raster_masks import raster_masks
 from converters.rows import build_row, subject_from_key
 from curation.images import image_record
 
@@ -77,6 +81,7 @@ def convert_raster_item(item: dict[str, Any], opts: ConvertOptions) -> list[dict
     uri = item["uri"]
     img = open_raster(read_bytes(uri), uri)
     pages = [ImageOps.exif_transpose(p.copy()) for p in ImageSequence.Iterator(img)]
+    attrs = json.loads(item["attrs"]) if item.get("attrs") else {}
     modality = opts.modality or "OTHER"
     subject = subject_from_key(item["key"], opts)
     count = len(pages)
@@ -89,8 +94,12 @@ def convert_raster_item(item: dict[str, Any], opts: ConvertOptions) -> list[dict
         steps = [
             {"step": "raster.read", "params": {"format": img.format, "mode": pages[index].mode}},
             {"step": "raster.pixels", "params": params},
-            {"step": "png.encode", "params": {}},
         ]
+        masks = raster_masks(list(item.get("label_uris") or []), pixels.shape[0], pixels.shape[1], opts)
+        if masks:
+            steps.append({"step": "raster.masks", "params": {"count": len(masks)}})
+        steps.append({"step": "png.encode", "params": {}})
+        labels = sorted({m["category"] for m in masks} | ({attrs["class"]} if attrs.get("class") else set()))
         rows.append(
             build_row(
                 opts,
@@ -99,6 +108,8 @@ def convert_raster_item(item: dict[str, Any], opts: ConvertOptions) -> list[dict
                 modality=modality,
                 subject_id=subject,
                 images=images,
+                masks=masks or None,
+                labels=labels or None,
                 caption=f"{modality} image." if modality != "OTHER" else None,
                 steps=steps,
             )

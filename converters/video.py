@@ -202,6 +202,7 @@ class ClipEncoder:
         self.frames = 0
         self.last_t = start_s
         self._next_tick = start_s
+        self._ticks = 0
         self._dark = 0
         self._still = 0
         self._prev_thumb: np.ndarray | None = None
@@ -220,9 +221,9 @@ class ClipEncoder:
             self._container.mux(packet)
         self.frames += 1
         self.last_t = t
-        step = 1.0 / self.fps
-        while self._next_tick <= t + 1e-6:
-            self._next_tick += step
+        while self._next_tick <= t + 1e-6:  # ticks from an integer count: no float drift
+            self._ticks += 1
+            self._next_tick = self.start_s + self._ticks / self.fps
         if float(thumb.mean()) < self.policy.black_luma:
             self._dark += 1
         if self._prev_thumb is not None and float(np.abs(thumb - self._prev_thumb).mean()) < self.policy.frozen_diff:

@@ -16,6 +16,9 @@ the image grid with nearest neighbour *before* orientation, so they stay aligned
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import re
 from typing import Any
 
 import numpy as np
@@ -24,7 +27,7 @@ import SimpleITK as sitk
 from converters.base import ConversionError, ConvertOptions
 from converters.imaging import auto_window, grey_images, lossless_raw
 from converters.io import as_local_file
-from converters.labels import load_label_volumes, masks_for_slice
+from converters.labels import load_label_volumes, masks_for_slice, strip_volume_suffix
 from converters.rows import build_row, subject_from_key
 from curation.images import image_record
 
@@ -51,12 +54,40 @@ def read_volume(uri: str, companions: tuple[str, ...] = ()) -> sitk.Image:
 
 
 def convert_volume_item(item: dict[str, Any], opts: ConvertOptions) -> list[dict[str, Any]]:
-    """Slices of one volume (with attached label maps) as canonical samples."""
+    """Slices of one volume (with attached label maps) as canonical samples.
+
+    4D volumes (MSD multi-modal NIfTI: BraTS FLAIR/T1w/T1gd/T2w in one file) give the
+    slices of each channel, keyed ``#channel=<name>``; ``attrs`` from a ``dataset.json``
+    supply label names, modality and channel names.
+    """
     uri = item["uri"]
     companions = tuple(m for m in (item.get("members") or []) if m != uri)
+    attrs = json.loads(item["attrs"]) if item.get("attrs") else {}
+    if attrs.get("label_names") and not opts.label_names:
+        names = tuple(sorted((int(k), str(v)) for k, v in attrs["label_names"].items()))
+        opts = dataclasses.replace(opts, label_names=names)
     image = read_volume(uri, companions)
     if image.GetDimension() == 2:
         image = sitk.JoinSeries(image)
+    if image.GetDimension() == 4:
+        size = list(image.GetSize())
+        if 0 in size:
+            raise ConversionError("bad_header", f"{uri}: volume has an empty axis, size {tuple(size)}")
+        channel_names = list(attrs.get("channel_names") or [])
+        rows: list[dict[str, Any]] = []
+        for channel in range(size[3]):
+            part = sitk.Extract(image, [*size[:3], 0], [0, 0, 0, channel])
+            name = channel_names[channel] if channel < len(channel_names) else str(channel)
+            channel_attrs = {**attrs, "channel": name}
+            rows.extend(_volume_rows(item, opts, part, channel_attrs, f"#channel={name}"))
+        return rows
+    return _volume_rows(item, opts, image, attrs, "")
+
+
+def _volume_rows(
+    item: dict[str, Any], opts: ConvertOptions, image: sitk.Image, attrs: dict[str, Any], key_suffix: str
+) -> list[dict[str, Any]]:
+    uri = item["uri"]
     if image.GetDimension() != 3:
         raise ConversionError("unsupported_dimension", f"{uri}: {image.GetDimension()}D volumes are not supported")
     if 0 in image.GetSize():
@@ -71,16 +102,21 @@ def convert_volume_item(item: dict[str, Any], opts: ConvertOptions) -> list[dict
     array = sitk.GetArrayFromImage(oriented)  # [k, rows, cols(, components)]
     sx, sy, sz = oriented.GetSpacing()
     spacing_mm = [float(sy), float(sx), float(sz)]
-    modality = opts.modality or "OTHER"
+    modality = opts.modality or attrs.get("modality") or "OTHER"
     components = image.GetNumberOfComponentsPerPixel()
     window = auto_window(array, modality) if components == 1 else None
     subject = subject_from_key(item["key"], opts)
+    if attrs.get("layout") == "msd" and not opts.subject_pattern:
+        subject = msd_case(item["key"])  # channel files x_0000, x_0001 are one subject
     count = array.shape[0]
+    channel = attrs.get("channel")
     rows = []
     for index in opts.slices.select(count):
         steps: list[dict[str, Any]] = [
             {"step": "volume.read", "params": {"plane": plane, "orientation": code, "size": list(image.GetSize())}}
         ]
+        if channel:
+            steps[0]["params"]["channel"] = channel
         if components == 1:
             assert window is not None
             values = array[index]
@@ -98,13 +134,15 @@ def convert_volume_item(item: dict[str, Any], opts: ConvertOptions) -> list[dict
             masks.extend(masks_for_slice(label_array[index], names, stem))
         categories = sorted({m["category"] for m in masks})
         steps.append({"step": "png.encode", "params": {}})
-        caption = f"{modality} image, {plane} slice {index + 1} of {count}."
+        sequence = f" ({channel})" if channel and channel.upper() != modality else ""
+        caption = f"{modality}{sequence} image, {plane} slice {index + 1} of {count}."
         if categories:
             caption += " Segmented structures: " + ", ".join(categories) + "."
+        base = item["key"] + key_suffix
         rows.append(
             build_row(
                 opts,
-                key=f"{item['key']}#slice={index}" if count > 1 else item["key"],
+                key=f"{base}#slice={index}" if count > 1 else base,
                 sha256=item["sha256"],
                 modality=modality,
                 subject_id=subject,
@@ -116,6 +154,12 @@ def convert_volume_item(item: dict[str, Any], opts: ConvertOptions) -> list[dict
             )
         )
     return rows
+
+
+def msd_case(key: str) -> str:
+    """The case id of an MSD/nnU-Net image key: ``imagesTr/la_003_0001.nii.gz`` → ``la_003``."""
+    stem = strip_volume_suffix(key.rsplit("/", 1)[-1])
+    return re.sub(r"_\d{4}$", "", stem)
 
 
 def _orient_array(array: np.ndarray, grid: sitk.Image, code: str) -> np.ndarray:

@@ -45,6 +45,20 @@ class Partition:
 
 
 @dataclasses.dataclass
+class StageTiming:
+    """Rows in and out of one stage within a partition, and the time it took."""
+
+    seconds: float = 0.0
+    rows_in: int = 0
+    rows_out: int = 0
+
+    def add(self, seconds: float, rows_in: int, rows_out: int) -> None:
+        self.seconds += seconds
+        self.rows_in += rows_in
+        self.rows_out += rows_out
+
+
+@dataclasses.dataclass
 class PartitionResult:
     key: str
     shards: list[str]
@@ -53,6 +67,7 @@ class PartitionResult:
     rejects: list[Reject]
     converted_items: int
     seconds: float
+    stages: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     cached: bool = False
 
     def to_json(self) -> str:
@@ -99,6 +114,21 @@ def plan_partitions(items: Sequence[dict[str, Any]], per_partition: int, fingerp
     ]
 
 
+def apply_stages(
+    stages: Sequence[Stage], batch: pa.Table, timings: dict[str, StageTiming]
+) -> tuple[pa.Table, list[Reject]]:
+    """Run a chain of (already set up) stages over one batch, timing each."""
+    rejects: list[Reject] = []
+    current = batch
+    for stage in stages:
+        tick = time.perf_counter()
+        out = stage.process(current)
+        timings.setdefault(stage.name, StageTiming()).add(time.perf_counter() - tick, current.num_rows, out.table.num_rows)
+        rejects.extend(out.rejects)
+        current = out.table
+    return current, rejects
+
+
 class PartitionCache:
     """Finished partitions' manifests on the workdir (any fsspec path)."""
 
@@ -130,6 +160,10 @@ class PartitionCache:
         self.fs.mv(tmp, path)
 
 
+#: stages that run elsewhere (a Ray actor pool): a batch in, the stage chain's output back
+RemoteStages = Callable[[pa.Table], tuple[pa.Table, list[Reject], dict[str, StageTiming]]]
+
+
 def run_partition(
     partition: Partition,
     stages: Sequence[Stage],
@@ -138,12 +172,14 @@ def run_partition(
     cache: PartitionCache | None,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     item_schema: pa.Schema,
+    remote: RemoteStages | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> PartitionResult:
     """Run stages over one partition's items and stream the samples into shards.
 
-    Stages are applied batch by batch (set up once), so memory holds one batch of
-    samples plus one row group, whatever the partition's size.
+    ``stages`` run here, batch by batch (set up once); ``remote`` — the GPU stages of a
+    recipe on an actor pool — then gets each batch. Memory holds one batch of samples
+    plus one row group, whatever the partition's size.
     """
     if cache is not None:
         hit = cache.get(partition.key)
@@ -151,20 +187,22 @@ def run_partition(
             return hit
     started = time.perf_counter()
     rejects: list[Reject] = []
-    rejected_keys: set[str] = set()
+    timings: dict[str, StageTiming] = {}
     table = pa.Table.from_pylist(partition.items, schema=item_schema)
     for stage in stages:
         stage.setup()
     try:
+        # the temporary name derives from the partition: a rerun after a crash overwrites it
         with ShardWriter(shard_dir, f"part-{partition.key[:24]}", target_bytes=shard_bytes) as writer:
             batch_size = stages[0].batch_size if stages else 16
             for batch in iter_batches(table, batch_size):
-                current = batch
-                for stage in stages:
-                    out = stage.process(current)
-                    rejects.extend(out.rejects)
-                    rejected_keys.update(r.source_uri for r in out.rejects)
-                    current = out.table
+                current, batch_rejects = apply_stages(stages, batch, timings)
+                rejects.extend(batch_rejects)
+                if remote is not None and current.num_rows:
+                    current, remote_rejects, remote_timings = remote(current)
+                    rejects.extend(remote_rejects)
+                    for name, timing in remote_timings.items():
+                        timings.setdefault(name, StageTiming()).add(timing.seconds, timing.rows_in, timing.rows_out)
                 writer.write(current)
                 if on_progress is not None:
                     on_progress(batch.num_rows)
@@ -172,14 +210,17 @@ def run_partition(
     finally:
         for stage in stages:
             stage.teardown()
+    item_keys = {str(i.get("key")) for i in partition.items}
+    rejected_items = {r.source_uri.split("#", 1)[0] for r in rejects} & item_keys
     result = PartitionResult(
         key=partition.key,
         shards=[s.path for s in shards],
         rows=sum(s.rows for s in shards),
         items=len(partition.items),
         rejects=rejects,
-        converted_items=len(partition.items) - len({k for k in rejected_keys}),
+        converted_items=len(partition.items) - len(rejected_items),
         seconds=time.perf_counter() - started,
+        stages={name: dataclasses.asdict(t) for name, t in timings.items()},
     )
     if cache is not None:
         cache.put(result)

@@ -132,7 +132,11 @@ class ShardWriter:
             self._finish_file()
 
     def _open_file(self) -> None:
-        self._tmp_path = posixpath.join(self.directory, f"{TMP_PREFIX}{uuid.uuid4().hex}.parquet")
+        # one temporary name per (writer prefix, shard index): a rerun overwrites what a
+        # crashed run left, so leftovers never accumulate; the uuid guards concurrent writers
+        # only when no prefix is given
+        token = self.name_prefix or uuid.uuid4().hex
+        self._tmp_path = posixpath.join(self.directory, f"{TMP_PREFIX}{token}-{len(self.shards):05d}.parquet")
         self._handle = self.fs.open(self._tmp_path, "wb")
         self._writer = pq.ParquetWriter(
             self._handle,

@@ -19,13 +19,15 @@ from curation.partitions import (
     Partition,
     PartitionCache,
     PartitionResult,
+    RemoteStages,
+    StageTiming,
     items_per_partition,
     plan_partitions,
     run_partition,
 )
 from curation.version import pipeline_version
 from flows.runs import write_run_record
-from flows.settings import Settings, configure_prefect
+from flows.settings import Settings, configure_prefect, ensure_prefect_api
 
 log = logging.getLogger("medcurate.build")
 
@@ -74,16 +76,48 @@ def prepare(request: BuildRequest, settings: Settings, run_id: str) -> tuple[Bui
     return plan, partitions
 
 
-def build_partition(plan: BuildPlan, partition: Partition, shard_dir: str, workdir: str) -> PartitionResult:
-    """One partition end to end (the unit a Prefect task runs)."""
+def build_partition(
+    plan: BuildPlan,
+    partition: Partition,
+    shard_dir: str,
+    workdir: str,
+    remote: RemoteStages | None = None,
+) -> PartitionResult:
+    """One partition end to end (the unit a Prefect task runs).
+
+    ``remote`` runs the plan's GPU stages (an actor pool); without it they run here.
+    """
+    stages = plan.stage_factory()
+    if remote is None and plan.gpu_stage_factory is not None:
+        stages = stages + plan.gpu_stage_factory()
     return run_partition(
         partition,
-        plan.stage_factory(),
+        stages,
         shard_dir=shard_dir,
         cache=PartitionCache(workdir),
         shard_bytes=plan.shard_bytes,
         item_schema=plan.item_schema,
+        remote=remote,
     )
+
+
+def stage_summary(results: list[PartitionResult]) -> dict[str, dict[str, float]]:
+    """Per-stage time and throughput over the partitions computed in this run."""
+    totals: dict[str, StageTiming] = {}
+    for result in results:
+        if result.cached:
+            continue
+        for name, timing in result.stages.items():
+            totals.setdefault(name, StageTiming()).add(timing["seconds"], int(timing["rows_in"]), int(timing["rows_out"]))
+    return {
+        name: {
+            "seconds": round(t.seconds, 3),
+            "rows_in": t.rows_in,
+            "rows_out": t.rows_out,
+            "rows_per_second": round(t.rows_in / t.seconds, 2) if t.seconds > 0 else None,
+        }
+        for name, t in totals.items()
+    }
 
 
 def finish(
@@ -93,6 +127,7 @@ def finish(
     run_id: str,
     started: float,
     results: list[PartitionResult],
+    timings: dict[str, float] | None = None,
 ) -> BuildOutcome:
     """Publish (catalog last) and write the run record."""
     rejects = list(plan.rejects) + [r for res in results for r in res.rejects]
@@ -130,17 +165,27 @@ def finish(
             "partitions": len(results),
             "partitions_reused": sum(1 for r in results if r.cached),
             "shards": len(shards),
+            "executor": request.executor,
+            "stages": stage_summary(results),
+            "phases": {k: round(v, 3) for k, v in (timings or {}).items()},
         },
     )
     return BuildOutcome(run_id, summary, published, shards)
 
 
-def run_build(request: BuildRequest) -> BuildOutcome:
-    """Run a build as a Prefect flow (the way the CLI and deployments run it)."""
-    configure_prefect(settings_for(request).workdir)
-    from flows.prefect_flows import build_flow
+def run_build(request: BuildRequest, *, progress: bool | None = None) -> BuildOutcome:
+    """Run a build as a Prefect flow (the way the CLI and deployments run it).
 
-    return build_flow(request)
+    ``progress``: draw progress bars (default: when stderr is a terminal).
+    """
+    configure_prefect(settings_for(request).workdir)
+    if request.executor != "local":
+        ensure_prefect_api()
+    from flows.prefect_flows import build_flow
+    from flows.progress import BuildProgress
+
+    with BuildProgress(request.dataset, enabled=progress) as bars:
+        return build_flow(request, bars)
 
 
 def run_build_inline(request: BuildRequest) -> BuildOutcome:
@@ -155,6 +200,8 @@ def run_build_inline(request: BuildRequest) -> BuildOutcome:
     settings = settings_for(request)
     run_id = new_run_id()
     plan, partitions = prepare(request, settings, run_id)
+    planned = time.perf_counter()
     shard_dir = settings.catalog().data_dir(request.dataset)
     results = [build_partition(plan, p, shard_dir, settings.workdir) for p in partitions]
-    return finish(request, settings, plan, run_id, started, results)
+    timings = {"plan": planned - started, "partitions": time.perf_counter() - planned}
+    return finish(request, settings, plan, run_id, started, results, timings)

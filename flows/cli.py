@@ -126,6 +126,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         warehouse=settings.warehouse,
         executor=args.executor,
         dask_address=args.dask_address,
+        ray_address=args.ray_address,
         workers=args.workers,
     )
     check_dataset_name(args.dataset)
@@ -155,6 +156,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(_settings(args))
 
 
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """--executor and cluster addresses, shared by convert and build."""
+    parser.add_argument("--executor", choices=["local", "dask", "ray"], default="local",
+                        help="where partitions run: threads here, a Dask cluster, or Ray (default local)")
+    parser.add_argument("--dask-address", help="Dask scheduler address (default: a LocalCluster)")
+    parser.add_argument("--ray-address", help="Ray cluster address (default: Ray in this process)")
+    parser.add_argument("--workers", type=int, help="parallel workers (threads, Dask processes, Ray CPUs/actors)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medcurate",
@@ -180,9 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--allow-burned-in", action="store_true", help="keep DICOM with BurnedInAnnotation=YES")
     conv.add_argument("--shard-size-mb", type=float, default=256.0, help="target shard size (default 256)")
     conv.add_argument("--partition-items", type=int, help="items per partition (default: about one shard)")
-    conv.add_argument("--executor", choices=["local", "dask"], default="local")
-    conv.add_argument("--dask-address", help="Dask scheduler address (default: a LocalCluster)")
-    conv.add_argument("--workers", type=int, help="parallel workers (threads locally, processes on Dask)")
+    add_engine_options(conv)
     conv.set_defaults(func=cmd_convert)
 
     cat = sub.add_parser("catalog", help="datasets, versions and shard files")
@@ -198,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("a", metavar="NAME@A")
     diff.add_argument("b", metavar="NAME@B")
     cat.set_defaults(func=cmd_catalog)
+    __import__("flows.cli_build", fromlist=["register"]).register(sub)  # build, recipes (flows/cli_build.py)
     return parser
 
 

@@ -12,6 +12,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from flows.settings import Settings
 
@@ -44,6 +45,42 @@ def stage_imaging_sources(root: Path) -> Path:
     return root
 
 
+def build_family_demos(settings: Settings) -> list[tuple[str, dict[str, Any], float]]:
+    """Each dataset family on its demo source tree (curation.recipes.demo_trees), with the
+    family's default recipe plus the demo's small overrides: (family, summary, seconds)."""
+    from curation.recipes.demo_trees import DEMO_OPTIONS, write_tree
+    from curation.recipes.model import FAMILY_NAMES
+    from flows.build import BuildRequest, run_build
+
+    results = []
+    for family in FAMILY_NAMES:
+        started = time.perf_counter()
+        tree = write_tree(family, Path(settings.workdir) / "demo-sources" / family)
+        outcome = run_build(
+            BuildRequest(
+                recipe=family,
+                sources=[str(tree)],
+                dataset=family,
+                options=DEMO_OPTIONS[family],
+                workdir=settings.workdir,
+                catalog_uri=settings.catalog_uri,
+                warehouse=settings.warehouse,
+            )
+        )
+        results.append((family, outcome.summary, time.perf_counter() - started))
+    return results
+
+
+def print_family_table(results: list[tuple[str, dict[str, Any], float]]) -> None:
+    print(f"\n{'family':<12} {'samples':>7} {'inputs':>7} {'rejected':>8} {'seconds':>7}  rejects by reason")
+    for family, summary, seconds in results:
+        reasons = ", ".join(f"{r}={n}" for r, n in summary["rejects_by_reason"].items()) or "-"
+        print(
+            f"{family:<12} {summary['samples_written']:>7} {summary['inputs_total']:>7} "
+            f"{summary['inputs_rejected']:>8} {seconds:>7.1f}  {reasons}"
+        )
+
+
 def run_demo(settings: Settings) -> int:
     from flows.cli import print_outcome
     from flows.build import BuildRequest, run_build
@@ -65,6 +102,8 @@ def run_demo(settings: Settings) -> int:
         )
     )
     print_outcome(outcome.summary, settings, "demo_imaging")
+    families = build_family_demos(settings)
+    print_family_table(families)
     print(f"\nDemo finished in {time.perf_counter() - started:.1f}s. Shards:")
     for path in outcome.shards:
         print(f"  {path}")

@@ -16,10 +16,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
 
+from curation.partitions import StageTiming, apply_stages
 from curation.stages import Reject, Stage, StageOutput, concat_or_empty, iter_batches
 
 log = logging.getLogger(__name__)
@@ -119,3 +123,103 @@ def run_stage_ray(
         for actor in actors:
             ray.kill(actor)
     return StageOutput(concat_or_empty(parts, like=stage.output_schema or table), rejects)
+
+
+# -- pools for the GPU stages of a build ----------------------------------------------
+StageFactory = Callable[[], list[Stage]]
+
+
+def _chain_actor_class() -> Any:
+    import ray
+
+    @ray.remote
+    class StageChainActor:
+        """A recipe's GPU stage chain, built and set up once per actor."""
+
+        def __init__(self, factory: StageFactory):
+            self.stages = factory()
+            for stage in self.stages:
+                stage.setup()
+
+        def process(self, batch: pa.Table) -> tuple[pa.Table, list[Reject], dict[str, StageTiming]]:
+            timings: dict[str, StageTiming] = {}
+            table, rejects = apply_stages(self.stages, batch, timings)
+            return table, rejects, timings
+
+    return StageChainActor
+
+
+class RayStagePool:
+    """Actors running a stage chain; partitions (on any worker) send batches to them.
+
+    The pool is picklable: it holds Ray actor handles, so a partition task running on a
+    Dask or Ray worker uses the same actors as the driver. Batches go to actors
+    round-robin; ``num_gpus`` per actor comes from the stages' declared resources
+    where the cluster has GPUs.
+    """
+
+    def __init__(self, factory: StageFactory, *, num_actors: int = 1, address: str | None = None):
+        import ray
+
+        ensure_ray(address)
+        probe = factory()
+        cpus = max(s.resources.cpus for s in probe) if probe else 1.0
+        gpus = max(s.resources.gpus for s in probe) if probe else 0.0
+        options: dict[str, Any] = {"num_cpus": cpus}
+        if gpus and _cluster_has_gpus():
+            options["num_gpus"] = gpus
+        cls = _chain_actor_class().options(**options)
+        self.actors = [cls.remote(factory) for _ in range(max(1, num_actors))]
+        self._next = 0
+        ray.get([a.__ray_ready__.remote() for a in self.actors])
+
+    def __call__(self, batch: pa.Table) -> tuple[pa.Table, list[Reject], dict[str, StageTiming]]:
+        import ray
+
+        actor = self.actors[self._next % len(self.actors)]
+        self._next += 1
+        return ray.get(actor.process.remote(batch))
+
+    def shutdown(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor)
+
+
+_LOCAL_CHAINS: dict[str, list[Stage]] = {}
+_LOCAL_LOCK = threading.Lock()
+
+
+class LocalStagePool:
+    """The GPU stage chain in this process (CPU path, or one GPU): set up once per process.
+
+    Picklable: on a Dask worker the chain is built on first use there and kept for the
+    worker's lifetime, so a model still loads once per worker.
+    """
+
+    def __init__(self, factory: StageFactory):
+        self.factory = factory
+        self.key = uuid.uuid4().hex  # travels with the pickle: one chain per worker process
+
+    def _chain(self) -> list[Stage]:
+        with _LOCAL_LOCK:
+            chain = _LOCAL_CHAINS.get(self.key)
+            if chain is None:
+                chain = self.factory()
+                for stage in chain:
+                    stage.setup()
+                _LOCAL_CHAINS[self.key] = chain
+            return chain
+
+    def __call__(self, batch: pa.Table) -> tuple[pa.Table, list[Reject], dict[str, StageTiming]]:
+        chain = self._chain()
+        timings: dict[str, StageTiming] = {}
+        with _LOCAL_LOCK:  # stages are not assumed thread-safe
+            table, rejects = apply_stages(chain, batch, timings)
+        return table, rejects, timings
+
+    def shutdown(self) -> None:
+        with _LOCAL_LOCK:
+            for stage in _LOCAL_CHAINS.pop(self.key, []):
+                stage.teardown()

@@ -1,27 +1,41 @@
-"""Prefect flows and tasks: coarse tasks (one per partition), plain Python inside."""
+"""Prefect flows and tasks: coarse tasks (one per partition), plain Python inside.
+
+``build_dataset`` is the one flow: the CLI calls it, and every deployment (``medcurate
+serve``) runs it with JSON parameters. The engine is chosen per run from the
+``executor`` parameter: the partition tasks go to a thread pool (``local``), a Dask
+cluster (``dask``: prefect-dask's DaskTaskRunner, a LocalCluster or a scheduler
+address) or Ray (``ray``: prefect-ray's RayTaskRunner, in-process or a cluster address).
+A recipe's GPU stages run on a Ray actor pool when Ray is in play, in-process otherwise.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from curation.build import BuildPlan
-from curation.partitions import Partition, PartitionResult
+from curation.partitions import Partition, PartitionResult, RemoteStages
 from flows.build import BuildOutcome, BuildRequest, build_partition, finish, prepare, settings_for
+from flows.progress import BuildProgress
 from flows.runs import new_run_id
 
 
-@task(name="build-partition", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def build_partition_task(plan: BuildPlan, partition: Partition, shard_dir: str, workdir: str) -> PartitionResult:
-    return build_partition(plan, partition, shard_dir, workdir)
+@task(name="build-partition", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+def build_partition_task(
+    plan: BuildPlan, partition: Partition, shard_dir: str, workdir: str, remote: RemoteStages | None
+) -> PartitionResult:
+    return build_partition(plan, partition, shard_dir, workdir, remote)
 
 
 def task_runner_for(request: BuildRequest) -> Any:
-    """The Prefect task runner for ``--executor``: threads locally, Dask otherwise."""
+    """The Prefect task runner for the request's executor."""
     if request.executor == "dask":
         from prefect_dask import DaskTaskRunner
 
@@ -30,28 +44,137 @@ def task_runner_for(request: BuildRequest) -> Any:
         return DaskTaskRunner(
             cluster_kwargs={"n_workers": request.workers or 2, "threads_per_worker": 1, "processes": True}
         )
+    if request.executor == "ray":
+        from prefect_ray import RayTaskRunner
+
+        from flows.engines import ensure_ray
+
+        ensure_ray(request.ray_address, num_cpus=request.workers)
+        return RayTaskRunner(address=request.ray_address) if request.ray_address else RayTaskRunner()
+    if request.executor != "local":
+        raise ValueError(f"executor must be local, dask or ray, got {request.executor!r}")
     return ThreadPoolTaskRunner(max_workers=request.workers or 1)
 
 
-def build_flow(request: BuildRequest) -> BuildOutcome:
-    runner = task_runner_for(request)
+def gpu_pool_for(request: BuildRequest, plan: BuildPlan) -> Any:
+    """Where the recipe's GPU stages run: Ray actors with Ray, this process otherwise."""
+    if plan.gpu_stage_factory is None:
+        return None
+    from flows.engines import LocalStagePool, RayStagePool
 
-    @flow(name=f"medcurate-build-{request.recipe}", task_runner=runner, validate_parameters=False)
+    if request.executor == "ray" or request.ray_address:
+        return RayStagePool(plan.gpu_stage_factory, num_actors=request.workers or 1, address=request.ray_address)
+    return LocalStagePool(plan.gpu_stage_factory)
+
+
+@flow(name="medcurate-build", validate_parameters=False, log_prints=True)
+def build_dataset(
+    recipe: str,
+    sources: list[str],
+    dataset: str,
+    version: str | None = None,
+    options: dict[str, Any] | None = None,
+    workdir: str | None = None,
+    catalog_uri: str | None = None,
+    warehouse: str | None = None,
+    executor: str = "local",
+    dask_address: str | None = None,
+    ray_address: str | None = None,
+    workers: int | None = None,
+) -> dict[str, Any]:
+    """Build ``dataset`` with ``recipe`` from ``sources`` and publish it; returns the run summary."""
+    request = BuildRequest(
+        recipe=recipe,
+        sources=list(sources),
+        dataset=dataset,
+        version=version,
+        options=dict(options or {}),
+        workdir=workdir,
+        catalog_uri=catalog_uri,
+        warehouse=warehouse,
+        executor=executor,
+        dask_address=dask_address,
+        ray_address=ray_address,
+        workers=workers,
+    )
+    return dataclasses.asdict(_run(request))["summary"]
+
+
+def _run(request: BuildRequest, progress: BuildProgress | None = None) -> BuildOutcome:
+    logger = get_run_logger()
+    started = time.perf_counter()
+    settings = settings_for(request)
+    run_id = new_run_id()
+    plan, partitions = prepare(request, settings, run_id)
+    planned = time.perf_counter()
+    logger.info(
+        "run %s: recipe %s, %d items in %d partitions on %s, %d inputs rejected before conversion",
+        run_id, plan.recipe, len(plan.items), len(partitions), request.executor, len(plan.rejects),
+    )
+    if progress:
+        progress.start_partitions(len(plan.items), len(partitions))
+    shard_dir = settings.catalog().data_dir(request.dataset)
+    pool = gpu_pool_for(request, plan)
+    results: list[PartitionResult] = []
+    try:
+        with task_runner_for(request) as runner:
+            futures = [
+                runner.submit(
+                    build_partition_task,
+                    parameters={
+                        "plan": plan,
+                        "partition": p,
+                        "shard_dir": shard_dir,
+                        "workdir": settings.workdir,
+                        "remote": pool,
+                    },
+                )
+                for p in partitions
+            ]
+            for future in as_completed(futures):
+                result = future.result()
+                results.append(result)
+                if progress:
+                    progress.partition_done(result.items, result.cached)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    results.sort(key=lambda r: r.key)
+    converted = time.perf_counter()
+    outcome = finish(
+        request, settings, plan, run_id, started, results,
+        {"plan": planned - started, "partitions": converted - planned},
+    )
+    _artifacts(outcome)
+    logger.info("run %s: %s", run_id, outcome.summary)
+    return outcome
+
+
+def _artifacts(outcome: BuildOutcome) -> None:
+    """The run summary and per-stage throughput as Prefect artifacts (shown in the UI)."""
+    s = outcome.summary
+    key = f"{s.get('dataset', 'dataset').replace('_', '-')}-summary"
+    create_markdown_artifact(
+        key=key,
+        markdown=(
+            f"### {s.get('dataset')}@{s.get('version') or '-'}\n\n"
+            f"- inputs: {s['inputs_total']} ({s['inputs_converted']} converted, {s['inputs_rejected']} rejected)\n"
+            f"- samples written: {s['samples_written']} in {s['seconds']} s ({s['samples_per_second']} /s)\n"
+            f"- partitions: {s.get('partitions')} ({s.get('partitions_reused')} reused)\n"
+            f"- rejects by reason: {s['rejects_by_reason']}\n"
+        ),
+        description="medcurate run summary",
+    )
+    rows = [{"stage": name, **values} for name, values in (s.get("stages") or {}).items()]
+    if rows:
+        create_table_artifact(key=key.replace("summary", "stages"), table=rows, description="per-stage throughput")
+
+
+def build_flow(request: BuildRequest, progress: BuildProgress | None = None) -> BuildOutcome:
+    """Run one build as the ``medcurate-build`` flow from Python (the CLI's path)."""
+
+    @flow(name=f"medcurate-build-{request.recipe}", validate_parameters=False)
     def _build(request: BuildRequest) -> BuildOutcome:
-        logger = get_run_logger()
-        started = time.perf_counter()
-        settings = settings_for(request)
-        run_id = new_run_id()
-        plan, partitions = prepare(request, settings, run_id)
-        logger.info(
-            "run %s: recipe %s, %d items in %d partitions, %d inputs rejected before conversion",
-            run_id, plan.recipe, len(plan.items), len(partitions), len(plan.rejects),
-        )
-        shard_dir = settings.catalog().data_dir(request.dataset)
-        futures = [build_partition_task.submit(plan, p, shard_dir, settings.workdir) for p in partitions]
-        results = [f.result() for f in futures]
-        outcome = finish(request, settings, plan, run_id, started, results)
-        logger.info("run %s: %s", run_id, outcome.summary)
-        return outcome
+        return _run(request, progress)
 
     return _build(request)

@@ -14,6 +14,7 @@ import dataclasses
 import os
 import posixpath
 import secrets
+from typing import Any
 
 from fsspec.core import url_to_fs
 
@@ -81,3 +82,28 @@ def configure_prefect(workdir: str) -> None:
     home = os.path.join(workdir, ".prefect")
     os.makedirs(home, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", home)
+
+
+_TEMPORARY_SERVER: Any = None
+
+
+def ensure_prefect_api() -> None:
+    """Give worker processes (Dask, Ray) the driver's Prefect API.
+
+    Without a configured server each process would start a temporary server of its
+    own (and leave it behind when the worker exits). The driver starts one temporary
+    server and exports its URL, which worker processes inherit; it stops with the
+    driver process.
+    """
+    global _TEMPORARY_SERVER
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    import atexit
+
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start()
+    os.environ["PREFECT_API_URL"] = server.api_url
+    _TEMPORARY_SERVER = server
+    atexit.register(server.stop)

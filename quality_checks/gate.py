@@ -37,10 +37,9 @@ from quality_checks.suites import (
     SUITE_VERSIONS,
     Tolerances,
     build_rows_suite,
-    common_suite,
-    family_suite,
     import_gx,
     modality_mix_suite,
+    shard_suite,
 )
 
 SCHEMA_SUITE = "medcurate.schema"
@@ -210,7 +209,7 @@ def _failures_of(validation: Any, scope: str) -> list[FailedExpectation]:
         exception = item.exception_info if isinstance(item.exception_info, dict) else None
         failures.append(
             FailedExpectation(
-                suite=validation.suite_name,
+                suite=(config.meta or {}).get("suite", validation.suite_name),
                 expectation=config.type,
                 column=config.kwargs.get("column"),
                 observed=_observed(dict(item.result or {}), exception),
@@ -266,12 +265,11 @@ class _ShardValidator:
         # the same name inside a context appends its expectations to the stored suite
         self._suites: dict[str, Any] = {}
 
-    def suites_for(self, family: str | None) -> list[Any]:
-        if "common" not in self._suites:
-            self._suites["common"] = common_suite(self.tolerances)
-        if family and family not in self._suites:
-            self._suites[family] = family_suite(family, self.tolerances)
-        return [self._suites["common"]] + ([self._suites[family]] if family else [])
+    def suite_for(self, family: str | None) -> Any:
+        key = family or ""
+        if key not in self._suites:
+            self._suites[key] = shard_suite(family, self.tolerances)
+        return self._suites[key]
 
     def validate(self, path: str, family: str | None) -> tuple[ShardResult, pa.Table | None, list[dict[str, Any]]]:
         """Validate one shard: (result, its validation table, raw GX results as JSON)."""
@@ -290,12 +288,9 @@ class _ShardValidator:
             return ShardResult(path, table.num_rows, False, failures), None, []
         frame = flat.to_pandas()
         family = family or infer_family(table)
-        suites = self.suites_for(family)
-        raw: list[dict[str, Any]] = []
-        for suite in suites:
-            validation = self.session.validate(scope, frame, suite)
-            failures.extend(_failures_of(validation, scope))
-            raw.append(validation.to_json_dict())
+        validation = self.session.validate(scope, frame, self.suite_for(family))
+        failures.extend(_failures_of(validation, scope))
+        raw = [validation.to_json_dict()]
         return ShardResult(path, table.num_rows, not failures, failures), flat, raw
 
 

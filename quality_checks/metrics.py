@@ -18,6 +18,7 @@ Conventions the metrics fix (and docs/quality.md repeats):
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -137,17 +138,22 @@ class MetricsStage(Stage):
     def __init__(self, severity_bands: SeverityBands | None = None, video_max_frames: int = 48):
         self.severity_bands = severity_bands
         self.video_max_frames = video_max_frames
-        self._bands: SeverityBands = {}
+        self._bands: SeverityBands | None = severity_bands
 
     def setup(self) -> None:
-        self._bands = load_severity_bands() if self.severity_bands is None else self.severity_bands
+        self._bands = self.severity_bands  # loaded on the first degraded row: see bands()
+
+    def bands(self) -> SeverityBands:
+        """The PSNR bands, imported from ``synthesis`` only when a degraded row needs them
+        (that import pulls in torch; families without degradations never pay for it)."""
+        if self._bands is None:
+            self._bands = load_severity_bands()
+        return self._bands
 
     def params(self) -> dict[str, Any]:
         return {"metrics_version": METRICS_VERSION, "video_max_frames": self.video_max_frames}
 
     def process(self, batch: pa.Table) -> StageOutput:
-        if self.severity_bands is not None:
-            self._bands = self.severity_bands
         rows = _columns_as_rows(batch)
         metrics = [self._row_metrics(row) for row in rows]
         _apply_monotonic_fallback(rows, metrics)
@@ -166,7 +172,8 @@ class MetricsStage(Stage):
         _mask_metrics(row.get("masks") or [], primary, out, errors)
         _text_metrics(row, out)
         _video_metrics(row.get("video"), out, errors, self.video_max_frames)
-        _degradation_metrics(row, self._bands, out, errors)
+        if row.get("degradation"):
+            _degradation_metrics(row, self.bands(), out, errors)
         out["metric_errors"] = "; ".join(errors) or None
         return out
 
@@ -233,24 +240,43 @@ def _image_metrics(images: list[dict[str, Any]], out: dict[str, Any], errors: li
     out["image_size_matches_declared"] = (width, height) == (primary.get("width"), primary.get("height"))
     depth = _bit_depth(primary.get("_mode", ""), primary.get("bit_depth"), pixels)
     out["image_bit_depth"] = depth
-    values = pixels.astype(np.float64)
     maxval = float(2**depth - 1)
-    per_pixel = values.max(axis=2) if values.ndim == 3 else values
-    out["dynamic_range"] = float(values.max() - values.min()) / maxval if values.size else 0.0
-    out["saturated_fraction"] = float(np.mean(per_pixel >= maxval))
-    out["black_fraction"] = float(np.mean(per_pixel <= 0))
-    out["blur_laplacian_var"] = _laplacian_variance(values, maxval)
+    _pixel_metrics(pixels.astype(np.uint8) if pixels.dtype == np.bool_ else pixels, maxval, out)
     _measured_psnr(images, decoded, maxval, out)
     return pixels
 
 
-def _laplacian_variance(values: np.ndarray, maxval: float) -> float:
-    """Variance of the Laplacian on 0-255 grey: the usual cheap sharpness measure."""
-    from scipy import ndimage
+def _pixel_metrics(pixels: np.ndarray, maxval: float, out: dict[str, Any]) -> None:
+    """Dynamic range, saturated/black fractions and sharpness, in the native dtype where
+    possible (the gate decodes every image, so this must stay a few ms per image)."""
+    if pixels.ndim == 3:  # channel-wise maximum by planes: ~10x faster than max(axis=2)
+        channels = [pixels[..., c] for c in range(min(3, pixels.shape[2]))]
+        per_pixel = functools.reduce(np.maximum, channels)
+    else:
+        per_pixel = pixels
+    size = max(1, per_pixel.size)
+    out["dynamic_range"] = (float(pixels.max()) - float(pixels.min())) / maxval if pixels.size else 0.0
+    out["saturated_fraction"] = np.count_nonzero(per_pixel >= maxval) / size
+    out["black_fraction"] = np.count_nonzero(per_pixel <= 0) / size
+    out["blur_laplacian_var"] = _laplacian_variance(pixels, maxval)
 
-    grey = values[..., :3].mean(axis=2) if values.ndim == 3 else values
-    grey = grey * (255.0 / maxval)
-    return float(ndimage.laplace(grey.astype(np.float32)).var())
+
+def _laplacian_variance(pixels: np.ndarray, maxval: float) -> float:
+    """Variance of the 4-neighbour Laplacian on 0-255 grey over interior pixels: the usual
+    cheap sharpness measure (same kernel as ``scipy.ndimage.laplace``; slicing instead of
+    a filter call is ~8x faster and skips the reflected border)."""
+    if pixels.ndim == 3:
+        channels = [pixels[..., c].astype(np.float32) for c in range(min(3, pixels.shape[2]))]
+        grey = functools.reduce(np.add, channels) / np.float32(len(channels))
+    else:
+        grey = pixels.astype(np.float32)
+    if maxval != 255.0:
+        grey *= np.float32(255.0 / maxval)
+    if grey.shape[0] < 3 or grey.shape[1] < 3:
+        return 0.0
+    centre = grey[1:-1, 1:-1]
+    laplacian = grey[1:-1, :-2] + grey[1:-1, 2:] + grey[:-2, 1:-1] + grey[2:, 1:-1] - 4.0 * centre
+    return float(laplacian.var())
 
 
 def _measured_psnr(images: list[dict[str, Any]], decoded: dict[int, np.ndarray], maxval: float, out: dict[str, Any]) -> None:
@@ -262,12 +288,31 @@ def _measured_psnr(images: list[dict[str, Any]], decoded: dict[int, np.ndarray],
     out["degradation_psnr_measured_db"] = math.inf if mse == 0 else 10.0 * math.log10(maxval**2 / mse)
 
 
-def _tight_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    """``[x0, y0, x1, y1]`` with exclusive x1/y1 (x1 = max x + 1), None for an empty mask."""
-    ys, xs = np.nonzero(mask)
-    if xs.size == 0:
-        return None
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+class _DecodedMask:
+    """A mask PNG measured in Pillow's C code (size, foreground area, tight box, pixel
+    lookups) without a numpy copy: IMed rows carry dozens of masks per image."""
+
+    def __init__(self, data: bytes):
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            self.image = img if img.mode in ("1", "L") else img.convert("L")
+        self.width, self.height = self.image.size
+        histogram = self.image.histogram()
+        self.area = int(sum(histogram[1:256]))
+
+    def tight_box(self) -> tuple[int, int, int, int] | None:
+        """``[x0, y0, x1, y1]`` with exclusive x1/y1 (x1 = max x + 1), None when empty.
+        Pillow's ``getbbox`` uses exactly this convention."""
+        box = self.image.getbbox()
+        return tuple(int(v) for v in box) if box else None  # type: ignore[return-value]
+
+    def is_foreground(self, x: int, y: int) -> bool:
+        if not (0 <= x < self.width and 0 <= y < self.height):
+            return False
+        value = self.image.getpixel((x, y))
+        return bool(value)
 
 
 def _mask_metrics(masks: list[dict[str, Any]], primary: np.ndarray | None, out: dict[str, Any], errors: list[str]) -> None:
@@ -281,19 +326,18 @@ def _mask_metrics(masks: list[dict[str, Any]], primary: np.ndarray | None, out: 
     for index, mask in enumerate(masks):
         name = f"mask {index} ({mask.get('label')})"
         try:
-            pixels, _ = _decode_png(mask["data"])
+            decoded = _DecodedMask(mask["data"])
         except Exception as exc:  # noqa: BLE001
             decodes = False
             errors.append(f"{name} does not decode: {exc}")
             continue
-        binary = (pixels.max(axis=2) if pixels.ndim == 3 else pixels) > 0
-        if image_hw is not None and binary.shape != image_hw:
+        if image_hw is not None and (decoded.height, decoded.width) != image_hw:
             inside = False
-            errors.append(f"{name} is {binary.shape[1]}x{binary.shape[0]}, image is {image_hw[1]}x{image_hw[0]}")
-        area = int(binary.sum())
-        area_fractions.append(area / binary.size if binary.size else 0.0)
-        area_ok = area_ok and area == mask.get("area_px")
-        box, declared = _tight_box(binary), mask.get("bbox_xyxy")
+            errors.append(f"{name} is {decoded.width}x{decoded.height}, image is {image_hw[1]}x{image_hw[0]}")
+        pixels_total = decoded.width * decoded.height
+        area_fractions.append(decoded.area / pixels_total if pixels_total else 0.0)
+        area_ok = area_ok and decoded.area == mask.get("area_px")
+        box, declared = decoded.tight_box(), mask.get("bbox_xyxy")
         if declared is not None:
             if box is None or len(declared) != 4:
                 contains = tight = False
@@ -303,8 +347,7 @@ def _mask_metrics(masks: list[dict[str, Any]], primary: np.ndarray | None, out: 
                 tight = tight and tuple(declared) == box
         for click in mask.get("clicks_xy") or []:
             clicks_total += 1
-            x, y = int(click[0]), int(click[1])
-            if 0 <= y < binary.shape[0] and 0 <= x < binary.shape[1] and binary[y, x]:
+            if decoded.is_foreground(int(click[0]), int(click[1])):
                 clicks_in += 1
     out["mask_decodes"] = decodes
     out["mask_inside_image"] = inside if image_hw is not None else None

@@ -122,6 +122,10 @@ def _new_suite(suite: str, tolerances: Tolerances, expectations: list[Any]) -> A
 
 def common_suite(tolerances: Tolerances) -> Any:
     """Rules every family obeys: schema, vocabularies, identity, decoding, PHI, leakage."""
+    return _new_suite("common", tolerances, common_expectations(tolerances))
+
+
+def common_expectations(tolerances: Tolerances) -> list[Any]:
     import great_expectations.expectations as gxe
 
     strict = 1.0
@@ -174,7 +178,7 @@ def common_suite(tolerances: Tolerances) -> Any:
         # split leakage inside the shard: every subject appears in exactly one split
         gxe.ExpectColumnValuesToBeInSet(column=SUBJECT_SPLIT_COUNT, value_set=[1]),
     ]
-    return _new_suite("common", tolerances, exps)
+    return _tagged(exps, "common")
 
 
 def _mask_expectations(tolerances: Tolerances, *, required: bool) -> list[Any]:
@@ -209,6 +213,36 @@ def _text_required(column: str, tolerances: Tolerances) -> list[Any]:
 
 def family_suite(family: str, tolerances: Tolerances) -> Any:
     """The suite of one dataset family (in addition to :func:`common_suite`)."""
+    return _new_suite(family, tolerances, family_expectations(family, tolerances))
+
+
+def shard_suite(family: str | None, tolerances: Tolerances) -> Any:
+    """Common + family expectations in one suite, so a shard costs one GX run (GX's
+    overhead is per run and per expectation, not per row). Every expectation keeps the
+    suite it was declared in (``meta["suite"]``) and failures are reported under it."""
+    expectations = common_expectations(tolerances)
+    if family:
+        expectations += family_expectations(family, tolerances)
+    gx = import_gx()
+    suites = ["common", *([family] if family else [])]
+    result = gx.ExpectationSuite(
+        name="medcurate.shard." + "+".join(suite_name(s).split(".", 1)[1] for s in suites),
+        meta={"medcurate_suites": {s: SUITE_VERSIONS[s] for s in suites}, "tolerances": tolerances.as_dict()},
+    )
+    for expectation in expectations:
+        result.add_expectation(expectation)
+    return result
+
+
+def _tagged(expectations: list[Any], suite: str) -> list[Any]:
+    for expectation in expectations:
+        expectation.meta = {**(expectation.meta or {}), "suite": suite_name(suite)}
+    return expectations
+
+
+def family_expectations(family: str, tolerances: Tolerances) -> list[Any]:
+    if family not in FAMILIES:
+        raise ValueError(f"unknown dataset family {family!r}; known families: {list(FAMILIES)}")
     import great_expectations.expectations as gxe
 
     soft = tolerances.mostly
@@ -254,13 +288,17 @@ def family_suite(family: str, tolerances: Tolerances) -> Any:
             gxe.ExpectColumnValuesToNotBeNull(column="quality_verdict"),
             gxe.ExpectColumnValuesToBeBetween(column="degradation_psnr_db", min_value=0.0, max_value=100.0),
         ]
-    else:
-        raise ValueError(f"unknown dataset family {family!r}; known families: {list(FAMILIES)}")
-    return _new_suite(family, tolerances, exps)
+    else:  # pragma: no cover - FAMILIES is checked above
+        raise AssertionError(family)
+    return _tagged(exps, family)
 
 
 def build_rows_suite(tolerances: Tolerances, previous_rows: int | None) -> Any:
     """Build-level rules over every passed row: global uniqueness, leakage, row count."""
+    return _new_suite("build", tolerances, build_rows_expectations(tolerances, previous_rows))
+
+
+def build_rows_expectations(tolerances: Tolerances, previous_rows: int | None) -> list[Any]:
     import great_expectations.expectations as gxe
 
     exps: list[Any] = [
@@ -275,7 +313,7 @@ def build_rows_suite(tolerances: Tolerances, previous_rows: int | None) -> Any:
                 max_value=math.ceil(previous_rows * (1.0 + change)),
             )
         )
-    return _new_suite("build", tolerances, exps)
+    return _tagged(exps, "build")
 
 
 def modality_mix_suite(tolerances: Tolerances) -> Any:

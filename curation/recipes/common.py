@@ -247,15 +247,16 @@ def _resolve_one(spec: SourceSpec, path: Path, family: Family) -> list[ResolvedS
                 f"sources: layout: expected one of {['auto', *family.layouts]} for family {family.name}, got {spec.layout!r}"
             )
         return [ResolvedSource(spec.name or path.name, str(path), spec.layout, spec)]
-    layout = family.detect(path, nested=False)
-    if layout:
-        return [ResolvedSource(spec.name or path.name, str(path), layout, spec)]
     found = []
     for child in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
         child_layout = family.detect(child, nested=True)
         if child_layout:
             name = f"{spec.name}_{child.name}" if spec.name else child.name
             found.append(ResolvedSource(name, str(child), child_layout, spec))
+    # a folder of several datasets: one source per sub-folder; one dataset: the folder itself
+    layout = family.detect(path, nested=False) if len(found) < 2 else None
+    if layout:
+        return [ResolvedSource(spec.name or path.name, str(path), layout, spec)]
     if not found:
         accepted = "; ".join(f"{k}: {v}" for k, v in family.layouts.items())
         raise RecipeError(

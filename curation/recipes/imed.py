@@ -181,6 +181,8 @@ class Imed(Family):
         root = Path(source.path)
         if source.layout == "image_mask_2d":
             return self._mask_pairs(source, root)
+        if source.layout == "msd":
+            return self._msd_cases(source, root)
         from converters.discover import discover
 
         names: dict[int, str] = {}
@@ -209,6 +211,33 @@ class Imed(Family):
                     "near_uri": None,
                 }
             )
+        return items, rejects
+
+    def _msd_cases(self, source: ResolvedSource, root: Path) -> tuple[list[dict[str, Any]], list[Reject]]:
+        """Cases of an MSD / nnU-Net folder: dataset.json's ``training`` list (MSD), else
+        ``labelsTr/<case>`` paired with ``imagesTr/<case>`` or ``imagesTr/<case>_0000`` (nnU-Net v2)."""
+        names, modality = msd_labels(root / "dataset.json")
+        names.update({int(k): str(v) for k, v in (source.spec.options.get("label_names") or {}).items()})
+        payload = {"label_names": {str(k): v for k, v in names.items()}, "modality": source.spec.modality or modality}
+        data = json.loads((root / "dataset.json").read_text())
+        pairs: list[tuple[Path, Path]] = []
+        if isinstance(data.get("training"), list) and data["training"]:
+            pairs = [(root / str(e["image"]), root / str(e["label"])) for e in data["training"] if isinstance(e, dict)]
+        else:
+            for label in _volumes(root / "labelsTr"):
+                stem = label.name[: -len(next(s for s in VOLUME_SUFFIXES if label.name.endswith(s)))]
+                suffix = label.name[len(stem):]
+                image = next((root / "imagesTr" / f"{stem}{tail}{suffix}" for tail in ("_0000", "")
+                              if (root / "imagesTr" / f"{stem}{tail}{suffix}").exists()), root / "imagesTr" / label.name)
+                pairs.append((image, label))
+        items, rejects = [], []
+        for image, label in pairs:
+            key = f"{source.name}/{image.relative_to(root).as_posix() if image.is_relative_to(root) else image.name}"
+            if not image.exists() or not label.exists():
+                missing = image if not image.exists() else label
+                rejects.append(Reject(key, self.name, "missing_file", f"{key}: dataset.json names {missing}, which does not exist"))
+                continue
+            items.append(work_item(source, image, kind="volume", label_uris=[str(label)], payload=payload))
         return items, rejects
 
     def _mask_pairs(self, source: ResolvedSource, root: Path) -> tuple[list[dict[str, Any]], list[Reject]]:
@@ -306,3 +335,6 @@ def _attach_2d_mask(row: dict[str, Any], item: dict[str, Any], payload: dict[str
             f"{item['key']}: mask {os.path.basename(mask_uri)} is {binary.shape[::-1]} px, the image {image['width']}x{image['height']}",
         )
     row["masks"] = [mask_record(binary, label=f"{Path(mask_uri).stem}:1", category=str(payload.get("category") or "lesion"))]
+
+
+register_family(Imed())

@@ -69,8 +69,8 @@ class SplitSpec(StrictModel):
 class DedupSpec(StrictModel):
     exact: bool = True
     near: bool = True
-    #: near duplicates: 64-bit dHash within this Hamming distance (see curation/dedup.py)
-    hamming_threshold: int = Field(6, ge=0, le=16)
+    #: near duplicates: 255-bit pHash within this Hamming distance (see curation/dedup.py)
+    hamming_threshold: int = Field(12, ge=0, le=64)
 
 
 class CaptionerSpec(StrictModel):
@@ -181,7 +181,9 @@ def recipe_for(family: str, overrides: Mapping[str, Any] | None = None, origin: 
         if "family" in overrides and overrides["family"] != family:
             raise RecipeError(f"{origin or 'options'}: family: expected {family!r}, got {overrides['family']!r}")
         data = deep_merge(data, overrides)
-    return validate_recipe(data, origin or str(default_recipe_path(family)))
+    if origin is None:
+        origin = str(default_recipe_path(family)) + (" + build options" if overrides else "")
+    return validate_recipe(data, origin)
 
 
 def load_recipe_file(path: str | Path) -> Recipe:

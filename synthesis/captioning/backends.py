@@ -174,7 +174,9 @@ class TransformersBackend(CaptionBackend):
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         dtype = "auto" if config.dtype == "auto" else getattr(torch, config.dtype)
-        self.model = AutoModelForCausalLM.from_pretrained(config.model, local_files_only=True, dtype=dtype)
+        # typed as Any: transformers' stubs do not describe the auto classes' instances
+        loader: Any = AutoModelForCausalLM
+        self.model: Any = loader.from_pretrained(config.model, local_files_only=True, dtype=dtype)
         self.model.to(config.device)
         self.model.eval()
         self.has_chat_template = bool(getattr(self.tokenizer, "chat_template", None))

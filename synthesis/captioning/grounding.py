@@ -59,13 +59,20 @@ class SynonymTable:
     version: str
     groups: dict[str, dict[str, tuple[str, ...]]]
 
+    @functools.cached_property
+    def _index(self) -> dict[str, dict[str, str]]:
+        """Per group: normalized form -> canonical term (first canon listing it wins)."""
+        index: dict[str, dict[str, str]] = {}
+        for group, canons in self.groups.items():
+            keys = index.setdefault(group, {})
+            for canon, forms in canons.items():
+                for form in (canon, *forms):
+                    keys.setdefault(_norm_term(form), canon)
+        return index
+
     def canon_of(self, group: str, term: str) -> str | None:
         """The canonical term whose forms include ``term`` (plural-tolerant), if any."""
-        key = _norm_term(term)
-        for canon, forms in self.groups.get(group, {}).items():
-            if key == _norm_term(canon) or any(key == _norm_term(f) for f in forms):
-                return canon
-        return None
+        return self._index.get(group, {}).get(_norm_term(term))
 
     def forms_of(self, group: str, canon: str) -> tuple[str, ...]:
         return self.groups.get(group, {}).get(canon, (canon,))
@@ -88,17 +95,6 @@ def load_synonyms(path: str | None = None) -> SynonymTable:
         for group in GROUPS
     }
     return SynonymTable(version=str(raw["version"]), groups=groups)
-
-
-@functools.lru_cache(maxsize=4096)
-def _form_regex(form: str) -> re.Pattern[str]:
-    parts = [re.escape(p) for p in re.split(r"[\s-]+", form.strip()) if p]
-    body = r"[\s-]+".join(parts)
-    if form.endswith("y") and not form.isupper():
-        body = f"(?:{body}|{body[:-1]}ies)"
-    case_sensitive = form.upper() == form and any(c.isalpha() for c in form)
-    flags = 0 if case_sensitive else re.IGNORECASE
-    return re.compile(rf"(?<![\w&/]){body}(?:s|es)?(?![\w&/])", flags)
 
 
 # --- negation (NegEx-style): a cue before the term in its clause, or after it -------------
@@ -148,22 +144,57 @@ def is_negated(text: str, start: int, end: int) -> bool:
     return bool(negative and (positive is None or negative.start() < positive.start()))
 
 
-def find_mentions(text: str, forms_by_canon: Mapping[str, Iterable[str]]) -> list[Mention]:
-    """Non-overlapping mentions of any canonical term; longer surface forms win."""
-    candidates: list[tuple[int, int, str]] = []
-    for canon, forms in forms_by_canon.items():
+def _match_key(surface: str) -> str:
+    return re.sub(r"[\s-]+", " ", surface.strip())
+
+
+@functools.lru_cache(maxsize=256)
+def _vocabulary_regex(items: tuple[tuple[str, tuple[str, ...]], ...]) -> tuple[re.Pattern[str], dict[str, str]]:
+    """One alternation over every form (longest first) and a surface-key -> canon map.
+
+    Abbreviations (forms in capitals) are matched case-sensitively through a scoped
+    ``(?-i:...)`` group; everything else case-insensitively.
+    """
+    alternatives: list[tuple[int, str]] = []
+    keys: dict[str, str] = {}
+    for canon, forms in items:
         for form in forms:
-            for m in _form_regex(form).finditer(text):
-                candidates.append((m.start(), m.end(), canon))
-    candidates.sort(key=lambda c: (-(c[1] - c[0]), c[0]))
-    taken: list[tuple[int, int]] = []
-    mentions: list[Mention] = []
-    for start, end, canon in candidates:
-        if any(start < t_end and t_start < end for t_start, t_end in taken):
-            continue
-        taken.append((start, end))
-        mentions.append(Mention(canon, text[start:end], start, end, is_negated(text, start, end)))
-    return sorted(mentions, key=lambda m: m.start)
+            parts = [re.escape(p) for p in re.split(r"[\s-]+", form.strip()) if p]
+            body = r"[\s-]+".join(parts)
+            case_sensitive = form.upper() == form and any(c.isalpha() for c in form)
+            variants = [body]
+            if form.endswith("y") and not case_sensitive:
+                variants.append(body[:-1] + "ies")
+            for variant in variants:
+                pattern = f"(?-i:{variant}(?:s|es)?)" if case_sensitive else f"{variant}(?:s|es)?"
+                alternatives.append((len(form), pattern))
+            key = _match_key(form)
+            keys.setdefault(key if case_sensitive else key.lower(), canon)
+    alternatives.sort(key=lambda a: -a[0])
+    regex = re.compile(r"(?<![\w&/])(?:" + "|".join(p for _, p in alternatives) + r")(?![\w&/])", re.IGNORECASE)
+    return regex, keys
+
+
+def _canon_of_surface(surface: str, keys: dict[str, str]) -> str | None:
+    key = _match_key(surface)
+    for candidate in (key, key.lower()):
+        for variant in (candidate, candidate[:-1], candidate[:-2], candidate[:-3] + "y"):
+            if variant in keys:
+                return keys[variant]
+    return None
+
+
+def find_mentions(text: str, forms_by_canon: Mapping[str, Iterable[str]]) -> list[Mention]:
+    """Non-overlapping mentions of any canonical term, scanning left to right and
+    preferring the longest form at each position; each with its negation status."""
+    items = tuple(sorted((canon, tuple(forms)) for canon, forms in forms_by_canon.items()))
+    regex, keys = _vocabulary_regex(items)
+    mentions = []
+    for m in regex.finditer(text):
+        canon = _canon_of_surface(m.group(0), keys)
+        if canon is not None:
+            mentions.append(Mention(canon, m.group(0), m.start(), m.end(), is_negated(text, m.start(), m.end())))
+    return mentions
 
 
 # --- grades -----------------------------------------------------------------------------

@@ -27,7 +27,12 @@ from typing import Any
 import pyarrow as pa
 
 from curation.stages import Reject, Stage, StageOutput
-from synthesis.captioning.backends import BackendConfig, CaptionBackend, SamplingConfig, make_backend
+from synthesis.captioning.backends import (
+    BackendConfig,
+    CaptionBackend,
+    SamplingConfig,
+    make_backend,
+)
 from synthesis.captioning.cache import CachedCaption, CaptionCache, cache_key
 from synthesis.captioning.facts import Facts, FactsError, facts_sha256, parse_facts
 from synthesis.captioning.grounding import check_grounding, load_synonyms
@@ -157,11 +162,11 @@ class CaptionStage(Stage):
         self.setup()  # a no-op once set up; lets a bare process() call work too
         missing = [c for c in ("sample_id", "facts_json") if c not in batch.column_names]
         if missing:
-            rejects = [
+            missing_rejects = [
                 Reject(f"row:{i}", self.name, "missing_column", f"input has no column(s) {missing}; columns are {batch.column_names}")
                 for i in range(batch.num_rows)
             ]
-            return StageOutput(batch.slice(0, 0), rejects)
+            return StageOutput(batch.slice(0, 0), missing_rejects)
         ids = batch.column("sample_id").to_pylist()
         uris = batch.column("source_uri").to_pylist() if "source_uri" in batch.column_names else [None] * len(ids)
         items: list[_Item] = []
@@ -194,14 +199,13 @@ class CaptionStage(Stage):
     def _new_item(self, facts: Facts) -> _Item:
         assert self.prompt is not None
         base = render_template(self.family, facts)
-        template_check = check_grounding(facts, base, min_chars=1, max_chars=10**6)
         key = cache_key(
             facts=facts_sha256(facts), family=self.family, prompt=self.prompt.prompt_id,
             prompt_sha256=self.prompt.sha256, model=self.backend_config.identity,
             sampling=self.sampling.as_dict(), max_attempts=self.max_attempts,
             synonyms=load_synonyms().version, guard=GUARD_VERSION,
         )
-        return _Item(facts, base, key, template_check.problems)
+        return _Item(facts, base, key, [])
 
     def _caption(self, items: list[_Item]) -> None:
         pending = list(items)
@@ -231,6 +235,8 @@ class CaptionStage(Stage):
                 continue
             it.text = it.base_text
             it.source = "template"
+            # recorded so a template that drifted from the guard's rules is visible
+            it.template_problems = check_grounding(it.facts, it.base_text, min_chars=1, max_chars=10**6).problems
             if not it.reason:
                 it.reason = (
                     f"failed grounding on {self.max_attempts} attempt(s); kept the template text"
@@ -239,6 +245,7 @@ class CaptionStage(Stage):
         for it in followers:
             leader = leaders[it.key]
             it.text, it.source, it.reason = leader.text, leader.source, leader.reason
+            it.template_problems = leader.template_problems
             it.attempts, it.cacheable = leader.attempts, leader.cacheable
         if self.cache is not None:
             self.cache.put_many({

@@ -6,7 +6,13 @@ from typing import Any
 
 import torch
 
-from synthesis.degradation.ops import Draws, coordinate_grid, disk_kernels, fft_convolve, reference_scale
+from synthesis.degradation.ops import (
+    Draws,
+    coordinate_grid,
+    disk_kernels,
+    fft_convolve,
+    reference_scale,
+)
 from synthesis.degradation.registry import Context, KindResult, register, same_params
 
 

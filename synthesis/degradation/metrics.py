@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 CT_WINDOW_HU = (-160.0, 240.0)
 
@@ -47,7 +46,13 @@ def ssim(clean: torch.Tensor, degraded: torch.Tensor) -> torch.Tensor:
     y = degraded.reshape(batch * channels, 1, height, width)
 
     def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.conv2d(t, g.view(1, 1, 1, 11)), g.view(1, 1, 11, 1))
+        # Gaussian window by FFT: circular wrap only touches the 5-px border, which the
+        # "valid" crop drops, so this equals the direct convolution at ~4x less CPU
+        h, w = t.shape[-2:]
+        kernel = torch.zeros(h, w, dtype=t.dtype, device=t.device)
+        kernel[:11, :11] = g[:, None] * g[None, :]
+        spectrum = torch.fft.rfft2(t) * torch.fft.rfft2(kernel)
+        return torch.fft.irfft2(spectrum, s=(h, w))[..., 10:, 10:]
 
     stack = blur(torch.cat([x, y, x * x, y * y, x * y], dim=0))
     n = x.shape[0]
@@ -70,9 +75,8 @@ def noise_sigma(clean: torch.Tensor, degraded: torch.Tensor, modality: str) -> t
     residual = degraded - clean
     if modality != "CT":
         return residual.flatten(1).std(dim=1)
-    inside = clean > -500.0
-    out = []
-    for b in range(clean.shape[0]):
-        r = residual[b][inside[b]]
-        out.append(r.std() if r.numel() > 1 else torch.tensor(math.nan))
-    return torch.stack(out)
+    inside = (clean > -500.0).to(residual.dtype)
+    count = inside.flatten(1).sum(dim=1)
+    mean = (residual * inside).flatten(1).sum(dim=1) / count.clamp_min(1)
+    var = (((residual - mean[:, None, None, None]) ** 2) * inside).flatten(1).sum(dim=1) / (count - 1).clamp_min(1)
+    return torch.where(count > 1, var.sqrt(), torch.full_like(var, math.nan))

@@ -19,15 +19,26 @@ from synthesis.degradation.registry import Context, KindResult, register, same_p
 
 
 def to_kspace(images: torch.Tensor) -> torch.Tensor:
-    return torch.fft.fftshift(torch.fft.fft2(images, norm="ortho"), dim=(-2, -1))
+    """k-space in FFT order (DC at index 0): no fftshift, which costs more than the FFT."""
+    return torch.fft.fft2(images, norm="ortho")
 
 
 def to_image(kspace: torch.Tensor) -> torch.Tensor:
-    return torch.fft.ifft2(torch.fft.ifftshift(kspace, dim=(-2, -1)), norm="ortho")
+    return torch.fft.ifft2(kspace, norm="ortho")
+
+
+def fft_order(centred: torch.Tensor, dim: int | tuple[int, ...] = -1) -> torch.Tensor:
+    """A mask or modulation written with the centre in the middle, reordered to FFT order."""
+    return torch.fft.ifftshift(centred, dim=dim)
+
+
+def centred_to_fft_index(position: int, size: int) -> int:
+    return (position - size // 2) % size
 
 
 def _magnitude(kspace: torch.Tensor) -> torch.Tensor:
-    return to_image(kspace).abs().clamp(0.0, 1.0)
+    parts = torch.view_as_real(to_image(kspace))
+    return torch.hypot(parts[..., 0], parts[..., 1]).clamp_(0.0, 1.0)
 
 
 def undersampling_mask(
@@ -71,7 +82,7 @@ def _undersample(images: torch.Tensor, level: dict[str, Any], draws: Draws, patt
             for g in draws._gens
         ]
     ).to(images.device)
-    degraded = _magnitude(to_kspace(images) * masks[:, None, None, :])
+    degraded = _magnitude(to_kspace(images) * fft_order(masks)[:, None, None, :])
     acquired = masks.sum(-1).tolist()
     measures = [{"acceleration": columns / a, "center_fraction_kept": level["center_fraction"]} for a in acquired]
     return KindResult(degraded, same_params(level, len(draws), lines_acquired=[int(a) for a in acquired]), measures)
@@ -97,17 +108,16 @@ def undersampling_equispaced(images: torch.Tensor, level: dict[str, Any], draws:
     return _undersample(images, level, draws, "equispaced")
 
 
-def _rigid_copy(images: torch.Tensor, dy: float, dx: float, angle_deg: float) -> torch.Tensor:
-    """The object moved by (dy, dx) pixels and rotated by ``angle_deg`` (bilinear)."""
+def _rigid_copies(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, angle_deg: torch.Tensor) -> torch.Tensor:
+    """Each image of ``[B, C, H, W]`` moved by its own (dy, dx) pixels and rotation (bilinear)."""
     height, width = images.shape[-2:]
-    theta = math.radians(angle_deg)
-    affine = torch.tensor(
-        [[math.cos(theta), -math.sin(theta), -2 * dx / width], [math.sin(theta), math.cos(theta), -2 * dy / height]],
-        dtype=images.dtype,
-        device=images.device,
-    )[None]
-    grid = F.affine_grid(affine, [1, images.shape[0], height, width], align_corners=False)
-    return F.grid_sample(images[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+    theta = torch.deg2rad(angle_deg)
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    affine = torch.stack(
+        [torch.stack([cos, -sin, -2 * dx / width], -1), torch.stack([sin, cos, -2 * dy / height], -1)], -2
+    ).to(images.dtype)
+    grid = F.affine_grid(affine, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 @register("motion", domain="MR", target_metric="ssim", effect="ghosting and smearing along the phase-encode direction from patient motion")
@@ -125,24 +135,23 @@ def motion(images: torch.Tensor, level: dict[str, Any], draws: Draws, ctx: Conte
     moves = level["moves"]
     draw = draws.uniform(moves + 1, 3)
     edges = [round(e) for e in torch.linspace(0, width, moves + 2).tolist()]
-    out = torch.empty_like(images)
-    poses: list[list[list[float]]] = []
-    for b in range(batch):
-        kspace = to_kspace(images[b])
-        sample_poses = []
-        for segment in range(moves + 1):
-            lo, hi = edges[segment], edges[segment + 1]
-            if lo <= width // 2 < hi or hi <= lo:
-                continue  # the block holding the k-space centre defines the reference pose
-            direction = 2 * math.pi * float(draw[b, segment, 0])
-            magnitude = level["max_shift_px"] * scale * (0.6 + 0.4 * float(draw[b, segment, 1]))
-            dy, dx = magnitude * math.sin(direction), magnitude * math.cos(direction)
-            rot = (2 * float(draw[b, segment, 2]) - 1) * level["max_rotation_deg"]
-            moved = to_kspace(_rigid_copy(images[b], dy, dx, rot))
-            kspace[..., lo:hi] = moved[..., lo:hi]
-            sample_poses.append([lo, hi, round(dy, 3), round(dx, 3), round(rot, 3)])
-        out[b] = _magnitude(kspace)
-        poses.append(sample_poses)
+    fft_columns = torch.fft.fftshift(torch.arange(width, device=images.device))  # centred -> FFT index
+    kspace = to_kspace(images)
+    poses: list[list[list[float]]] = [[] for _ in range(batch)]
+    for segment in range(moves + 1):
+        lo, hi = edges[segment], edges[segment + 1]
+        if lo <= width // 2 < hi or hi <= lo:
+            continue  # the block holding the k-space centre defines the reference pose
+        direction = 2 * math.pi * draw[:, segment, 0]
+        magnitude = level["max_shift_px"] * scale * (0.6 + 0.4 * draw[:, segment, 1])
+        dy, dx = magnitude * torch.sin(direction), magnitude * torch.cos(direction)
+        rot = (2 * draw[:, segment, 2] - 1) * level["max_rotation_deg"]
+        moved = to_kspace(_rigid_copies(images, dy, dx, rot))
+        columns = fft_columns[lo:hi]
+        kspace[..., columns] = moved[..., columns]
+        for b in range(batch):
+            poses[b].append([lo, hi, round(float(dy[b]), 3), round(float(dx[b]), 3), round(float(rot[b]), 3)])
+    out = _magnitude(kspace)
     return KindResult(out, same_params(level, batch, segments_lo_hi_dy_dx_rot=poses))
 
 
@@ -162,7 +171,7 @@ def ghosting(images: torch.Tensor, level: dict[str, Any], draws: Draws, ctx: Con
         modulation[b, :: int(n)] = 1.0 - level["intensity"]
     centre = columns // 2
     modulation[:, centre - 1 : centre + 2] = 1.0
-    degraded = _magnitude(kspace * modulation[:, None, None, :])
+    degraded = _magnitude(kspace * fft_order(modulation)[:, None, None, :])
     return KindResult(degraded, same_params(level, len(draws), num_ghosts_drawn=ghosts))
 
 
@@ -186,7 +195,8 @@ def spike(images: torch.Tensor, level: dict[str, Any], draws: Draws, ctx: Contex
             angle = 2 * math.pi * float(pos[b, s, 1])
             ky = int(height // 2 + r * height / 2 * math.sin(angle))
             kx = int(width // 2 + r * width / 2 * math.cos(angle))
-            kspace[b, :, ky, kx] = kspace[b, :, ky, kx] + level["intensity"] * peak[b]
+            fy, fx = centred_to_fft_index(ky, height), centred_to_fft_index(kx, width)
+            kspace[b, :, fy, fx] = kspace[b, :, fy, fx] + level["intensity"] * peak[b]
             spots.append([ky, kx])
         out_params.append(spots)
     return KindResult(_magnitude(kspace), same_params(level, batch, spikes_at=out_params))
@@ -204,7 +214,7 @@ def gibbs(images: torch.Tensor, level: dict[str, Any], draws: Draws, ctx: Contex
     rows = torch.abs(torch.arange(height, device=images.device) - height // 2) <= keep * height / 2
     cols = torch.abs(torch.arange(width, device=images.device) - width // 2) <= keep * width / 2
     mask = (rows[:, None] & cols[None, :]).to(images.dtype)
-    return KindResult(_magnitude(to_kspace(images) * mask), same_params(level, len(draws)))
+    return KindResult(_magnitude(to_kspace(images) * fft_order(mask, dim=(-2, -1))), same_params(level, len(draws)))
 
 
 @register("rician_noise", domain="MR", target_metric="noise_sigma", effect="grainy noise with a raised, speckled background from thermal noise")

@@ -164,10 +164,10 @@ class DegradeStage(Stage):
             if modality == "CT":
                 values, source = _ct_values(images)
             else:
-                source = images.get("input")
-                if source is None:
+                found = images.get("input")
+                if found is None:
                     raise ValueError(f"no 'input' image among roles {sorted(images)}")
-                values = _unit_values(source)
+                values, source = _unit_values(found), found
         except Exception as exc:  # noqa: BLE001 - any decoding problem is this row's reject
             return None, self._reject(row, "undecodable_image", f"sample {sid}: {exc}")
         if min(values.shape[:2]) < 16:

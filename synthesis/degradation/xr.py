@@ -6,7 +6,13 @@ from typing import Any
 
 import torch
 
-from synthesis.degradation.ops import Draws, fft_convolve, gaussian_kernels, reference_scale
+from synthesis.degradation.ops import (
+    Draws,
+    fft_convolve,
+    gaussian_kernels,
+    line_kernels,
+    reference_scale,
+)
 from synthesis.degradation.registry import Context, KindResult, register, same_params
 
 #: display value 1 corresponds to this line integral (transmission e^-4 ~ 2%)
@@ -52,7 +58,7 @@ def exposure(images: torch.Tensor, level: dict[str, Any], draws: Draws, ctx: Con
     shift = torch.tensor([float(s) * level["shift"] for s in signs], device=images.device)[:, None, None, None]
     mean = images.mean(dim=(-3, -2, -1), keepdim=True)
     degraded = ((images - mean) * level["contrast"] + mean + shift).clamp(0.0, 1.0)
-    return KindResult(degraded, same_params(level, len(draws), direction=["brighter" if s > 0 else "darker" for s in signs]))
+    return KindResult(degraded, same_params(level, len(draws), direction=["brighter" if float(s) > 0 else "darker" for s in signs]))
 
 
 def motion_kernel_params(level: dict[str, Any], draws: Draws, height: int, width: int) -> tuple[list[float], list[float]]:
@@ -62,8 +68,6 @@ def motion_kernel_params(level: dict[str, Any], draws: Draws, height: int, width
 
 
 def apply_motion_blur(images: torch.Tensor, level: dict[str, Any], draws: Draws) -> KindResult:
-    from synthesis.degradation.ops import line_kernels
-
     lengths, angles = motion_kernel_params(level, draws, *images.shape[-2:])
     kernels = line_kernels(lengths, angles, images.device)
     degraded = fft_convolve(images, kernels).clamp(0, 1)

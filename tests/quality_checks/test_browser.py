@@ -83,8 +83,8 @@ def test_gate_summary_page_links_the_failed_validation(demo_build: tuple[GateRep
     assert "<h1>Quality gate: imed build demo-1</h1>" in dom and "<h2>Decision: passed</h2>" in dom
     assert "expect_column_values_to_be_unique column=sample_id" in dom
     rows = re.findall(r'<tr class="failed">(.*?)</tr>', dom)
-    assert len(rows) == 1 and "imed-bad.parquet" in rows[0] and "medcurate.common.v1" in rows[0]
-    assert len(re.findall(r'<tr class="passed">', dom)) == 4  # good: common + imed; bad: imed; build rows
+    assert len(rows) == 1 and "imed-bad.parquet" in rows[0] and "medcurate.shard.common.v1+imed.v1" in rows[0]
+    assert len(re.findall(r'<tr class="passed">', dom)) == 2  # the good shard, the build rows
     link = re.search(r'href="(validations/[^"]+)"', rows[0]).group(1)  # type: ignore[union-attr]
     _, result_dom = render(page.parent / link, tmp_path / "result")
     assert "Expectation Validation Result" in result_dom and "sample_id" in result_dom

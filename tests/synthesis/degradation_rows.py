@@ -9,7 +9,6 @@ import numpy as np
 
 from curation.images import encode_png, image_record, to_uint8_window
 from curation.schema import samples_to_table
-
 from tests.synthesis.degradation_images import chest_xrays, ct_slices
 
 

@@ -11,7 +11,6 @@ import torch
 import synthesis
 from synthesis.degradation import KINDS, degrade
 from synthesis.degradation.describe import verdict
-
 from tests.synthesis.degradation_images import chest_xrays, fundus
 
 
@@ -26,7 +25,7 @@ def test_numpy_in_numpy_out_with_record():
     xr = chest_xrays(128)[0]
     out = degrade(xr, modality="XR", kind="quantum_noise", severity=2, seed=4)
     assert isinstance(out.image, np.ndarray) and out.image.shape == xr.shape and out.image.dtype == np.float32
-    assert 0.0 <= out.image.min() and out.image.max() <= 1.0
+    assert out.image.min() >= 0.0 and out.image.max() <= 1.0
     assert json.loads(json.dumps(out.params))["photons"] == 4000.0
     assert out.description.endswith(f"Overall, the quality of this image is {out.verdict}.")
     assert out.verdict == verdict(out.psnr_db, out.ssim)
@@ -78,3 +77,24 @@ def test_bad_shapes_and_values_are_refused():
     bad[3, 3] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         degrade(bad, modality="MR", kind="gibbs", severity=1, seed=0)
+
+
+def test_ssim_and_psnr_match_scikit_image():
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    from synthesis.degradation.metrics import psnr_db, ssim
+
+    clean = chest_xrays(128)[0]
+    noisy = degrade(clean, modality="XR", kind="quantum_noise", severity=3, seed=2).image
+    a, b = torch.from_numpy(clean)[None, None], torch.from_numpy(noisy)[None, None]
+    expected = structural_similarity(clean, noisy, data_range=1.0, gaussian_weights=True, sigma=1.5)
+    assert float(ssim(a, b)[0]) == pytest.approx(expected, abs=1e-4)
+    assert float(psnr_db(a, b)[0]) == pytest.approx(peak_signal_noise_ratio(clean, noisy, data_range=1.0), abs=1e-3)
+
+
+def test_ct_measured_on_soft_tissue_window():
+    hu = np.full((64, 64), 40.0, np.float32)
+    hu[:, :32] = -1000.0  # air saturates at the window's floor
+    out = degrade(hu, modality="CT", kind="ring_artifact", severity=3, seed=1, spacing_mm=0.8)
+    assert out.image.dtype == np.float32 and out.image.shape == hu.shape
+    assert "HU" in out.description and out.params["gain_sigma"] == 0.04

@@ -10,7 +10,6 @@ import pytest
 
 from synthesis.degradation import KINDS, SEVERITY_BANDS, degrade
 from synthesis.degradation.registry import REGISTRY
-
 from tests.synthesis.degradation_images import images_for
 
 CASES = [(modality, kind) for modality in ("CT", "MR", "XR", "CFP", "US", "ENDO") for kind in KINDS[modality]]

@@ -12,7 +12,6 @@ from curation.images import decode_png
 from curation.schema import validate_batch
 from curation.stages import run_stages_locally
 from synthesis.degradation.stage import DegradationPlan, DegradeStage
-
 from tests.synthesis.degradation_rows import parents_table
 
 PLAN = DegradationPlan(kinds={"CT": ["low_dose", "ring_artifact"], "XR": ["quantum_noise"]}, severities=(1, 3), seed=5)

@@ -22,7 +22,7 @@ def _load_cases() -> tuple[dict, list[dict]]:
 def guard_confusion() -> dict[str, int]:
     """Confusion counts where 'positive' means a bad caption and 'detected' means not ok."""
     facts, cases = _load_cases()
-    counts = collections.Counter()
+    counts: collections.Counter[str] = collections.Counter()
     for case in cases:
         detected = not check_grounding(facts[case["facts"]], case["caption"]).ok
         bad = not case["ok"]

@@ -8,7 +8,13 @@ import httpx
 import pytest
 
 from curation.stages import run_stages_locally
-from synthesis.captioning import BackendConfig, BackendError, CaptionStage, SamplingConfig, make_backend
+from synthesis.captioning import (
+    BackendConfig,
+    BackendError,
+    CaptionStage,
+    SamplingConfig,
+    make_backend,
+)
 from synthesis.captioning.openai_server import make_server
 
 SAMPLING = SamplingConfig(max_tokens=16, seed=0)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from synthesis.captioning import FAMILIES, check_grounding, load_prompt, normalize_facts, render_template
+from synthesis.captioning import (
+    FAMILIES,
+    check_grounding,
+    load_prompt,
+    normalize_facts,
+    render_template,
+)
 from synthesis.captioning.prompts import PromptError, build_messages, build_retry_messages
 from synthesis.captioning.testing import example_facts
 

@@ -1,0 +1,195 @@
+"""Decoded samples per second: catalog shards vs PNG files vs WebDataset tars (one run).
+
+The same N 512×512 8-bit CT slices (the real CT in tests/data, windowed W400/L40, each
+with seeded Gaussian HU noise and a random shift so no two PNGs are equal) are stored
+three ways, all in this run's temporary folder (so all three sit in the page cache):
+
+* ``catalog``: our zstd Parquet shards (ShardWriter defaults: ~32 MiB row groups),
+  published and read through ``cat.to_torch`` (row-group split, shuffle buffer 512);
+* ``png-files``: one PNG file per sample, a map-style dataset with a shuffling sampler;
+* ``webdataset``: tar shards of 200 samples, ``webdataset.WebDataset`` (shard shuffle,
+  buffer 512).
+
+Every reader yields ``{"sample_id", "image"}`` with the image decoded by the same
+``curation.images.decode_png`` to a (1, 512, 512) uint8 tensor, batched by the same
+collate function, with 0, 2 and 4 DataLoader workers. The ratio is against PNG files
+at the same worker count. Usage: ``python bench/read.py [--samples 2000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from catalogs import open_catalog
+from catalogs.torch_loader import array_to_tensor, collate_samples
+from curation.images import decode_png, encode_png, image_record, to_uint8_window
+from curation.schema import samples_to_table
+from curation.shards import ShardWriter
+
+CT_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "ct_3slice_seg"
+BATCH = 32
+
+
+def ct_slices() -> list[np.ndarray]:
+    out = []
+    for path in sorted(CT_DIR.glob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        out.append(ds.pixel_array.astype(np.float32) * float(ds.RescaleSlope) + float(ds.RescaleIntercept))
+    return out
+
+
+def make_pngs(n: int, seed: int = 0) -> list[tuple[str, bytes]]:
+    """n distinct realistic 512×512 CT PNGs (noise σ=4 HU, shift up to ±8 px)."""
+    rng = np.random.default_rng(seed)
+    slices = ct_slices()
+    pngs = []
+    for i in range(n):
+        hu = np.roll(slices[i % 3], tuple(rng.integers(-8, 9, size=2)), axis=(0, 1))
+        hu = hu + rng.normal(0.0, 4.0, size=hu.shape).astype(np.float32)
+        pngs.append((f"ct{i:06d}", encode_png(to_uint8_window(hu, -160.0, 240.0))))
+    return pngs
+
+
+def provenance() -> dict[str, Any]:
+    import datetime as dt
+
+    return {"pipeline_version": "bench", "steps_json": "[]", "run_id": "bench", "created_at": dt.datetime.now(dt.UTC)}
+
+
+def write_catalog(workdir: str, pngs: list[tuple[str, bytes]]) -> Any:
+    cat = open_catalog(workdir=workdir)
+    prov = provenance()
+    with ShardWriter(cat.data_dir("bench"), "bench") as writer:
+        for start in range(0, len(pngs), 200):
+            rows = []
+            for key, png in pngs[start : start + 200]:
+                record = image_record("input", np.zeros((512, 512), np.uint8), png=png)
+                rows.append(
+                    {
+                        "sample_id": key, "dataset": "bench", "source": "CT", "source_uri": key,
+                        "source_sha256": key, "modality": "CT", "task": "caption", "split": "train",
+                        "images": [record], "provenance": prov,
+                    }
+                )
+            writer.write(samples_to_table(rows))
+    cat.publish("bench", [s.path for s in writer.shards], version="v1")
+    return cat
+
+
+def write_png_files(folder: Path, pngs: list[tuple[str, bytes]]) -> list[Path]:
+    folder.mkdir(parents=True)
+    paths = []
+    for key, png in pngs:
+        path = folder / f"{key}.png"
+        path.write_bytes(png)
+        paths.append(path)
+    return paths
+
+
+def write_tars(folder: Path, pngs: list[tuple[str, bytes]], per_tar: int = 200) -> list[str]:
+    folder.mkdir(parents=True)
+    urls = []
+    for index, start in enumerate(range(0, len(pngs), per_tar)):
+        path = folder / f"shard-{index:05d}.tar"
+        with tarfile.open(path, "w") as tar:
+            for key, png in pngs[start : start + per_tar]:
+                info = tarfile.TarInfo(f"{key}.png")
+                info.size = len(png)
+                tar.addfile(info, io.BytesIO(png))
+        urls.append(str(path))
+    return urls
+
+
+class PngFiles(Dataset):  # type: ignore[type-arg]
+    def __init__(self, paths: list[Path]):
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path = self.paths[index]
+        return {"sample_id": path.stem, "image": array_to_tensor(decode_png(path.read_bytes()))}
+
+
+def wds_item(sample: dict[str, Any]) -> dict[str, Any]:
+    return {"sample_id": sample["__key__"], "image": array_to_tensor(decode_png(sample["png"]))}
+
+
+def webdataset_loader(urls: list[str], workers: int) -> DataLoader:  # type: ignore[type-arg]
+    import webdataset as wds
+
+    dataset = wds.WebDataset(urls, shardshuffle=len(urls), seed=0, empty_check=False).shuffle(512).map(wds_item)
+    return DataLoader(dataset, batch_size=BATCH, num_workers=workers, collate_fn=collate_samples)
+
+
+def timed(loader: Any) -> tuple[int, float]:
+    start = time.perf_counter()
+    seen = 0
+    for batch in loader:
+        seen += len(batch["sample_id"])
+        assert batch["image"].dtype == torch.uint8
+    return seen, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2, 4])
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-read-") as tmp:
+        t0 = time.perf_counter()
+        pngs = make_pngs(args.samples)
+        cat = write_catalog(os.path.join(tmp, "catalog"), pngs)
+        files = write_png_files(Path(tmp) / "png", pngs)
+        urls = write_tars(Path(tmp) / "wds", pngs)
+        shard_bytes = sum(os.path.getsize(p) for p in cat.files("bench"))
+        png_bytes = sum(len(p) for _, p in pngs)
+        print(
+            f"{args.samples} samples of 512x512 uint8 CT; PNG {png_bytes / 2**20:.1f} MiB, "
+            f"shards {shard_bytes / 2**20:.1f} MiB in {len(cat.files('bench'))} files; "
+            f"prepared in {time.perf_counter() - t0:.1f} s"
+        )
+        results: list[dict[str, Any]] = []
+        for workers in args.workers:
+            dataset = cat.to_torch("bench", "v1", columns=["images"], seed=0)
+            ours = DataLoader(dataset, batch_size=BATCH, num_workers=workers, collate_fn=collate_samples)
+            pngs_loader = DataLoader(
+                PngFiles(files), batch_size=BATCH, shuffle=True, num_workers=workers, collate_fn=collate_samples,
+                generator=torch.Generator().manual_seed(0),
+            )
+            row: dict[str, Any] = {"workers": workers}
+            for label, loader in (
+                ("catalog", ours), ("png-files", pngs_loader), ("webdataset", webdataset_loader(urls, workers))
+            ):
+                seen, seconds = timed(loader)
+                if seen != args.samples:
+                    raise SystemExit(f"{label} with {workers} workers delivered {seen} of {args.samples} samples")
+                row[label] = seen / seconds
+            results.append(row)
+            print(
+                f"workers={workers}: catalog {row['catalog']:.0f}/s, png-files {row['png-files']:.0f}/s, "
+                f"webdataset {row['webdataset']:.0f}/s; catalog/png-files {row['catalog'] / row['png-files']:.2f}x, "
+                f"catalog/webdataset {row['catalog'] / row['webdataset']:.2f}x",
+                flush=True,
+            )
+        print(json.dumps({"machine": f"{os.cpu_count()} CPU, {platform.machine()}", "results": results}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,421 @@
+"""UniMed-5M / GMAI-VL: many unimodal sources → LLaVA-style conversations grounded in labels.
+
+Each source layout becomes one kind of conversation, with prompts drawn (seeded, per
+sample) from a small set of templates per task so a model does not learn one phrasing:
+
+* ``class_folders`` / ``class_csv`` → ``classification``: "what is the diagnosis" → the label;
+* ``vqa_json`` (VQA-RAD / SLAKE) → ``vqa``: the question → the answer;
+* ``reports`` (image + report text with FINDINGS / IMPRESSION) → ``report``;
+* ``segmentation`` (volumes or DICOM with label maps, MSD) → ``referring_seg``: region
+  questions (which structure is in this box; is there a <structure>) with the masks;
+* ``paired`` (two folders of same-named images, e.g. T1/T2, trainA/trainB) → ``image2image``.
+
+The curriculum stage follows GMAI-VL's three stages (1 captions/perception, 2
+instructions/VQA, 3 reasoning and generation) and can be set per source.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from converters.base import ConversionError, SlicePolicy
+from converters.io import read_bytes
+from curation.ids import sample_id, sha256_bytes, stable_hash
+from curation.recipes.common import (
+    Family,
+    FamilyContext,
+    Produced,
+    ResolvedSource,
+    guess_modality,
+    payload_of,
+    register_family,
+    work_item,
+)
+from curation.recipes.imed import imed_layout, msd_labels
+from curation.recipes.model import Recipe
+from curation.recipes.readers import (
+    IMAGE_SUFFIXES,
+    csv_header,
+    find_column,
+    find_files,
+    image_index,
+    lookup_image,
+    read_table,
+)
+from curation.stages import Reject
+
+PROMPTS: dict[str, tuple[str, ...]] = {
+    "classification": (
+        "What is the diagnosis shown in this {modality}?",
+        "Classify this {modality}.",
+        "Which category does this image belong to?",
+        "Look at the image and name the finding.",
+    ),
+    "report": (
+        "Write the findings and impression for this {modality}.",
+        "Generate a radiology report for this image.",
+        "Describe the findings of this {modality} and give your impression.",
+    ),
+    "region": (
+        "Which structure lies inside the box {box}?",
+        "What is outlined by the region {box}?",
+        "Name the anatomy in the area {box}.",
+    ),
+    "image2image": (
+        "Translate this {src} image into a {dst} image.",
+        "Generate the {dst} image that corresponds to this {src} image.",
+        "Synthesize a {dst} version of this {src} scan.",
+    ),
+}
+MODALITY_WORDS = {"CT": "CT scan", "MR": "MRI scan", "XR": "radiograph", "CFP": "fundus photograph", "US": "ultrasound image",
+                  "ENDO": "endoscopy image", "PATH": "pathology image", "DERM": "dermoscopy image", "OCT": "OCT scan"}
+VQA_MODALITIES = {"ct": "CT", "mri": "MR", "mr": "MR", "x-ray": "XR", "xray": "XR", "x ray": "XR", "us": "US"}
+ID_COLUMNS = ("id_code", "image", "image_id", "image_name", "filename", "file", "Image Index", "img", "id", "path")
+LABEL_COLUMNS = ("diagnosis", "label", "level", "class", "dx", "Finding Labels", "category", "target")
+SECTION = re.compile(r"^\s*(FINDINGS|IMPRESSION)\s*:\s*", re.I | re.M)
+
+
+class UnimedOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    region_slices: str = "all"  # slices of segmentation volumes that become region questions
+    max_regions_per_image: int = Field(4, ge=1)
+    vqa_language: str | None = "en"  # SLAKE ships en and zh questions: keep one (None: all)
+
+
+# -- layouts -----------------------------------------------------------------------------
+def _images_in(path: Path) -> list[Path]:
+    return [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def _subdirs(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def vqa_files(path: Path) -> list[Path]:
+    out = []
+    for candidate in find_files(path, (".json",), max_depth=2):
+        try:
+            data = json.loads(candidate.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, list) and data and isinstance(data[0], dict) and {"question", "answer"} <= set(data[0]):
+            out.append(candidate)
+    return out
+
+
+def class_table(path: Path) -> tuple[Path, str, str] | None:
+    for table in find_files(path, (".csv",), max_depth=2):
+        header = csv_header(table)
+        id_col, label_col = find_column(header, *ID_COLUMNS), find_column(header, *LABEL_COLUMNS)
+        if id_col and label_col and id_col != label_col:
+            return table, id_col, label_col
+    return None
+
+
+def report_pairs(path: Path) -> list[tuple[Path, Path]]:
+    pairs = []
+    for image in find_files(path, IMAGE_SUFFIXES, max_depth=3):
+        text = image.with_suffix(".txt")
+        if text.exists():
+            pairs.append((image, text))
+    return pairs
+
+
+def paired_folders(path: Path) -> tuple[Path, Path] | None:
+    dirs = _subdirs(path)
+    if len(dirs) != 2:
+        return None
+    a, b = ({p.stem for p in _images_in(d)} for d in dirs)
+    if a and b and len(a & b) >= 0.8 * max(len(a), len(b)):
+        return dirs[0], dirs[1]
+    return None
+
+
+def unimed_layout(path: Path) -> str | None:
+    if vqa_files(path):
+        return "vqa_json"
+    if class_table(path):
+        return "class_csv"
+    if imed_layout(path) in ("msd", "paired_volumes"):
+        return "segmentation"
+    if report_pairs(path):
+        return "reports"
+    if paired_folders(path):
+        return "paired"
+    dirs = _subdirs(path)
+    if len(dirs) >= 2 and all(_images_in(d) for d in dirs):
+        return "class_folders"
+    return None
+
+
+def split_report(text: str) -> dict[str, str]:
+    """FINDINGS / IMPRESSION sections of a report (other sections ignored)."""
+    parts = SECTION.split(text)
+    sections: dict[str, str] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=False):
+        cleaned = re.sub(r"\s+", " ", body).strip()
+        if cleaned:
+            sections[name.upper()] = cleaned
+    return sections
+
+
+# -- the family --------------------------------------------------------------------------
+class Unimed(Family):
+    name = "unimed"
+    caption_family = "unimed"
+    layouts: ClassVar[dict[str, str]] = {
+        "vqa_json": "a VQA-RAD / SLAKE JSON list (image_name|img_name, question, answer, answer_type) + images",
+        "class_csv": "a CSV id→label (e.g. APTOS train.csv: id_code, diagnosis) + the images it names",
+        "class_folders": "<class>/<image> folders (ImageFolder layout), one folder per class",
+        "reports": "<name>.png|jpg + <name>.txt report with FINDINGS: / IMPRESSION: sections",
+        "segmentation": "volumes or DICOM with label maps, or an MSD dataset.json folder (region questions)",
+        "paired": "two folders of same-named images, e.g. T1/ + T2/ or trainA/ + trainB/ (image-to-image)",
+    }
+    options_model = UnimedOptions
+    curriculum: ClassVar[dict[str, int]] = {
+        "caption": 1, "classification": 1, "vqa": 2, "report": 2, "referring_seg": 2, "image2image": 3,
+    }
+    partition_items = 32
+
+    def detect(self, path: Path, nested: bool) -> str | None:
+        return unimed_layout(path)
+
+    def items(self, source: ResolvedSource, recipe: Recipe) -> tuple[list[dict[str, Any]], list[Reject]]:
+        root = Path(source.path)
+        method = getattr(self, f"_items_{source.layout}")
+        items, rejects = method(source, root, recipe)
+        return items, rejects
+
+    def _items_vqa_json(self, source: ResolvedSource, root: Path, recipe: Recipe) -> tuple[list[dict[str, Any]], list[Reject]]:
+        opts = UnimedOptions.model_validate(recipe.options)
+        index = image_index(root)
+        items, rejects = [], []
+        for path in vqa_files(root):
+            entries = json.loads(path.read_text(encoding="utf-8"))
+            for number, entry in enumerate(entries):
+                key = f"{source.name}/{path.relative_to(root).as_posix()}:{number}"
+                if opts.vqa_language and entry.get("q_lang", opts.vqa_language) != opts.vqa_language:
+                    continue
+                name = str(entry.get("image_name") or entry.get("img_name") or entry.get("image") or "")
+                image = lookup_image(index, name) if name else None
+                if image is None:
+                    rejects.append(Reject(key, self.name, "missing_image", f"{key}: image {name!r} not found under {root}"))
+                    continue
+                question, answer = str(entry.get("question") or "").strip(), str(entry.get("answer") or "").strip()
+                if not question or not answer:
+                    rejects.append(Reject(key, self.name, "empty_text", f"{key}: question or answer is empty"))
+                    continue
+                payload = {
+                    "question": question, "answer": answer, "answer_type": entry.get("answer_type"),
+                    "modality": VQA_MODALITIES.get(str(entry.get("modality") or "").lower()),
+                    "subject": name.split("/")[0],
+                }
+                exact = stable_hash(sha256_bytes(image.read_bytes()), question.lower(), answer.lower())
+                items.append(work_item(source, image, kind="vqa", key=key, payload=payload, exact_key=exact))
+        return items, rejects
+
+    def _items_class_csv(self, source: ResolvedSource, root: Path, recipe: Recipe) -> tuple[list[dict[str, Any]], list[Reject]]:
+        found = class_table(root)
+        assert found is not None
+        table, id_col, label_col = found
+        names = {str(k): str(v) for k, v in (source.spec.options.get("label_names") or {}).items()}
+        index = image_index(root)
+        _, rows = read_table(table)
+        classes = sorted({names.get(r[label_col], r[label_col]) for r in rows if r.get(label_col)})
+        items, rejects = [], []
+        for row in rows:
+            image = lookup_image(index, row[id_col])
+            key = f"{source.name}/{row[id_col]}"
+            if image is None:
+                rejects.append(Reject(key, self.name, "missing_image", f"{table.name} names {row[id_col]!r}, no such image"))
+                continue
+            label = names.get(row[label_col], row[label_col])
+            items.append(work_item(source, image, kind="classification", payload={"label": label, "classes": classes}, near=True))
+        return items, rejects
+
+    def _items_class_folders(self, source: ResolvedSource, root: Path, recipe: Recipe) -> tuple[list[dict[str, Any]], list[Reject]]:
+        classes = [d.name for d in _subdirs(root)]
+        items = [
+            work_item(source, image, kind="classification", payload={"label": d.name.replace("_", " "), "classes": classes}, near=True)
+            for d in _subdirs(root)
+            for image in sorted(_images_in(d))
+        ]
+        return items, []
+
+    def _items_reports(self, source: ResolvedSource, root: Path, recipe: Recipe) -> tuple[list[dict[str, Any]], list[Reject]]:
+        items = []
+        for image, text in report_pairs(root):
+            items.append(work_item(source, image, kind="report", payload={"report": str(text)}, label_uris=[str(text)], near=True))
+        return items, []
+
+    def _items_paired(self, source: ResolvedSource, root: Path, recipe: Recipe) -> tuple[list[dict[str, Any]], list[Reject]]:
+        found = paired_folders(root)
+        assert found is not None
+        first, second = found
+        src_name = str(source.spec.options.get("from") or first.name)
+        dst_name = str(source.spec.options.get("to") or second.name)
+        if source.spec.options.get("reverse"):
+            first, second, src_name, dst_name = second, first, dst_name, src_name
+        targets = {p.stem: p for p in _images_in(second)}
+        items, rejects = [], []
+        for image in sorted(_images_in(first)):
+            target = targets.get(image.stem)
+            if target is None:
+                key = f"{source.name}/{image.relative_to(root).as_posix()}"
+                rejects.append(Reject(key, self.name, "unpaired", f"{key}: no {second.name}/{image.stem}.* to pair with"))
+                continue
+            payload = {"output": str(target), "from": src_name, "to": dst_name}
+            items.append(work_item(source, image, kind="image2image", payload=payload, label_uris=[str(target)]))
+        return items, rejects
+
+    def _items_segmentation(self, source: ResolvedSource, root: Path, recipe: Recipe) -> tuple[list[dict[str, Any]], list[Reject]]:
+        from converters.discover import discover
+
+        names: dict[int, str] = {}
+        modality = source.spec.modality
+        if (root / "dataset.json").exists():
+            names, modality = msd_labels(root / "dataset.json")
+            modality = source.spec.modality or modality
+        found = discover([str(root)])
+        items, rejects = [], [Reject(f"{source.name}/{r.source_uri}", r.stage, r.reason, r.detail) for r in found.rejects]
+        for item in found.items:
+            key = f"{source.name}/{item['key']}"
+            if not item.get("label_uris"):
+                rejects.append(Reject(key, self.name, "no_label_map", f"{key}: no label map annotates this image"))
+                continue
+            payload = {"label_names": {str(k): v for k, v in names.items()}, "modality": modality}
+            items.append({**item, "key": key, "kind": item["kind"], "source": source.name, "layout": source.layout,
+                          "payload_json": json.dumps(payload, sort_keys=True), "exact_key": item["sha256"], "near_uri": None})
+        return items, rejects
+
+    # -- rows --------------------------------------------------------------------------------
+    def rows(self, item: dict[str, Any], ctx: FamilyContext) -> list[Produced]:
+        layout = item["layout"]
+        if layout == "segmentation":
+            return self._region_rows(item, ctx)
+        payload = payload_of(item)
+        modality = payload.get("modality") or ctx.spec(item["source"]).modality or guess_modality(item["source"])
+        row = self._image_row(item, ctx, modality)
+        words = MODALITY_WORDS.get(modality, "medical image")
+        rng = ctx.rng(item["key"], "prompt")
+        if layout in ("class_csv", "class_folders"):
+            prompt = rng.choice(PROMPTS["classification"]).format(modality=words)
+            classes = payload.get("classes") or []
+            if 1 < len(classes) <= 12:
+                prompt += " Options: " + ", ".join(classes) + "."
+            label = str(payload["label"])
+            self._dress(row, "classification", prompt, f"{label}.", [label])
+            return [Produced(row, {"modality": modality, "findings": [label]})]
+        if layout == "vqa_json":
+            self._dress(row, "vqa", payload["question"], payload["answer"], [payload["answer"]])
+            return [Produced(row)]
+        if layout == "reports":
+            return [self._report_row(row, item, payload, rng.choice(PROMPTS["report"]).format(modality=words))]
+        if layout == "paired":
+            return [self._pair_row(row, item, payload, rng.choice(PROMPTS["image2image"]))]
+        raise ConversionError("unsupported_format", f"{item['key']}: unknown unimed layout {layout!r}")
+
+    def _image_row(self, item: dict[str, Any], ctx: FamilyContext, modality: str) -> dict[str, Any]:
+        from converters.stage import convert_item
+
+        plain = {"uri": item["uri"], "key": item["key"], "kind": "raster", "members": None, "label_uris": None,
+                 "sha256": item["sha256"], "size_bytes": item["size_bytes"]}
+        payload = payload_of(item)
+        rows, reject = convert_item(plain, ctx.convert_options(item["source"], modality, subject_pattern=None))
+        if reject is not None:
+            raise ConversionError(reject.reason, reject.detail)
+        row = rows[0]
+        if payload.get("subject"):
+            from curation.ids import subject_pseudonym
+            from curation.splits import split_for_subject
+
+            row["subject_key"] = subject_pseudonym(f"{item['source']}:{payload['subject']}", ctx.salt)
+            row["split"] = split_for_subject(row["subject_key"], ctx.recipe.splits.ratios())
+        return row
+
+    @staticmethod
+    def _dress(row: dict[str, Any], task: str, question: str, answer: str, labels: list[str]) -> None:
+        row.update(
+            task=task,
+            sample_id=sample_id(row["dataset"], row["source"], row["source_uri"], task),
+            conversations=[{"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}],
+            labels=labels,
+            caption=None,
+        )
+
+    def _report_row(self, row: dict[str, Any], item: dict[str, Any], payload: dict[str, Any], prompt: str) -> Produced:
+        from converters.deid import scrub_text
+
+        text = read_bytes(payload["report"]).decode("utf-8", errors="replace")
+        sections = split_report(text)
+        if not sections:
+            raise ConversionError("no_report_sections", f"{item['key']}: the report has neither FINDINGS: nor IMPRESSION:")
+        answer = "\n".join(f"{name}: {scrub_text(body)}" for name, body in sections.items())
+        self._dress(row, "report", prompt, answer, [])
+        row["caption"] = scrub_text(sections.get("IMPRESSION") or sections["FINDINGS"])
+        row["labels"] = None
+        return Produced(row)
+
+    def _pair_row(self, row: dict[str, Any], item: dict[str, Any], payload: dict[str, Any], prompt: str) -> Produced:
+        from converters.raster import open_raster, page_pixels
+        from curation.images import image_record
+
+        target = page_pixels(open_raster(read_bytes(payload["output"]), payload["output"]))
+        if target.dtype.kind != "u" or target.itemsize != 1:
+            target = (target.astype(float) / max(1.0, float(target.max())) * 255).astype("uint8")
+        row["images"] = [img for img in row["images"] if img["role"] == "input"] + [image_record("output", target)]
+        question = prompt.format(src=payload["from"], dst=payload["to"])
+        self._dress(row, "image2image", question, "<image>", [payload["from"], payload["to"]])
+        return Produced(row)
+
+    def _region_rows(self, item: dict[str, Any], ctx: FamilyContext) -> list[Produced]:
+        from converters.stage import convert_item
+
+        opts: UnimedOptions = ctx.options
+        payload = payload_of(item)
+        names = {int(k): v for k, v in (payload.get("label_names") or {}).items()}
+        modality = payload.get("modality") or ctx.spec(item["source"]).modality or guess_modality(item["source"])
+        plain = {k: item[k] for k in ("uri", "key", "kind", "members", "label_uris", "sha256", "size_bytes")}
+        convert = ctx.convert_options(item["source"], modality, label_names=tuple(sorted(names.items())),
+                                      slices=SlicePolicy.parse(opts.region_slices))
+        rows, reject = convert_item(plain, convert)
+        if reject is not None:
+            raise ConversionError(reject.reason, reject.detail)
+        out = []
+        for row in rows:
+            masks = [m for m in row.get("masks") or [] if m.get("bbox_xyxy")]
+            if not masks:
+                continue
+            width = next(img["width"] for img in row["images"] if img["role"] == "input")
+            height = next(img["height"] for img in row["images"] if img["role"] == "input")
+            rng = ctx.rng(row["source_uri"], "regions")
+            chosen = sorted(rng.sample(range(len(masks)), min(len(masks), opts.max_regions_per_image)))
+            turns = []
+            for position, index in enumerate(chosen):
+                mask = masks[index]
+                x0, y0, x1, y1 = mask["bbox_xyxy"]
+                box = f"[{round(x0 / width * 1000)}, {round(y0 / height * 1000)}, {round(x1 / width * 1000)}, {round(y1 / height * 1000)}]"
+                question = rng.choice(PROMPTS["region"]).format(box=box)
+                turns.append({"from": "human", "value": f"<image>\n{question}" if position == 0 else question})
+                turns.append({"from": "gpt", "value": f"{mask['category']}."})
+            row.update(
+                task="referring_seg",
+                sample_id=sample_id(row["dataset"], row["source"], row["source_uri"], "referring_seg"),
+                conversations=turns,
+                masks=[masks[i] for i in chosen],
+                labels=sorted({masks[i]["category"] for i in chosen}),
+                caption=None,
+            )
+            out.append(Produced(row))
+        if not out:
+            raise ConversionError("no_masks", f"{item['key']}: no slice has a labelled structure")
+        return out
+
+
+register_family(Unimed())

@@ -1,0 +1,127 @@
+"""``medcurate build`` and ``medcurate recipes``: run and inspect the dataset-family recipes.
+
+``build`` takes a family name (its default recipe) or a recipe file (its keys on top of
+the family's defaults). The CLI resolves and validates the recipe and its sources
+before any engine starts, so a typo in a key or a missing folder is a usage error
+(exit 2) naming the file, the key and what was expected; the build itself receives
+the family name as ``recipe`` and the recipe file's keys as ``options``, which the
+family planner merges onto the defaults again (``curation.recipes``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    """Add ``build`` and ``recipes`` to the top-level subparsers of ``medcurate``."""
+    build = sub.add_parser("build", help="build a dataset family (unimed, imed, retinalogos, ophora, medq_uni)")
+    build.add_argument("recipe", metavar="RECIPE.yaml|NAME", help="a recipe file, or a family name for its default recipe")
+    build.add_argument("--source", action="append", default=[], metavar="PATH",
+                       help="source root in the family's public layout (repeatable); default: the recipe file's folder")
+    build.add_argument("--dataset", help="catalog table name (default: the recipe's dataset)")
+    build.add_argument("--version", help="version tag (default v<N+1>)")
+    build.add_argument("--executor", choices=["local", "dask", "ray"], default="local")
+    build.add_argument("--dask-address", help="Dask scheduler address (default: a LocalCluster)")
+    build.add_argument("--ray-address", help="Ray cluster address (default: in-process)")
+    build.add_argument("--workers", type=int, help="parallel workers")
+    build.set_defaults(func=cmd_build)
+
+    recipes = sub.add_parser("recipes", help="the dataset-family recipes and their layouts")
+    recipes_sub = recipes.add_subparsers(dest="recipes_command", required=True, metavar="SUBCOMMAND")
+    recipes_sub.add_parser("list", help="families, their accepted layouts and default recipe files")
+    show = recipes_sub.add_parser("show", help="a family's default recipe (YAML), or a recipe file merged with its defaults")
+    show.add_argument("name", metavar="NAME|RECIPE.yaml")
+    recipes.set_defaults(func=cmd_recipes)
+
+
+def is_recipe_file(ref: str) -> bool:
+    return ref.endswith((".yaml", ".yml")) or os.path.isfile(ref)
+
+
+def resolve_request(args: argparse.Namespace) -> tuple[str, dict[str, Any], list[str], Any]:
+    """(family, options, sources, recipe) of ``medcurate build``, validated; raises UsageError."""
+    from curation.recipes import FAMILIES, FAMILY_NAMES, RecipeError, recipe_for, resolve_sources
+    from curation.recipes.model import read_yaml
+    from flows.cli import UsageError
+
+    try:
+        if is_recipe_file(args.recipe):
+            path = Path(args.recipe)
+            options = read_yaml(path)
+            family = options.get("family")
+            if family not in FAMILY_NAMES:
+                raise UsageError(f"{path}: family: expected one of {list(FAMILY_NAMES)}, got {family!r}")
+            origin = str(path)
+            sources = args.source or [str(path.resolve().parent)]
+        else:
+            family, options, origin = args.recipe, {}, None
+            if family not in FAMILY_NAMES:
+                raise UsageError(f"no recipe named {family!r}: give a family ({', '.join(FAMILY_NAMES)}) or a recipe .yaml file")
+            if not args.source:
+                raise UsageError(f"medcurate build {family} needs --source PATH: the folder of a download in the layout docs/families.md shows")
+            sources = list(args.source)
+        sources = [s if "://" in s else os.path.abspath(s) for s in sources]
+        recipe = recipe_for(family, options, origin=origin)
+        resolve_sources(recipe, sources, FAMILIES[family])
+    except RecipeError as exc:
+        raise UsageError(str(exc)) from exc
+    return family, options, sources, recipe
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from catalogs.catalog import check_dataset_name
+    from flows.build import BuildRequest, run_build
+    from flows.cli import EXIT_OK, _settings, print_outcome
+
+    family, options, sources, recipe = resolve_request(args)
+    dataset = args.dataset or recipe.dataset_name()
+    check_dataset_name(dataset)
+    settings = _settings(args)
+    request = BuildRequest(
+        recipe=family,
+        sources=sources,
+        dataset=dataset,
+        version=args.version,
+        options={k: v for k, v in options.items() if k != "family"},
+        workdir=settings.workdir,
+        catalog_uri=settings.catalog_uri,
+        warehouse=settings.warehouse,
+        executor=args.executor,
+        dask_address=args.dask_address,
+        ray_address=args.ray_address,
+        workers=args.workers,
+    )
+    outcome = run_build(request)
+    print_outcome(outcome.summary, settings, dataset)
+    return EXIT_OK
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from curation.recipes import FAMILIES, FAMILY_NAMES, RecipeError, default_recipe_path, load_recipe_file, recipe_for
+    from flows.cli import EXIT_OK, UsageError
+
+    if args.recipes_command == "list":
+        for name in FAMILY_NAMES:
+            family = FAMILIES[name]
+            print(f"{name}\t{recipe_for(name).description}")
+            print(f"  default recipe: {default_recipe_path(name)}")
+            for layout, text in family.layouts.items():
+                print(f"  layout {layout}: {text}")
+        return EXIT_OK
+    ref = args.name
+    try:
+        if ref in FAMILY_NAMES:
+            print(default_recipe_path(ref).read_text(), end="")
+            return EXIT_OK
+        if is_recipe_file(ref):
+            import yaml
+
+            print(yaml.safe_dump(load_recipe_file(ref).model_dump(mode="json"), sort_keys=False), end="")
+            return EXIT_OK
+    except RecipeError as exc:
+        raise UsageError(str(exc)) from exc
+    raise UsageError(f"no recipe named {ref!r}; known: {', '.join(FAMILY_NAMES)} (or give a .yaml file)")

@@ -1,0 +1,50 @@
+"""Progress bars for the CLI: one bar per phase of a build, fed by the flow.
+
+The bars advance as partitions finish (a partition is the unit a worker reports back,
+wherever it ran); reused partitions advance them at once. Nothing is drawn when the
+output is not a terminal, so logs and CI stay clean.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+class BuildProgress:
+    def __init__(self, label: str, *, enabled: bool | None = None):
+        self.label = label
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._progress: Any = None
+        self._items: Any = None
+        self._partitions: Any = None
+        self.reused = 0
+
+    def __enter__(self) -> BuildProgress:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                TextColumn("{task.description:<28}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                transient=False,
+            )
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def start_partitions(self, items: int, partitions: int) -> None:
+        if self._progress is not None:
+            self._items = self._progress.add_task(f"{self.label}: items", total=items)
+            self._partitions = self._progress.add_task(f"{self.label}: partitions", total=partitions)
+
+    def partition_done(self, items: int, cached: bool) -> None:
+        self.reused += int(cached)
+        if self._progress is not None:
+            self._progress.advance(self._items, items)
+            self._progress.advance(self._partitions, 1)
