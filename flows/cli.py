@@ -156,6 +156,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(_settings(args))
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from flows.deployments import DeploymentConfigError, default_specs, load_specs, serve
+    from flows.settings import configure_prefect
+
+    settings = _settings(args)
+    try:
+        specs = load_specs(args.config, settings.workdir) if args.config else default_specs(settings.workdir, args.cron)
+    except DeploymentConfigError as exc:
+        raise UsageError(str(exc)) from exc
+    for spec in specs:
+        print(f"{spec.name}\t{spec.cron} {spec.timezone}\trecipe {spec.recipe} → {spec.dataset}\tsources {', '.join(spec.sources)}")
+    if args.dry_run:
+        return EXIT_OK
+    configure_prefect(settings.workdir)
+    if not os.environ.get("PREFECT_API_URL"):
+        raise UsageError(
+            "serve needs a Prefect server: start one with 'prefect server start' and "
+            "export PREFECT_API_URL=http://127.0.0.1:4200/api (see docs/operations.md)"
+        )
+    serve(specs, settings.workdir, limit=args.limit)
+    return EXIT_OK
+
+
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
     """--executor and cluster addresses, shared by convert and build."""
     parser.add_argument("--executor", choices=["local", "dask", "ray"], default="local",
@@ -192,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--partition-items", type=int, help="items per partition (default: about one shard)")
     add_engine_options(conv)
     conv.set_defaults(func=cmd_convert)
+
+    srv = sub.add_parser("serve", help="scheduled rebuilds as Prefect deployments (needs PREFECT_API_URL)")
+    srv.add_argument("--config", help="YAML file of deployments (default: one nightly deployment per family)")
+    srv.add_argument("--cron", default="0 2 * * *", help="schedule of the default deployments (default nightly 02:00)")
+    srv.add_argument("--limit", type=int, default=1, help="flow runs at a time in this server process (default 1)")
+    srv.add_argument("--dry-run", action="store_true", help="print the deployments and exit")
+    srv.set_defaults(func=cmd_serve)
 
     cat = sub.add_parser("catalog", help="datasets, versions and shard files")
     cat_sub = cat.add_subparsers(dest="catalog_command", required=True, metavar="SUBCOMMAND")

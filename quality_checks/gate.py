@@ -329,6 +329,8 @@ def _quarantine(shard: ShardResult, raw: list[dict[str, Any]], workdir: str, bui
     folder = f"{root.rstrip('/')}/quarantine/{build_id}"
     fs.makedirs(folder, exist_ok=True)
     name = os.path.basename(shard.path.rstrip("/"))
+    if fs.exists(f"{folder}/{name}"):  # same file name from another folder: keep both
+        name = f"{uuid.uuid4().hex[:8]}-{name}"
     result_path = f"{folder}/{name}.validation.json"
     _write_json_atomically(
         fs,

@@ -179,3 +179,21 @@ def test_png_16_bit_depth_is_measured() -> None:
     assert row["image_bit_depth"] == 16
     assert row["dynamic_range"] == pytest.approx(4095 / 65535)
     assert isinstance(pa.array([row["blur_laplacian_var"]]), pa.Array)
+
+
+def test_real_severity_bands_from_synthesis_are_used_by_default() -> None:
+    from quality_checks.metrics import load_severity_bands
+
+    bands = load_severity_bands()
+    if not bands:
+        pytest.skip("synthesis.SEVERITY_BANDS is not importable here")
+    kind = next(iter(bands))
+    low, high = psnr_band(bands, kind, 1) or (None, None)
+    assert low is not None and high is not None, f"{kind} severity 1 has no psnr_db band"
+    rows = medq_rows()[:1]
+    rows[0]["degradation"].update(type=kind, severity=1, psnr_db=(low + high) / 2)
+    inside = MetricsStage().compute(table_of(rows)).to_pylist()[0]
+    assert inside["severity_check"] == "band" and inside["severity_consistent"] is True
+    rows[0]["degradation"]["psnr_db"] = high + 10.0
+    outside = MetricsStage().compute(table_of(rows)).to_pylist()[0]
+    assert outside["severity_consistent"] is False

@@ -1,0 +1,161 @@
+"""Prefect deployments: one per dataset, each on a cron schedule (nightly by default).
+
+``medcurate serve`` registers them with the Prefect API (a ``prefect server start``
+server, or Prefect Cloud) and runs them when they are due, or when someone triggers
+them from the UI or ``prefect deployment run``. Every deployment runs the same flow,
+``medcurate-build`` (:func:`flows.prefect_flows.build_dataset`), with its own
+parameters: recipe, sources, dataset, version, executor and cluster addresses.
+
+Without a configuration file there is one deployment per dataset family, reading its
+sources from ``<workdir>/sources/<family>`` (the layout of the public dataset, see
+docs/families.md). A YAML file names them explicitly::
+
+    defaults:                     # applied to every deployment
+      cron: "0 2 * * *"           # 02:00 every night
+      timezone: UTC
+      executor: dask
+      dask_address: tcp://scheduler:8786
+    deployments:
+      - name: imed-nightly
+        recipe: imed
+        dataset: imed
+        sources: [s3://bucket/raw/Task03_Liver]
+        cron: "30 1 * * *"
+        options: {slices: "every:2"}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_CRON = "0 2 * * *"  # nightly at 02:00
+DEFAULT_TIMEZONE = "UTC"
+FAMILIES = ("unimed", "imed", "retinalogos", "ophora", "medq_uni")
+_PARAMETER_KEYS = ("executor", "dask_address", "ray_address", "workers", "version", "catalog_uri", "warehouse")
+
+
+class DeploymentConfigError(ValueError):
+    """The serve configuration is wrong; the message names the file, entry and key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DeploymentSpec:
+    name: str
+    recipe: str
+    dataset: str
+    sources: tuple[str, ...]
+    cron: str = DEFAULT_CRON
+    timezone: str = DEFAULT_TIMEZONE
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    parameters: dict[str, Any] = dataclasses.field(default_factory=dict)  # executor, addresses, version
+    paused: bool = False
+
+    def flow_parameters(self, workdir: str) -> dict[str, Any]:
+        return {
+            "recipe": self.recipe,
+            "sources": list(self.sources),
+            "dataset": self.dataset,
+            "options": dict(self.options),
+            "workdir": workdir,
+            **self.parameters,
+        }
+
+
+def default_specs(workdir: str, cron: str = DEFAULT_CRON, timezone: str = DEFAULT_TIMEZONE) -> list[DeploymentSpec]:
+    """One nightly deployment per family, sources under ``<workdir>/sources/<family>``."""
+    return [
+        DeploymentSpec(
+            name=f"{family}-nightly",
+            recipe=family,
+            dataset=family,
+            sources=(os.path.join(workdir, "sources", family),),
+            cron=cron,
+            timezone=timezone,
+        )
+        for family in FAMILIES
+    ]
+
+
+def load_specs(path: str, workdir: str) -> list[DeploymentSpec]:
+    """Deployments from a YAML file (see the module docstring), validated with clear errors."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise DeploymentConfigError(f"{path}: cannot read the serve configuration ({exc})") from exc
+    if not isinstance(data, dict):
+        raise DeploymentConfigError(f"{path}: expected a mapping with 'deployments', got {type(data).__name__}")
+    defaults = data.get("defaults") or {}
+    entries = data.get("deployments")
+    if not isinstance(entries, list) or not entries:
+        raise DeploymentConfigError(f"{path}: 'deployments' must be a non-empty list")
+    specs = []
+    for index, raw in enumerate(entries):
+        entry = {**defaults, **(raw or {})}
+        where = f"{path}: deployments[{index}]"
+        for key in ("recipe", "sources"):
+            if key not in entry:
+                raise DeploymentConfigError(f"{where}: '{key}' is required")
+        sources = entry["sources"]
+        if isinstance(sources, str):
+            sources = [sources]
+        if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
+            raise DeploymentConfigError(f"{where}: 'sources' must be a path or a list of paths")
+        cron = str(entry.get("cron", DEFAULT_CRON))
+        if len(cron.split()) != 5:
+            raise DeploymentConfigError(f"{where}: 'cron' must have 5 fields (minute hour day month weekday), got {cron!r}")
+        unknown = set(entry) - {"name", "recipe", "dataset", "sources", "cron", "timezone", "options", "paused", *_PARAMETER_KEYS}
+        if unknown:
+            raise DeploymentConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
+        recipe = str(entry["recipe"])
+        dataset = str(entry.get("dataset") or Path(recipe).stem)
+        specs.append(
+            DeploymentSpec(
+                name=str(entry.get("name") or f"{dataset}-nightly"),
+                recipe=recipe,
+                dataset=dataset,
+                sources=tuple(sources),
+                cron=cron,
+                timezone=str(entry.get("timezone", DEFAULT_TIMEZONE)),
+                options=dict(entry.get("options") or {}),
+                parameters={k: entry[k] for k in _PARAMETER_KEYS if entry.get(k) is not None},
+                paused=bool(entry.get("paused", False)),
+            )
+        )
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise DeploymentConfigError(f"{path}: deployment names must be unique, got {names}")
+    return specs
+
+
+def to_deployments(specs: list[DeploymentSpec], workdir: str) -> list[Any]:
+    """Prefect ``RunnerDeployment`` objects of the ``medcurate-build`` flow."""
+    from prefect.deployments.runner import EntrypointType
+    from prefect.schedules import Cron
+
+    from flows.prefect_flows import build_dataset
+
+    return [
+        build_dataset.to_deployment(
+            name=spec.name,
+            schedule=Cron(spec.cron, timezone=spec.timezone),
+            parameters=spec.flow_parameters(workdir),
+            tags=["medcurate", spec.recipe],
+            description=f"Rebuild {spec.dataset} with recipe {spec.recipe} from {', '.join(spec.sources)}",
+            paused=spec.paused,
+            concurrency_limit=1,  # a dataset's rebuilds never overlap
+            entrypoint_type=EntrypointType.MODULE_PATH,
+        )
+        for spec in specs
+    ]
+
+
+def serve(specs: list[DeploymentSpec], workdir: str, *, limit: int | None = 1) -> None:
+    """Register the deployments and run them when due (blocks until interrupted)."""
+    from prefect import serve as prefect_serve
+
+    prefect_serve(*to_deployments(specs, workdir), limit=limit)

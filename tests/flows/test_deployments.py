@@ -1,0 +1,121 @@
+"""Deployments: config validation, and a real Prefect server running a served rebuild."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from catalogs import open_catalog
+from flows.deployments import DeploymentConfigError, default_specs, load_specs, to_deployments
+from tests.helpers import XRAY_DIR
+
+
+def test_default_deployments_are_nightly_per_family(tmp_path):
+    specs = default_specs(str(tmp_path))
+    assert [s.name for s in specs] == [
+        "unimed-nightly", "imed-nightly", "retinalogos-nightly", "ophora-nightly", "medq_uni-nightly",
+    ]
+    assert all(s.cron == "0 2 * * *" for s in specs)
+    deployments = to_deployments(specs, str(tmp_path))
+    imed = deployments[1]
+    assert imed.parameters["recipe"] == "imed" and imed.parameters["sources"] == [str(tmp_path / "sources" / "imed")]
+    assert imed.schedules[0].schedule.cron == "0 2 * * *"
+    assert imed.entrypoint == "flows.prefect_flows.build_dataset"
+
+
+def test_config_errors_name_the_entry_and_key(tmp_path):
+    path = tmp_path / "serve.yaml"
+    path.write_text("deployments:\n  - recipe: imed\n    sources: /x\n    cron: '0 2 *'\n")
+    with pytest.raises(DeploymentConfigError, match=r"deployments\[0\]: 'cron' must have 5 fields"):
+        load_specs(str(path), str(tmp_path))
+    path.write_text("deployments:\n  - sources: /x\n")
+    with pytest.raises(DeploymentConfigError, match=r"deployments\[0\]: 'recipe' is required"):
+        load_specs(str(path), str(tmp_path))
+    path.write_text("defaults: {executor: dask, dask_address: 'tcp://h:8786'}\ndeployments:\n  - {recipe: convert, dataset: xr, sources: /x, colour: red}\n")
+    with pytest.raises(DeploymentConfigError, match="unknown key"):
+        load_specs(str(path), str(tmp_path))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(url: str, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"Prefect server at {url} did not become healthy")
+
+
+@pytest.mark.slow
+def test_served_deployment_runs_when_triggered(tmp_path):
+    """`prefect server start` + `medcurate serve` + a triggered run publishes the dataset."""
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_API_URL": api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "MEDCURATE_SALT": "serve-test",
+    }
+    bin_dir = Path(sys.executable).parent
+    server = subprocess.Popen(
+        [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    served = None
+    try:
+        _wait_healthy(api)
+        source = tmp_path / "xr"
+        shutil.copytree(XRAY_DIR, source)
+        work = tmp_path / "work"
+        config = tmp_path / "serve.yaml"
+        config.write_text(
+            "deployments:\n"
+            f"  - {{name: xr-nightly, recipe: convert, dataset: xr_nightly, sources: ['{source}'],"
+            " cron: '0 3 * * *', options: {modality: XR}}\n"
+        )
+        served = subprocess.Popen(
+            [str(bin_dir / "medcurate"), "--workdir", str(work), "serve", "--config", str(config)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        deadline = time.time() + 120
+        while time.time() < deadline:  # wait for the deployment to be registered
+            found = subprocess.run(
+                [str(bin_dir / "prefect"), "deployment", "ls"], env=env, capture_output=True, text=True
+            )
+            if "xr-nightly" in found.stdout:
+                break
+            time.sleep(2)
+        else:
+            pytest.fail("medcurate serve did not register its deployment")
+        run = subprocess.run(
+            [str(bin_dir / "prefect"), "deployment", "run", "medcurate-build/xr-nightly", "--watch", "--watch-timeout", "240"],
+            env=env, capture_output=True, text=True, timeout=300,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "Completed" in run.stdout
+        catalog = open_catalog(workdir=str(work))
+        assert catalog.versions("xr_nightly")[0].medcurate["samples"] == "2"
+    finally:
+        for process in (served, server):
+            if process is not None:
+                os.killpg(process.pid, 15)
+                process.wait(timeout=30)
