@@ -178,6 +178,7 @@ class DatasetCatalog:
         from pyiceberg.io.pyarrow import parquet_file_to_data_file
 
         table = self._table(name, create=True)
+        explicit = version is not None
         version = check_version_name(version) if version else self.next_version(name)
         if version in table.metadata.refs:
             raise CatalogError(f"{name}@{version} already exists; choose another --version")
@@ -188,8 +189,13 @@ class DatasetCatalog:
         properties = {f"{SUMMARY_PREFIX}{k}": str(v) for k, v in (summary or {}).items()}
         properties[f"{SUMMARY_PREFIX}version"] = version
         if not to_add and not to_remove and table.current_snapshot() is not None:
+            # nothing changed: no snapshot; an explicit version still names the current data,
+            # an automatic one is not minted (the latest version already names it)
             snapshot_id = table.current_snapshot().snapshot_id
-            table.manage_snapshots().create_tag(snapshot_id, version).commit()
+            if explicit:
+                table.manage_snapshots().create_tag(snapshot_id, version).commit()
+            else:
+                version = self._latest_tag_of(table, snapshot_id) or version
             return PublishResult(name, version, snapshot_id, [], [], unchanged=True)
         with (
             table.transaction() as tx,
@@ -203,6 +209,11 @@ class DatasetCatalog:
         snapshot_id = table.current_snapshot().snapshot_id
         table.manage_snapshots().create_tag(snapshot_id, version).commit()
         return PublishResult(name, version, snapshot_id, to_add, to_remove, unchanged=False)
+
+    @staticmethod
+    def _latest_tag_of(table: Any, snapshot_id: int) -> str | None:
+        tags = [n for n, r in table.metadata.refs.items() if r.snapshot_ref_type == "tag" and r.snapshot_id == snapshot_id]
+        return sorted(tags)[-1] if tags else None
 
     # -- reading ---------------------------------------------------------------------
     def list(self) -> builtins.list[str]:

@@ -18,7 +18,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import posixpath
+import socket
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -68,6 +70,7 @@ class PartitionResult:
     converted_items: int
     seconds: float
     stages: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    worker: str = ""  # host:pid that computed it (where to look when a partition misbehaves)
     cached: bool = False
 
     def to_json(self) -> str:
@@ -221,6 +224,7 @@ def run_partition(
         converted_items=len(partition.items) - len(rejected_items),
         seconds=time.perf_counter() - started,
         stages={name: dataclasses.asdict(t) for name, t in timings.items()},
+        worker=f"{socket.gethostname()}:{os.getpid()}",
     )
     if cache is not None:
         cache.put(result)

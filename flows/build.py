@@ -166,6 +166,7 @@ def finish(
             "partitions_reused": sum(1 for r in results if r.cached),
             "shards": len(shards),
             "executor": request.executor,
+            "workers": sorted({r.worker for r in results if not r.cached and r.worker}),
             "stages": stage_summary(results),
             "phases": {k: round(v, 3) for k, v in (timings or {}).items()},
         },

@@ -70,6 +70,8 @@ class ShardResult:
     failures: list[FailedExpectation]
     quarantined_to: str | None = None
     result_json: str | None = None
+    #: "sample_id: reason" for rows whose metrics explain a failure (first 50)
+    row_problems: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -291,7 +293,12 @@ class _ShardValidator:
         validation = self.session.validate(scope, frame, self.suite_for(family))
         failures.extend(_failures_of(validation, scope))
         raw = [validation.to_json_dict()]
-        return ShardResult(path, table.num_rows, not failures, failures), flat, raw
+        explained = flat.filter(pc.is_valid(flat.column("metric_errors"))).slice(0, 50)
+        problems = [
+            f"{sid}: {why}"
+            for sid, why in zip(explained.column("sample_id").to_pylist(), explained.column("metric_errors").to_pylist(), strict=True)
+        ]
+        return ShardResult(path, table.num_rows, not failures, failures, row_problems=problems), flat, raw
 
 
 def _write_json_atomically(fs: Any, path: str, payload: Any) -> None:
@@ -340,6 +347,7 @@ def _quarantine(shard: ShardResult, raw: list[dict[str, Any]], workdir: str, bui
             "build_id": build_id,
             "rows": shard.rows,
             "failed_expectations": [str(f) for f in shard.failures],
+            "row_problems": shard.row_problems,
             "suite_versions": SUITE_VERSIONS,
             "validation_results": raw,
         },

@@ -103,6 +103,16 @@ def test_each_break_fails_its_expectation_and_is_quarantined(
     assert ("build", "failed_shard_fraction_within_tolerance", None) in failures_of(report, "build")
 
 
+def test_quarantine_record_names_the_rows_and_why(tmp_path: Path) -> None:
+    rows = FAMILY_ROWS["imed"]()
+    mask_off_by_one_row(rows)
+    bad = write_shard(rows, tmp_path / "build" / "bad.parquet")
+    report = run_gate(tmp_path, [bad], "imed")
+    record = json.loads((tmp_path / "work" / "quarantine" / "build-1" / "bad.parquet.validation.json").read_text())
+    assert record["row_problems"] == [f"{rows[1]['sample_id']}: mask 0 (liver) is 512x511, image is 512x512"]
+    assert report.shards[0].row_problems == record["row_problems"]
+
+
 def test_subject_leaking_across_shards_fails_the_build_without_quarantine(tmp_path: Path) -> None:
     rows = FAMILY_ROWS["unimed"]()
     rows[1]["subject_key"] = rows[0]["subject_key"]  # train in one shard, val in the other
