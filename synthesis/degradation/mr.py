@@ -111,12 +111,15 @@ def undersampling_equispaced(images: torch.Tensor, level: dict[str, Any], draws:
 def _rigid_copies(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, angle_deg: torch.Tensor) -> torch.Tensor:
     """Each image of ``[B, C, H, W]`` moved by its own (dy, dx) pixels and rotation (bilinear)."""
     height, width = images.shape[-2:]
-    theta = torch.deg2rad(angle_deg)
+    theta = torch.deg2rad(angle_deg).to(images.dtype)[:, None, None]
     cos, sin = torch.cos(theta), torch.sin(theta)
-    affine = torch.stack(
-        [torch.stack([cos, -sin, -2 * dx / width], -1), torch.stack([sin, cos, -2 * dy / height], -1)], -2
-    ).to(images.dtype)
-    grid = F.affine_grid(affine, list(images.shape), align_corners=False)
+    # the sampling grid of F.affine_grid (align_corners=False), written out: affine_grid's
+    # generic batched matmul costs more than the resampling itself on CPU
+    ys = ((torch.arange(height, device=images.device, dtype=images.dtype) * 2 + 1) / height - 1)[None, :, None]
+    xs = ((torch.arange(width, device=images.device, dtype=images.dtype) * 2 + 1) / width - 1)[None, None, :]
+    tx = (-2 * dx / width).to(images.dtype)[:, None, None]
+    ty = (-2 * dy / height).to(images.dtype)[:, None, None]
+    grid = torch.stack([cos * xs - sin * ys + tx, sin * xs + cos * ys + ty], dim=-1)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
@@ -163,15 +166,17 @@ def ghosting(images: torch.Tensor, level: dict[str, Any], draws: Draws, ctx: Con
     periodic modulation of k-space replicates the object ``n`` times across the
     field of view. The k-space centre is kept (as TorchIO's RandomGhosting).
     """
-    columns = images.shape[-1]
+    height, width = images.shape[-2:]
     ghosts = draws.choices(level["num_ghosts"])
-    kspace = to_kspace(images)
-    modulation = torch.ones(len(draws), columns, device=images.device)
+    # lines at frequencies f = 0 mod n (a set symmetric in +/-f) keep the image real, so
+    # the half-spectrum FFT along the phase-encode axis suffices
+    freqs = torch.fft.rfftfreq(width, d=1.0 / width, device=images.device).round().long()
+    modulation = torch.ones(len(draws), freqs.numel(), device=images.device)
     for b, n in enumerate(ghosts):
-        modulation[b, :: int(n)] = 1.0 - level["intensity"]
-    centre = columns // 2
-    modulation[:, centre - 1 : centre + 2] = 1.0
-    degraded = _magnitude(kspace * fft_order(modulation)[:, None, None, :])
+        modulation[b, freqs % int(n) == 0] = 1.0 - level["intensity"]
+    modulation[:, :2] = 1.0  # the k-space centre is kept
+    spectrum = torch.fft.rfft2(images) * modulation[:, None, None, :]
+    degraded = torch.fft.irfft2(spectrum, s=(height, width)).abs().clamp_(0.0, 1.0)
     return KindResult(degraded, same_params(level, len(draws), num_ghosts_drawn=ghosts))
 
 
@@ -211,10 +216,14 @@ def gibbs(images: torch.Tensor, level: dict[str, Any], draws: Draws, ctx: Contex
     """
     height, width = images.shape[-2:]
     keep = level["keep_fraction"]
-    rows = torch.abs(torch.arange(height, device=images.device) - height // 2) <= keep * height / 2
-    cols = torch.abs(torch.arange(width, device=images.device) - width // 2) <= keep * width / 2
+    # a mask symmetric in +/-k keeps the image real, so the half-spectrum FFT suffices
+    fy = torch.fft.fftfreq(height, d=1.0 / height, device=images.device).abs()
+    fx = torch.fft.rfftfreq(width, d=1.0 / width, device=images.device)
+    rows = (fy <= keep * height / 2) & (fy < height / 2)
+    cols = (fx <= keep * width / 2) & (fx < width / 2)
     mask = (rows[:, None] & cols[None, :]).to(images.dtype)
-    return KindResult(_magnitude(to_kspace(images) * fft_order(mask, dim=(-2, -1))), same_params(level, len(draws)))
+    truncated = torch.fft.irfft2(torch.fft.rfft2(images) * mask, s=(height, width))
+    return KindResult(truncated.abs().clamp_(0.0, 1.0), same_params(level, len(draws)))
 
 
 @register("rician_noise", domain="MR", target_metric="noise_sigma", effect="grainy noise with a raised, speckled background from thermal noise")

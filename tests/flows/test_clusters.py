@@ -1,0 +1,137 @@
+"""Real multi-process clusters on this machine: `dask scheduler` + 2 `dask worker`s, and
+`ray start --head` + a second `ray start --address` node, each running a build."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from catalogs import open_catalog
+from flows.build import BuildRequest, run_build
+from tests.helpers import XRAY_DIR
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    """One temporary Prefect server shared by the driver and the cluster's workers."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start()
+    yield server.api_url
+    server.stop()
+
+
+def source_tree(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    for i in range(8):
+        shutil.copytree(XRAY_DIR, src / f"batch{i}")
+    return src
+
+
+def worker_env(api: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "PREFECT_API_URL": api,
+        "MEDCURATE_SALT": "cluster-test",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+
+
+def request(src: Path, work: Path, executor: str, **addresses) -> BuildRequest:
+    return BuildRequest(
+        recipe="convert",
+        sources=[str(src)],
+        dataset=f"on_{executor}",
+        workdir=str(work),
+        executor=executor,
+        options={"partition_items": 2, "modality": "XR"},
+        **addresses,
+    )
+
+
+@pytest.mark.slow
+def test_build_on_a_dask_scheduler_with_two_worker_processes(tmp_path, prefect_api, monkeypatch):
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api)
+    port = _free_port()
+    env = worker_env(prefect_api)
+    procs = [
+        subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ]
+    try:
+        for _ in range(2):
+            procs.append(
+                subprocess.Popen(
+                    [str(BIN / "dask"), "worker", f"tcp://127.0.0.1:{port}", "--nthreads", "1", "--no-dashboard"],
+                    env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                )
+            )
+        from distributed import Client
+
+        with Client(f"tcp://127.0.0.1:{port}", timeout=60) as client:
+            client.wait_for_workers(2, timeout=90)
+        src, work = source_tree(tmp_path), tmp_path / "w"
+        outcome = run_build(request(src, work, "dask", dask_address=f"tcp://127.0.0.1:{port}"), progress=False)
+        assert outcome.summary["samples_written"] == 16
+        workers = outcome.summary["workers"]
+        assert len(workers) == 2 and all(not w.endswith(f":{os.getpid()}") for w in workers)
+        assert open_catalog(workdir=str(work)).versions("on_dask")[0].medcurate["samples"] == "16"
+    finally:
+        for proc in reversed(procs):
+            os.killpg(proc.pid, 15)
+            proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_build_on_a_two_node_ray_cluster(tmp_path, prefect_api):
+    """The CLI (a fresh driver process) on `ray start --head` + a second `ray start` node."""
+    port = _free_port()
+    # Ray 2.60 clusters authenticate with a token: every node and the driver share it
+    env = {**worker_env(prefect_api), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    common = ["--num-cpus", "1", "--disable-usage-stats"]
+    subprocess.run(
+        [str(BIN / "ray"), "start", "--head", "--port", str(port), "--include-dashboard", "false",
+         "--temp-dir", f"/tmp/ray-mc-{port}", *common],
+        env=env, check=True, capture_output=True, timeout=180,
+    )
+    try:
+        subprocess.run(
+            [str(BIN / "ray"), "start", "--address", f"127.0.0.1:{port}", *common],
+            env=env, check=True, capture_output=True, timeout=180,
+        )
+        status = subprocess.run([str(BIN / "ray"), "status", "--address", f"127.0.0.1:{port}"],
+                                env=env, capture_output=True, text=True, timeout=120)
+        assert status.stdout.count("node_") >= 2, status.stdout
+        src, work = source_tree(tmp_path), tmp_path / "w"
+        build = subprocess.run(
+            [str(BIN / "medcurate"), "--workdir", str(work), "convert", str(src), "--dataset", "on_ray",
+             "--modality", "XR", "--partition-items", "2", "--executor", "ray", "--ray-address", f"127.0.0.1:{port}"],
+            env=env, capture_output=True, text=True, timeout=400,
+        )
+        assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+        summary = json.loads(next((work / "runs").glob("*/summary.json")).read_text())
+        assert summary["samples_written"] == 16 and summary["executor"] == "ray"
+        assert len(summary["workers"]) >= 2  # partitions ran in more than one Ray worker process
+        assert open_catalog(workdir=str(work)).versions("on_ray")[0].medcurate["samples"] == "16"
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
