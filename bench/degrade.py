@@ -84,7 +84,7 @@ def bench_ct(batch: int, repeats: int) -> None:
     ours, sk_one = compare(
         lambda: degrade(slices, modality="CT", kind="low_dose", severity=2, seed=0, spacing_mm=spacing),
         lambda: skimage_low_dose(slices[0]),
-        max(2, repeats // 2),
+        max(3, repeats // 2),
     )
     ours_per = ours / batch
     print(f"CT low dose 512x512, 720 views, batch {batch}: ours {ours_per * 1000:.0f} ms/slice "

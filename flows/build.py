@@ -13,6 +13,8 @@ import logging
 import time
 from typing import Any
 
+import pyarrow as pa
+
 from catalogs.catalog import PublishResult
 from curation.build import BuildPlan, PlanContext, make_plan
 from curation.partitions import (
@@ -25,8 +27,9 @@ from curation.partitions import (
     plan_partitions,
     run_partition,
 )
+from curation.stages import Reject, rejects_to_table
 from curation.version import pipeline_version
-from flows.runs import write_run_record
+from flows.runs import run_summary, write_run_record
 from flows.settings import Settings, configure_prefect, ensure_prefect_api
 
 log = logging.getLogger("medcurate.build")
@@ -120,6 +123,60 @@ def stage_summary(results: list[PartitionResult]) -> dict[str, dict[str, float]]
     }
 
 
+class GateFailed(Exception):
+    """The quality gate refused the build: nothing was published (CLI exit code 3)."""
+
+    def __init__(self, dataset: str, report: Any, summary: dict[str, Any]):
+        self.dataset = dataset
+        self.report = report
+        self.summary = summary
+        super().__init__(
+            f"quality gate failed for {dataset}: {len(report.failed_expectations)} failed expectation(s), "
+            f"{len(report.quarantined)} shard(s) quarantined; nothing was published"
+        )
+
+
+def previous_version_table(settings: Settings, dataset: str) -> pa.Table | None:
+    """The latest published version's columns the drift checks compare with."""
+    catalog = settings.catalog()
+    if not catalog.exists(dataset) or not catalog.versions(dataset):
+        return None
+    return catalog.to_arrow(dataset, columns=["modality", "task", "split"])
+
+
+def run_gate(plan: BuildPlan, settings: Settings, run_id: str, shards: list[str]) -> Any:
+    """Validate the build's shards; failing shards are quarantined by the gate."""
+    from quality_checks.gate import gate_build
+
+    return gate_build(
+        shards,
+        family=plan.family,
+        workdir=settings.workdir,
+        tolerances=plan.gate or None,
+        previous=previous_version_table(settings, plan.dataset),
+        build_id=run_id,
+        data_docs="://" not in settings.workdir,
+    )
+
+
+def write_card(
+    settings: Settings, dataset: str, version: str, rejects: list[Reject], summary: dict[str, Any], report: Any
+) -> str | None:
+    """The dataset card of a published version, next to its snapshot's artifacts."""
+    from quality_checks.card import write_dataset_card
+
+    catalog = settings.catalog()
+    return write_dataset_card(
+        catalog.files(dataset, version),
+        catalog.artifacts_dir(dataset, version),
+        name=dataset,
+        version=version,
+        rejects=rejects_to_table(rejects),
+        summary=summary,
+        metrics=report.metrics_path if report is not None else None,
+    )
+
+
 def finish(
     request: BuildRequest,
     settings: Settings,
@@ -128,13 +185,51 @@ def finish(
     started: float,
     results: list[PartitionResult],
     timings: dict[str, float] | None = None,
+    *,
+    gate: bool = True,
 ) -> BuildOutcome:
-    """Publish (catalog last) and write the run record."""
+    """Gate, publish (the catalog last) and write the run record.
+
+    A failed gate writes the run record (with the failed expectations) and raises
+    :class:`GateFailed`; the catalog is not touched.
+    """
+    timings = dict(timings or {})
     rejects = list(plan.rejects) + [r for res in results for r in res.rejects]
     shards = [s for res in results for s in res.shards]
     samples = sum(res.rows for res in results)
+    report = None
+    extra: dict[str, Any] = {
+        "dataset": request.dataset,
+        "recipe": plan.recipe,
+        "partitions": len(results),
+        "partitions_reused": sum(1 for r in results if r.cached),
+        "executor": request.executor,
+        "workers": sorted({r.worker for r in results if not r.cached and r.worker}),
+        "stages": stage_summary(results),
+    }
+    if gate and shards:
+        tick = time.perf_counter()
+        report = run_gate(plan, settings, run_id, shards)
+        timings["gate"] = time.perf_counter() - tick
+        extra["gate"] = {
+            "passed": report.passed,
+            "failed_expectations": report.failed_expectations,
+            "quarantined": report.quarantined,
+            "data_docs": report.data_docs_path,
+            "seconds": round(report.seconds, 3),
+        }
+        if not report.passed:
+            extra["phases"] = {k: round(v, 3) for k, v in timings.items()}
+            summary = run_summary(
+                run_id, inputs_total=plan.inputs_total, rejects=rejects, samples_written=samples,
+                seconds=time.perf_counter() - started, extra={**extra, "version": None},
+            )
+            write_run_record(settings.workdir, summary, rejects)
+            raise GateFailed(request.dataset, report, summary)
+        shards = list(report.passed_shards)
     published = None
     if shards:
+        tick = time.perf_counter()
         published = settings.catalog().publish(
             request.dataset,
             shards,
@@ -146,31 +241,29 @@ def finish(
                 "inputs": plan.inputs_total,
                 "rejects": len(rejects),
                 "recipe": plan.recipe,
+                "gate": "passed" if report is not None else "skipped",
+                "gate_data_docs": (report.data_docs_path or "") if report is not None else "",
             },
         )
-    seconds = time.perf_counter() - started
-    summary = write_run_record(
-        settings.workdir,
-        run_id,
-        inputs_total=plan.inputs_total,
-        rejects=rejects,
-        samples_written=samples,
-        seconds=seconds,
-        extra={
-            "dataset": request.dataset,
-            "recipe": plan.recipe,
+        timings["publish"] = time.perf_counter() - tick
+    extra.update(
+        {
             "version": published.version if published else None,
             "snapshot_id": published.snapshot_id if published else None,
             "unchanged": published.unchanged if published else None,
-            "partitions": len(results),
-            "partitions_reused": sum(1 for r in results if r.cached),
             "shards": len(shards),
-            "executor": request.executor,
-            "workers": sorted({r.worker for r in results if not r.cached and r.worker}),
-            "stages": stage_summary(results),
-            "phases": {k: round(v, 3) for k, v in (timings or {}).items()},
-        },
+            "phases": {k: round(v, 3) for k, v in timings.items()},
+        }
     )
+    summary = run_summary(
+        run_id, inputs_total=plan.inputs_total, rejects=rejects, samples_written=samples,
+        seconds=time.perf_counter() - started, extra=extra,
+    )
+    if published is not None and not published.unchanged and "://" not in settings.workdir:
+        tick = time.perf_counter()
+        summary["card"] = write_card(settings, request.dataset, published.version, rejects, summary, report)
+        summary["phases"]["card"] = round(time.perf_counter() - tick, 3)
+    write_run_record(settings.workdir, summary, rejects)
     return BuildOutcome(run_id, summary, published, shards)
 
 

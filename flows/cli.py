@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import posixpath
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -61,6 +62,10 @@ def cmd_catalog(args: argparse.Namespace) -> int:
             **info.medcurate,
             "all_versions": [v.version for v in catalog.versions(name)],
         }
+        card = posixpath.join(catalog.artifacts_dir(name, info.version), "README.md")
+        if os.path.exists(card):
+            show["card"] = card
+            show["card_html"] = card[: -len("README.md")] + "card.html"
         print(json.dumps(show, indent=2, default=str))
         return EXIT_OK
     if args.catalog_command == "files":
@@ -149,6 +154,32 @@ def print_outcome(summary: dict[str, Any], settings: Any, dataset: str) -> None:
     print(f"  run record: {settings.workdir}/runs/{s['run_id']}/summary.json")
 
 
+# -- validate --------------------------------------------------------------------------
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Run the quality suites on a published version or on shard files; nothing moves."""
+    from flows.runs import new_run_id
+    from quality_checks.gate import validate_path
+
+    settings = _settings(args)
+    target = args.target
+    if "://" in target or os.path.exists(target) or target.endswith(".parquet"):
+        paths: str | list[str] = target
+        label = target
+    else:
+        name, version = split_ref(target)
+        paths = settings.catalog().files(name, version)
+        label = f"{name}@{settings.catalog().version_info(name, version).version}"
+    docs_dir = posixpath.join(settings.workdir, "runs", f"validate-{new_run_id()}", "data_docs")
+    report = validate_path(paths, family=args.family, docs_dir=docs_dir)
+    state = "passed" if report.passed else "FAILED"
+    print(f"{label}: quality suites {state} in {report.seconds:.1f}s")
+    for line in report.failed_expectations:
+        print(f"  failed: {line}")
+    if report.data_docs_path:
+        print(f"  data docs: {report.data_docs_path}")
+    return EXIT_OK if report.passed else EXIT_GATE
+
+
 # -- demo ------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     from flows.demo import run_demo
@@ -216,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_options(conv)
     conv.set_defaults(func=cmd_convert)
 
+    val = sub.add_parser("validate", help="run the quality suites on NAME[@V] or on shard files")
+    val.add_argument("target", metavar="NAME[@V]|PATH")
+    val.add_argument("--family", help="family suite to apply (default: inferred from the dataset column)")
+    val.set_defaults(func=cmd_validate)
+
     srv = sub.add_parser("serve", help="scheduled rebuilds as Prefect deployments (needs PREFECT_API_URL)")
     srv.add_argument("--config", help="YAML file of deployments (default: one nightly deployment per family)")
     srv.add_argument("--cron", default="0 2 * * *", help="schedule of the default deployments (default nightly 02:00)")
@@ -249,6 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # pyiceberg warns once per nested column that Parquet keeps no statistics for it
     logging.getLogger("pyiceberg.io.pyarrow").setLevel(logging.ERROR)
     from catalogs.catalog import CatalogError
+    from flows.build import GateFailed
 
     handler: Callable[[argparse.Namespace], int] = args.func
     try:
@@ -256,6 +293,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, CatalogError) as exc:
         print(f"medcurate: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except GateFailed as exc:
+        print(f"medcurate: {exc}", file=sys.stderr)
+        for line in exc.report.failed_expectations:
+            print(f"  failed: {line}", file=sys.stderr)
+        for path in exc.report.quarantined:
+            print(f"  quarantined: {path}", file=sys.stderr)
+        if exc.report.data_docs_path:
+            print(f"  data docs: {exc.report.data_docs_path}", file=sys.stderr)
+        return EXIT_GATE
     except KeyboardInterrupt:
         print("medcurate: interrupted", file=sys.stderr)
         return EXIT_FAILURE

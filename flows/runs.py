@@ -25,22 +25,20 @@ def run_dir(workdir: str, run_id: str) -> str:
     return posixpath.join(workdir, "runs", run_id)
 
 
-def write_run_record(
-    workdir: str,
+def run_summary(
     run_id: str,
     *,
     inputs_total: int,
-    rejects: Iterable[Reject],
+    rejects: list[Reject],
     samples_written: int,
     seconds: float,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write the summary and the rejects table; return the summary.
+    """The summary DESIGN.md defines, plus ``extra`` keys.
 
     ``inputs_converted + inputs_rejected == inputs_total``: an input is rejected when at
     least one reject names it (a series with one bad slice counts once).
     """
-    rejects = list(rejects)
     rejected_inputs = {r.source_uri.split("#", 1)[0] for r in rejects}
     summary: dict[str, Any] = {
         "run_id": run_id,
@@ -53,10 +51,15 @@ def write_run_record(
         "samples_per_second": round(samples_written / seconds, 2) if seconds > 0 else None,
     }
     summary.update(extra or {})
-    fs, root = url_to_fs(run_dir(workdir, run_id))
+    return summary
+
+
+def write_run_record(workdir: str, summary: dict[str, Any], rejects: Iterable[Reject]) -> str:
+    """Write ``summary.json`` and ``rejects.parquet``; returns the run folder."""
+    fs, root = url_to_fs(run_dir(workdir, summary["run_id"]))
     fs.makedirs(root, exist_ok=True)
     with fs.open(posixpath.join(root, "summary.json"), "w") as fh:
-        json.dump(summary, fh, indent=2, sort_keys=False, default=str)
+        json.dump(summary, fh, indent=2, default=str)
     with fs.open(posixpath.join(root, "rejects.parquet"), "wb") as fh:
         pq.write_table(rejects_to_table(rejects), fh)
-    return summary
+    return root

@@ -406,7 +406,7 @@ def _write_metrics(flats: list[tuple[str, pa.Table]], path: str) -> str | None:
 def gate_build(
     shard_paths: list[str],
     *,
-    family: str,
+    family: str | None,
     workdir: str,
     tolerances: dict[str, Any] | None = None,
     previous: pa.Table | None = None,
@@ -421,7 +421,7 @@ def gate_build(
     drift checks; ``severity_bands`` overrides ``synthesis.SEVERITY_BANDS`` (tests).
     """
     started = time.perf_counter()
-    if family not in FAMILIES:
+    if family is not None and family not in FAMILIES:
         raise ValueError(f"unknown dataset family {family!r}; known families: {list(FAMILIES)}")
     limits = Tolerances.from_mapping(tolerances)
     fs, root = fsspec.core.url_to_fs(workdir)
@@ -459,7 +459,7 @@ def gate_build(
     passed = bool(shards) and failed_fraction <= limits.max_failed_shard_fraction and not build_level
 
     docs = session.build_docs(
-        f"Quality gate: {family} build {build_id}", "passed" if passed else "FAILED", [str(f) for f in failures]
+        f"Quality gate: {family or 'common'} build {build_id}", "passed" if passed else "FAILED", [str(f) for f in failures]
     )
     metrics_path = _write_metrics(all_flats, f"{run_dir}/quality_metrics.parquet")
     report = GateReport(

@@ -123,6 +123,20 @@ def _rigid_copies(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, angl
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def _kspace_columns(images: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """``to_kspace(images)[..., columns]`` without transforming the other columns.
+
+    Real input: a half-spectrum FFT along the phase-encode axis (negative frequencies
+    are conjugates of positive ones), then the readout FFT of the wanted columns only.
+    """
+    width = images.shape[-1]
+    half = torch.fft.rfft(images, dim=-1, norm="ortho")
+    negative = columns > width // 2
+    picked = half[..., torch.where(negative, width - columns, columns)]
+    picked = torch.where(negative, picked.conj(), picked)
+    return torch.fft.fft(picked, dim=-2, norm="ortho")
+
+
 @register("motion", domain="MR", target_metric="ssim", effect="ghosting and smearing along the phase-encode direction from patient motion")
 def motion(images: torch.Tensor, level: dict[str, Any], draws: Draws, ctx: Context) -> KindResult:
     """Rigid patient motion during the scan.
@@ -149,9 +163,8 @@ def motion(images: torch.Tensor, level: dict[str, Any], draws: Draws, ctx: Conte
         magnitude = level["max_shift_px"] * scale * (0.6 + 0.4 * draw[:, segment, 1])
         dy, dx = magnitude * torch.sin(direction), magnitude * torch.cos(direction)
         rot = (2 * draw[:, segment, 2] - 1) * level["max_rotation_deg"]
-        moved = to_kspace(_rigid_copies(images, dy, dx, rot))
         columns = fft_columns[lo:hi]
-        kspace[..., columns] = moved[..., columns]
+        kspace[..., columns] = _kspace_columns(_rigid_copies(images, dy, dx, rot), columns)
         for b in range(batch):
             poses[b].append([lo, hi, round(float(dy[b]), 3), round(float(dx[b]), 3), round(float(rot[b]), 3)])
     out = _magnitude(kspace)
@@ -162,7 +175,7 @@ def motion(images: torch.Tensor, level: dict[str, Any], draws: Draws, ctx: Conte
 def ghosting(images: torch.Tensor, level: dict[str, Any], draws: Draws, ctx: Context) -> KindResult:
     """Ghosting from periodic motion (respiration, pulsation) or line-to-line inconsistency.
 
-    Physics: every ``n``-th phase-encode line is scaled by ``1 - intensity``; the
+    Physics: phase-encode lines at frequencies ``0 mod n`` are scaled by ``1 - intensity``; the
     periodic modulation of k-space replicates the object ``n`` times across the
     field of view. The k-space centre is kept (as TorchIO's RandomGhosting).
     """
