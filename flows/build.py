@@ -31,6 +31,7 @@ from curation.stages import Reject, rejects_to_table
 from curation.version import pipeline_version
 from flows.runs import run_summary, write_run_record
 from flows.settings import Settings, configure_prefect, ensure_prefect_api
+from flows.storage import configure_object_storage
 
 log = logging.getLogger("medcurate.build")
 
@@ -62,6 +63,7 @@ class BuildOutcome:
 
 
 def settings_for(request: BuildRequest) -> Settings:
+    configure_object_storage()
     return Settings.resolve(request.workdir, request.catalog_uri, request.warehouse)
 
 

@@ -26,7 +26,9 @@ class UsageError(Exception):
 
 def _settings(args: argparse.Namespace) -> Any:
     from flows.settings import Settings
+    from flows.storage import configure_object_storage
 
+    configure_object_storage()
     return Settings.resolve(args.workdir, args.catalog_uri, args.warehouse)
 
 

@@ -1,0 +1,34 @@
+"""Object-storage defaults: retries and timeouts for s3fs, credentials from AWS's own chain.
+
+s3fs (through aiobotocore) reads credentials the standard way — environment variables,
+``~/.aws/credentials``/``config`` profiles, instance roles — and the endpoint from
+``AWS_ENDPOINT_URL`` (MinIO, on-prem, moto). medcurate never takes credentials as
+arguments and never logs them. What it adds are retries with backoff and timeouts, so
+a throttled or flaky store (HTTP 5xx, slow responses) costs time, not the build; on top
+of these, each partition task is retried by Prefect.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import fsspec
+
+#: botocore retry/timeout settings for s3fs unless the user configured their own
+S3_CONFIG_KWARGS: dict[str, Any] = {
+    "retries": {"max_attempts": int(os.environ.get("MEDCURATE_S3_MAX_ATTEMPTS", "10")), "mode": "adaptive"},
+    "connect_timeout": float(os.environ.get("MEDCURATE_S3_CONNECT_TIMEOUT", "10")),
+    "read_timeout": float(os.environ.get("MEDCURATE_S3_READ_TIMEOUT", "60")),
+}
+
+
+def configure_object_storage() -> None:
+    """Install the retry/timeout defaults into fsspec's s3 configuration (idempotent)."""
+    s3 = fsspec.config.conf.setdefault("s3", {})
+    config_kwargs = s3.setdefault("config_kwargs", {})
+    for key, value in S3_CONFIG_KWARGS.items():
+        config_kwargs.setdefault(key, value)
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        s3.setdefault("endpoint_url", endpoint)
