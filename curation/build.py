@@ -119,10 +119,7 @@ def plan_convert(ctx: PlanContext) -> BuildPlan:
 
 def make_plan(recipe: str, ctx: PlanContext) -> BuildPlan:
     if recipe not in PLANNERS:
-        try:  # families register themselves on import
-            import curation.recipes  # noqa: F401
-        except ImportError:
-            pass
+        import curation.recipes  # noqa: F401  - the families register themselves on import
     if recipe not in PLANNERS:
         raise KeyError(f"no recipe named {recipe!r}; known: {sorted(PLANNERS)}")
     return PLANNERS[recipe](ctx)

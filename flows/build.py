@@ -106,7 +106,7 @@ def build_partition(
     )
 
 
-def stage_summary(results: list[PartitionResult]) -> dict[str, dict[str, float]]:
+def stage_summary(results: list[PartitionResult]) -> dict[str, dict[str, float | None]]:
     """Per-stage time and throughput over the partitions computed in this run."""
     totals: dict[str, StageTiming] = {}
     for result in results:

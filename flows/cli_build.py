@@ -101,7 +101,14 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
-    from curation.recipes import FAMILIES, FAMILY_NAMES, RecipeError, default_recipe_path, load_recipe_file, recipe_for
+    from curation.recipes import (
+        FAMILIES,
+        FAMILY_NAMES,
+        RecipeError,
+        default_recipe_path,
+        load_recipe_file,
+        recipe_for,
+    )
     from flows.cli import EXIT_OK, UsageError
 
     if args.recipes_command == "list":

@@ -82,8 +82,8 @@ def print_family_table(results: list[tuple[str, dict[str, Any], float]]) -> None
 
 
 def run_demo(settings: Settings) -> int:
-    from flows.cli import print_outcome
     from flows.build import BuildRequest, run_build
+    from flows.cli import print_outcome
 
     started = time.perf_counter()
     sources = stage_imaging_sources(Path(settings.workdir) / "demo-sources" / "imaging")

@@ -7,7 +7,13 @@ options merged on top; see docs/families.md for layouts and keys.
 """
 
 from curation.recipes import imed, medq_uni, ophora, retinalogos, unimed  # noqa: F401  (register)
-from curation.recipes.common import FAMILIES, FAMILY_ITEM_SCHEMA, Family, FamilyStage, resolve_sources
+from curation.recipes.common import (
+    FAMILIES,
+    FAMILY_ITEM_SCHEMA,
+    Family,
+    FamilyStage,
+    resolve_sources,
+)
 from curation.recipes.model import (
     FAMILY_NAMES,
     Recipe,

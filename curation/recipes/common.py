@@ -30,7 +30,14 @@ from curation.balance import balance_items
 from curation.build import BuildPlan, PlanContext, register_planner
 from curation.dedup import dedup_items
 from curation.ids import combine_hashes, sha256_bytes, stable_hash
-from curation.recipes.model import FAMILY_OPTIONS, Recipe, RecipeError, SourceSpec, family_options, recipe_for
+from curation.recipes.model import (
+    FAMILY_OPTIONS,
+    Recipe,
+    RecipeError,
+    SourceSpec,
+    family_options,
+    recipe_for,
+)
 from curation.schema import SAMPLE_SCHEMA, samples_to_table
 from curation.shards import DEFAULT_SHARD_BYTES
 from curation.stages import Reject, Resources, Stage, StageOutput

@@ -27,7 +27,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from converters.base import ConversionError, SlicePolicy
 from curation.ids import stable_hash
-from curation.recipes.common import Family, FamilyContext, Produced, ResolvedSource, guess_modality, register_family
+from curation.recipes.common import (
+    Family,
+    FamilyContext,
+    Produced,
+    ResolvedSource,
+    guess_modality,
+    register_family,
+)
 from curation.recipes.model import Recipe
 from curation.recipes.readers import IMAGE_SUFFIXES
 from curation.schema import SAMPLE_SCHEMA

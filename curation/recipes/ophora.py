@@ -34,7 +34,14 @@ from curation.recipes.common import (
     work_item,
 )
 from curation.recipes.model import Recipe
-from curation.recipes.readers import Segment, csv_header, find_files, parse_subtitles, read_table, segments_from_rows
+from curation.recipes.readers import (
+    Segment,
+    csv_header,
+    find_files,
+    parse_subtitles,
+    read_table,
+    segments_from_rows,
+)
 from curation.stages import Reject
 
 PROMPTS = (

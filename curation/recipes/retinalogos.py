@@ -24,9 +24,24 @@ from converters.io import read_bytes
 from converters.raster import open_raster
 from converters.rows import build_row
 from curation.images import image_record
-from curation.recipes.common import Family, FamilyContext, Produced, ResolvedSource, payload_of, register_family, work_item
+from curation.recipes.common import (
+    Family,
+    FamilyContext,
+    Produced,
+    ResolvedSource,
+    payload_of,
+    register_family,
+    work_item,
+)
 from curation.recipes.model import Recipe
-from curation.recipes.readers import csv_header, find_column, find_files, image_index, lookup_image, read_table
+from curation.recipes.readers import (
+    csv_header,
+    find_column,
+    find_files,
+    image_index,
+    lookup_image,
+    read_table,
+)
 from curation.stages import Reject
 
 CAPTION_PROMPTS = (

@@ -7,7 +7,13 @@ import datetime as dt
 import pyarrow as pa
 import pytest
 
-from curation.schema import SAMPLE_SCHEMA, SchemaError, check_batch, samples_to_table, validate_batch
+from curation.schema import (
+    SAMPLE_SCHEMA,
+    SchemaError,
+    check_batch,
+    samples_to_table,
+    validate_batch,
+)
 
 
 def row(**overrides):
