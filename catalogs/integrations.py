@@ -7,7 +7,7 @@ reads is fixed when it starts; ``datasets`` and ``ray`` are imported only when c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyarrow.dataset as pads
@@ -59,23 +59,45 @@ def to_ray(
     paths: Sequence[str],
     *,
     columns: Sequence[str] | None = None,
-    filter: FilterLike = None,  # noqa: A002
+    filter: Any = None,  # noqa: A002
     **read_parquet_kwargs: Any,
 ) -> Any:
-    """A ``ray.data.Dataset`` over the shards (``ray.data.read_parquet``).
+    """A ``ray.data.Dataset`` over the shards (``ray.data.read_parquet`` + ``filter(expr=)``).
 
-    The filter is passed to pyarrow's scanner (row-group and page pruning in the Ray read
-    tasks). Ray must be initialised by the caller or starts locally on first use.
+    Ray Data refuses pyarrow filters on ``read_parquet``; it takes its own predicate
+    expressions, which its optimiser pushes into the Parquet read. ``filter`` is a
+    ``{column: value | [values]}`` mapping (translated here) or a ``ray.data.expressions``
+    predicate. Ray must be initialised by the caller or starts locally on first use.
     """
     import ray.data
 
     fs, stripped = filesystem_for(paths)
-    expression = as_filter(filter)
-    if expression is not None:
-        read_parquet_kwargs["filter"] = expression
-    return ray.data.read_parquet(
+    dataset = ray.data.read_parquet(
         stripped, filesystem=fs.get(), columns=list(columns) if columns else None, **read_parquet_kwargs
     )
+    predicate = ray_predicate(filter)
+    return dataset if predicate is None else dataset.filter(expr=predicate)
+
+
+def ray_predicate(filter: Any) -> Any:  # noqa: A002
+    """A Ray Data predicate from a ``{column: value | [values]}`` mapping (or a Ray Expr)."""
+    if filter is None:
+        return None
+    if isinstance(filter, pads.Expression):
+        raise TypeError(
+            "Ray Data cannot take a pyarrow expression; pass {column: value | [values]} "
+            "or a ray.data.expressions predicate (col('modality') == 'CT')"
+        )
+    if not isinstance(filter, Mapping):
+        return filter
+    from ray.data.expressions import col
+
+    predicate = None
+    for column, wanted in filter.items():
+        as_filter({column: wanted})  # the same column/type checks as everywhere else
+        term = col(column) == wanted if isinstance(wanted, str | int | float | bool) else col(column).is_in(list(wanted))
+        predicate = term if predicate is None else predicate & term
+    return predicate
 
 
 def duckdb_view(paths: Sequence[str], view: str, connection: Any = None, *, filesystem: Any = None) -> Any:

@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as pads
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -392,7 +391,3 @@ class CatalogDataLoader:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.dataset.load_state_dict(state)
 
-
-def filter_expression(**equals: str | Sequence[str]) -> pads.Expression | None:
-    """``filter_expression(modality="CT", split=["train"])`` → a pushdown expression."""
-    return as_filter({k: v for k, v in equals.items() if v is not None})

@@ -209,11 +209,10 @@ def deidentify_dataset(
     out = copy.deepcopy(ds)
     offset = date_offset_days(subject, salt)
     _apply_profile(out, salt, offset if dates == "shift" else None, set(keep))
-    if getattr(out, "file_meta", None) is not None:
-        if "MediaStorageSOPInstanceUID" in out.file_meta:
-            out.file_meta.MediaStorageSOPInstanceUID = UID(
-                replacement_uid(str(out.file_meta.MediaStorageSOPInstanceUID), salt)
-            )
+    if getattr(out, "file_meta", None) is not None and "MediaStorageSOPInstanceUID" in out.file_meta:
+        out.file_meta.MediaStorageSOPInstanceUID = UID(
+            replacement_uid(str(out.file_meta.MediaStorageSOPInstanceUID), salt)
+        )
     out.PatientIdentityRemoved = "YES"
     out.DeidentificationMethod = "PS3.15 Basic Profile (medcurate)"
     return out
@@ -307,23 +306,8 @@ _US_STATES = (
     "OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|DC"
 )
 #: common given names (US census top names); a capitalised word after one is a surname
-COMMON_GIVEN_NAMES = frozenset(
-    """james mary robert patricia john jennifer michael linda david elizabeth william barbara
-    richard susan joseph jessica thomas sarah charles karen christopher lisa daniel nancy
-    matthew betty anthony margaret mark sandra donald ashley steven kimberly paul emily andrew
-    donna joshua michelle kenneth carol kevin amanda brian dorothy george melissa timothy
-    deborah ronald stephanie edward rebecca jason sharon jeffrey laura ryan cynthia jacob kathleen
-    gary amy nicholas angela eric shirley jonathan anna stephen brenda larry pamela justin emma
-    scott nicole brandon helen benjamin samantha samuel katherine gregory christine alexander
-    debra frank rachel patrick carolyn raymond janet jack catherine dennis maria jerry heather
-    tyler diane aaron ruth jose julie adam olivia nathan joyce henry virginia douglas victoria
-    zachary kelly peter lauren kyle christina ethan joan walter evelyn noah judith jeremy megan
-    christian andrea keith cheryl roger hannah terry jacqueline gerald martha harold gloria sean
-    teresa austin ann carl sara arthur madison lawrence frances dylan kathryn jesse janice jordan
-    jean bryan abigail billy alice joe judy bruce sophia gabriel grace logan denise albert amber
-    willie doris alan marilyn juan danielle wayne beverly elijah isabella randy theresa roy diana
-    vincent natalie ralph brittany eugene charlotte russell marie bobby kayla mason alexis philip
-    lori louis wei li mohammed ahmed fatima priya raj hans giulia lucas mateo sofia chen""".split()
+COMMON_GIVEN_NAMES = frozenset(  # noqa: SIM905 - a word list reads better as text
+    ["james", "mary", "robert", "patricia", "john", "jennifer", "michael", "linda", "david", "elizabeth", "william", "barbara", "richard", "susan", "joseph", "jessica", "thomas", "sarah", "charles", "karen", "christopher", "lisa", "daniel", "nancy", "matthew", "betty", "anthony", "margaret", "mark", "sandra", "donald", "ashley", "steven", "kimberly", "paul", "emily", "andrew", "donna", "joshua", "michelle", "kenneth", "carol", "kevin", "amanda", "brian", "dorothy", "george", "melissa", "timothy", "deborah", "ronald", "stephanie", "edward", "rebecca", "jason", "sharon", "jeffrey", "laura", "ryan", "cynthia", "jacob", "kathleen", "gary", "amy", "nicholas", "angela", "eric", "shirley", "jonathan", "anna", "stephen", "brenda", "larry", "pamela", "justin", "emma", "scott", "nicole", "brandon", "helen", "benjamin", "samantha", "samuel", "katherine", "gregory", "christine", "alexander", "debra", "frank", "rachel", "patrick", "carolyn", "raymond", "janet", "jack", "catherine", "dennis", "maria", "jerry", "heather", "tyler", "diane", "aaron", "ruth", "jose", "julie", "adam", "olivia", "nathan", "joyce", "henry", "virginia", "douglas", "victoria", "zachary", "kelly", "peter", "lauren", "kyle", "christina", "ethan", "joan", "walter", "evelyn", "noah", "judith", "jeremy", "megan", "christian", "andrea", "keith", "cheryl", "roger", "hannah", "terry", "jacqueline", "gerald", "martha", "harold", "gloria", "sean", "teresa", "austin", "ann", "carl", "sara", "arthur", "madison", "lawrence", "frances", "dylan", "kathryn", "jesse", "janice", "jordan", "jean", "bryan", "abigail", "billy", "alice", "joe", "judy", "bruce", "sophia", "gabriel", "grace", "logan", "denise", "albert", "amber", "willie", "doris", "alan", "marilyn", "juan", "danielle", "wayne", "beverly", "elijah", "isabella", "randy", "theresa", "roy", "diana", "vincent", "natalie", "ralph", "brittany", "eugene", "charlotte", "russell", "marie", "bobby", "kayla", "mason", "alexis", "philip", "lori", "louis", "wei", "li", "mohammed", "ahmed", "fatima", "priya", "raj", "hans", "giulia", "lucas", "mateo", "sofia", "chen"]
 )
 
 _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
@@ -400,12 +384,8 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
 ]
 
 #: words after a cue that are clinical, not names ("Patient Tolerated", "Name: Liver")
-_NOT_NAMES = frozenset(
-    """The A An This That No Not Has Had Was Is With Without Presented Presents Denies Reports
-    Tolerated Underwent Remains Returned Complains Admitted Status History Position Positioned
-    Prepared Draped Supine Prone Consented Stable Unchanged Left Right Bilateral Liver Kidney
-    Heart Lung Spine Brain Breast Chest Abdomen Pelvis Normal Findings Impression Male Female
-    Year Years Old Ophthalmic Cataract Retina Lens Cornea Eye ID MRN Name Number Record""".split()
+_NOT_NAMES = frozenset(  # noqa: SIM905 - a word list reads better as text
+    ["The", "A", "An", "This", "That", "No", "Not", "Has", "Had", "Was", "Is", "With", "Without", "Presented", "Presents", "Denies", "Reports", "Tolerated", "Underwent", "Remains", "Returned", "Complains", "Admitted", "Status", "History", "Position", "Positioned", "Prepared", "Draped", "Supine", "Prone", "Consented", "Stable", "Unchanged", "Left", "Right", "Bilateral", "Liver", "Kidney", "Heart", "Lung", "Spine", "Brain", "Breast", "Chest", "Abdomen", "Pelvis", "Normal", "Findings", "Impression", "Male", "Female", "Year", "Years", "Old", "Ophthalmic", "Cataract", "Retina", "Lens", "Cornea", "Eye", "ID", "MRN", "Name", "Number", "Record"]
 )
 
 
@@ -417,7 +397,7 @@ def scrub_text(text: str) -> str:
     out = text
     for placeholder, pattern in _PATTERNS:
         if placeholder == "[NAME]":
-            out = pattern.sub(lambda m, p=placeholder: _name_or_keep(m, p), out)
+            out = pattern.sub(_name_or_keep, out)
         else:
             out = pattern.sub(_keep_label(placeholder), out)
     return _scrub_given_names(out)
@@ -440,7 +420,7 @@ def _keep_label(placeholder: str) -> Callable[[re.Match[str]], str]:
     return replace
 
 
-def _name_or_keep(match: re.Match[str], placeholder: str) -> str:
+def _name_or_keep(match: re.Match[str], placeholder: str = "[NAME]") -> str:
     value = match.group(0)
     cue = re.match(
         r"(?i)((?:patient(?:'s)? name|patient|pt|name|signed by|dictated by|reviewed by|attending|referring physician|"

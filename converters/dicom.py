@@ -78,12 +78,14 @@ def read_dicom(data: bytes, uri: str, *, headers_only: bool = False) -> Dataset:
     """Parse DICOM bytes; a file that is not DICOM or is cut short becomes a ConversionError."""
     if not data:
         raise ConversionError("empty_file", f"{uri}: file is empty (0 bytes)")
+    ds: Dataset
     try:
         ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=headers_only, force=False)
     except InvalidDicomError as exc:
-        ds = _read_without_preamble(data, headers_only)
-        if ds is None:
+        fallback = _read_without_preamble(data, headers_only)
+        if fallback is None:
             raise ConversionError("not_dicom", f"{uri}: no DICOM preamble/header ({exc})") from exc
+        ds = fallback
     except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError, MemoryError,
             struct.error, NotImplementedError) as exc:
         raise ConversionError("truncated", f"{uri}: DICOM header cannot be parsed ({_short(exc)})") from exc
@@ -407,7 +409,7 @@ def enhanced_frame_views(ds: Dataset) -> list[tuple[int, Dataset]]:
         view = Dataset()
         for keyword in _FRAME_VIEW_KEYWORDS:
             if keyword in ds:
-                setattr(view, keyword, ds.data_element(keyword).value)
+                setattr(view, keyword, ds[keyword].value)
         for source in (shared, groups):
             for group in _FUNCTIONAL_GROUPS:
                 for item in (source.get(group) or [])[:1]:

@@ -86,19 +86,19 @@ def archive_members(uri: str, key: str) -> tuple[list[tuple[str, str, int]], lis
                 else:
                     members.append((f"zip://{info.filename}::{uri}", f"{key}/{info.filename}", info.file_size))
         return members, unsafe
-    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
-        for info in archive.getmembers():
-            if info.isdir():
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        for member in tar.getmembers():
+            if member.isdir():
                 continue
-            why = unsafe_member_name(info.name)
-            if why is None and not info.isfile():
+            why = unsafe_member_name(member.name)
+            if why is None and not member.isfile():
                 why = "link or device, not a regular file"
-            if why is None and info.size > MAX_MEMBER_BYTES:
-                why = f"declares {info.size} bytes (limit {MAX_MEMBER_BYTES})"
+            if why is None and member.size > MAX_MEMBER_BYTES:
+                why = f"declares {member.size} bytes (limit {MAX_MEMBER_BYTES})"
             if why:
-                unsafe.append((f"{key}/{_printable(info.name)}", why))
+                unsafe.append((f"{key}/{_printable(member.name)}", why))
             else:
-                members.append((f"tar://{info.name}::{uri}", f"{key}/{info.name}", info.size))
+                members.append((f"tar://{member.name}::{uri}", f"{key}/{member.name}", member.size))
     return members, unsafe
 
 

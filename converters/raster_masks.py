@@ -61,14 +61,21 @@ def sparse_mask_stack(data: bytes, uri: str, height: int, width: int) -> np.ndar
 
     try:
         matrix = scipy.sparse.load_npz(io.BytesIO(data))
-    except (ValueError, OSError, KeyError, EOFError) as exc:
+    except Exception as exc:  # numpy/zipfile/zlib raise many types on damaged archives
+        if isinstance(exc, MemoryError):
+            raise
         raise ConversionError("bad_label_map", f"{uri}: not a scipy.sparse .npz mask archive ({str(exc)[:200]})") from exc
     if matrix.ndim != 2 or matrix.shape[1] != height * width:
         raise ConversionError(
             "mask_size_mismatch",
             f"{uri}: sparse masks have shape {matrix.shape}, the image needs [classes, {height}*{width}={height * width}]",
         )
-    dense = matrix.tocsr().toarray() != 0
+    if matrix.shape[0] > 4096:
+        raise ConversionError("bad_label_map", f"{uri}: {matrix.shape[0]} classes is not a mask archive")
+    try:
+        dense = matrix.tocsr().toarray() != 0
+    except (ValueError, IndexError) as exc:
+        raise ConversionError("bad_label_map", f"{uri}: inconsistent sparse matrix ({str(exc)[:200]})") from exc
     return dense.reshape(matrix.shape[0], height, width)
 
 

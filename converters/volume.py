@@ -42,10 +42,25 @@ def acquisition_plane(image: sitk.Image) -> str:
     return ("sagittal", "coronal", "axial")[axis]
 
 
+#: volumes whose header declares more than this many decoded bytes are rejected unread
+MAX_VOLUME_BYTES = 8 * 1024**3
+
+
 def read_volume(uri: str, companions: tuple[str, ...] = ()) -> sitk.Image:
+    """Read a volume, checking the header's declared size first: a mangled header must
+    not make one item allocate (or spend minutes filling) an absurd buffer."""
     try:
         with as_local_file(uri, companions) as path:
-            return sitk.ReadImage(path)
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(path)
+            reader.ReadImageInformation()
+            voxels = int(np.prod([int(v) for v in reader.GetSize()], dtype=np.float64))
+            declared = voxels * reader.GetNumberOfComponents() * 8
+            if declared > MAX_VOLUME_BYTES:
+                raise ConversionError(
+                    "too_large", f"{uri}: header declares size {reader.GetSize()} (> {MAX_VOLUME_BYTES // 1024**3} GiB)"
+                )
+            return reader.Execute()
     except RuntimeError as exc:
         lines = str(exc).strip().splitlines()
         raise ConversionError(

@@ -22,7 +22,7 @@ import os
 import posixpath
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -132,6 +132,28 @@ def apply_stages(
     return current, rejects
 
 
+def stream_stages(
+    stages: Sequence[Stage], batch: pa.Table, timings: dict[str, StageTiming]
+) -> Iterator[tuple[pa.Table, list[Reject]]]:
+    """The first stage's pieces (``process_stream``), each taken through the other stages."""
+    if not stages:
+        yield batch, []
+        return
+    first, rest = stages[0], stages[1:]
+    pieces = first.process_stream(batch)
+    while True:
+        tick = time.perf_counter()
+        try:
+            out = next(pieces)
+        except StopIteration:
+            timings.setdefault(first.name, StageTiming()).add(time.perf_counter() - tick, 0, 0)
+            break
+        timings.setdefault(first.name, StageTiming()).add(time.perf_counter() - tick, 0, out.table.num_rows)
+        table, rejects = apply_stages(rest, out.table, timings)
+        yield table, list(out.rejects) + rejects
+    timings[first.name].rows_in += batch.num_rows
+
+
 class PartitionCache:
     """Finished partitions' manifests on the workdir (any fsspec path)."""
 
@@ -199,14 +221,14 @@ def run_partition(
         with ShardWriter(shard_dir, f"part-{partition.key[:24]}", target_bytes=shard_bytes) as writer:
             batch_size = stages[0].batch_size if stages else 16
             for batch in iter_batches(table, batch_size):
-                current, batch_rejects = apply_stages(stages, batch, timings)
-                rejects.extend(batch_rejects)
-                if remote is not None and current.num_rows:
-                    current, remote_rejects, remote_timings = remote(current)
-                    rejects.extend(remote_rejects)
-                    for name, timing in remote_timings.items():
-                        timings.setdefault(name, StageTiming()).add(timing.seconds, timing.rows_in, timing.rows_out)
-                writer.write(current)
+                for piece, piece_rejects in stream_stages(stages, batch, timings):
+                    rejects.extend(piece_rejects)
+                    if remote is not None and piece.num_rows:
+                        piece, remote_rejects, remote_timings = remote(piece)
+                        rejects.extend(remote_rejects)
+                        for name, timing in remote_timings.items():
+                            timings.setdefault(name, StageTiming()).add(timing.seconds, timing.rows_in, timing.rows_out)
+                    writer.write(piece)
                 if on_progress is not None:
                     on_progress(batch.num_rows)
         shards = writer.shards

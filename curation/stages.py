@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 import pyarrow as pa
@@ -103,6 +103,13 @@ class Stage(ABC):
     @abstractmethod
     def process(self, batch: pa.Table) -> StageOutput:
         """Transform one batch; reject rows it cannot handle instead of raising."""
+
+    def process_stream(self, batch: pa.Table) -> Iterator[StageOutput]:
+        """``process`` in pieces, for stages whose output can be much larger than their input
+        (one DICOM series item → hundreds of slices): engines write each piece before
+        asking for the next, so memory is bounded by a piece, not by the batch.
+        Default: the whole ``process`` output as one piece."""
+        yield self.process(batch)
 
     def params(self) -> dict[str, Any]:
         """Parameters recorded in provenance (``steps_json``); override to add more."""

@@ -359,10 +359,10 @@ def write_unimed_tree(root: Path) -> Path:
 
 
 def write_medq_uni_tree(root: Path) -> Path:
-    """Clean images of four modalities: pydicom's CT and MR, nibabel's NIfTI, NIH X-rays,
-    generated fundus photographs."""
+    """Clean images of four modalities: a real CT slice, pydicom's MR, NIH X-rays, generated
+    fundus photographs."""
     (root / "ct").mkdir(parents=True, exist_ok=True)
-    shutil.copy2(pydicom_file("CT_small.dcm"), root / "ct" / "CT_small.dcm")
+    shutil.copy2(CT_DIR / "02.dcm", root / "ct" / "abdomen_02.dcm")  # a real 512x512 abdominal CT slice
     (root / "mr").mkdir(parents=True, exist_ok=True)
     shutil.copy2(pydicom_file("MR_small.dcm"), root / "mr" / "MR_small.dcm")
     shutil.copytree(XRAY_DIR, root / "xray")

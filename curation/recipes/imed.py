@@ -52,13 +52,13 @@ CROSS = ndimage.generate_binary_structure(2, 1)
 class ImedOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    min_area_fraction: float = Field(0.0005, ge=0, lt=1)  # IMed-361M: masks < 0.05% of the image dropped
-    clicks: int = Field(1, ge=1, le=20)  # click prompts per mask
-    box_jitter_px: int = Field(5, ge=0, le=100)
+    min_area_fraction: float = Field(default=0.0005, ge=0, lt=1)  # IMed-361M: masks < 0.05% of the image dropped
+    clicks: int = Field(default=1, ge=1, le=20)  # click prompts per mask
+    box_jitter_px: int = Field(default=5, ge=0, le=100)
     slices: str = "all"  # all | every:N | middle
     keep_empty_slices: bool = False
     category_table: str = "imed_categories"
-    category_version: int = Field(1, ge=1)
+    category_version: int = Field(default=1, ge=1)
 
 
 # -- masks and prompts -------------------------------------------------------------------

@@ -38,9 +38,9 @@ class SourceSpec(StrictModel):
     path: str = "."  # relative to each --source root (or to the recipe file), or absolute
     layout: str = "auto"  # a layout of the family (docs/families.md), or auto-detect
     modality: str | None = None  # for inputs without a modality header
-    sample_ratio: float = Field(1.0, gt=0)  # GMAI-VL's sample_ratio: <1 subsamples, >1 repeats
-    cap: int | None = Field(None, ge=1)  # at most this many items (after the ratio)
-    curriculum_stage: int | None = Field(None, ge=1, le=3)  # default: by task
+    sample_ratio: float = Field(default=1.0, gt=0)  # GMAI-VL's sample_ratio: <1 subsamples, >1 repeats
+    cap: int | None = Field(default=None, ge=1)  # at most this many items (after the ratio)
+    curriculum_stage: int | None = Field(default=None, ge=1, le=3)  # default: by task
     options: dict[str, Any] = Field(default_factory=dict)  # layout options (label names, ...)
 
     @field_validator("modality")
@@ -52,9 +52,9 @@ class SourceSpec(StrictModel):
 
 
 class SplitSpec(StrictModel):
-    train: float = Field(0.8, ge=0)
-    val: float = Field(0.1, ge=0)
-    test: float = Field(0.1, ge=0)
+    train: float = Field(default=0.8, ge=0)
+    val: float = Field(default=0.1, ge=0)
+    test: float = Field(default=0.1, ge=0)
 
     @model_validator(mode="after")
     def _sum_to_one(self) -> SplitSpec:
@@ -70,7 +70,7 @@ class DedupSpec(StrictModel):
     exact: bool = True
     near: bool = True
     #: near duplicates: 255-bit pHash within this Hamming distance (see curation/dedup.py)
-    hamming_threshold: int = Field(12, ge=0, le=64)
+    hamming_threshold: int = Field(default=12, ge=0, le=64)
 
 
 class CaptionerSpec(StrictModel):
@@ -78,7 +78,7 @@ class CaptionerSpec(StrictModel):
 
     backend: dict[str, Any]  # synthesis.captioning.BackendConfig keyword arguments
     cache_path: str | None = None
-    max_generated_tokens: int | None = Field(None, ge=1)
+    max_generated_tokens: int | None = Field(default=None, ge=1)
 
 
 class Recipe(StrictModel):
@@ -92,8 +92,8 @@ class Recipe(StrictModel):
     captioner: CaptionerSpec | None = None
     options: dict[str, Any] = Field(default_factory=dict)  # family options (validated per family)
     gate: dict[str, Any] = Field(default_factory=dict)
-    partition_items: int | None = Field(None, ge=1)
-    shard_bytes: int | None = Field(None, ge=1024)
+    partition_items: int | None = Field(default=None, ge=1)
+    shard_bytes: int | None = Field(default=None, ge=1024)
 
     def dataset_name(self) -> str:
         return self.dataset or self.family

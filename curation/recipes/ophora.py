@@ -55,13 +55,13 @@ PROMPTS = (
 class OphoraOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    clip_seconds: float = Field(5.5, gt=0.5, le=120)
-    min_clip_seconds: float = Field(2.0, gt=0)
-    max_clips_per_cue: int = Field(4, ge=1)
-    max_side: int = Field(448, ge=32)  # frames are downscaled to this longest side (even sizes)
-    black_threshold: float = Field(12.0, ge=0)  # mean grey below this: a black clip
-    static_threshold: float = Field(0.8, ge=0)  # mean |frame difference| below this: a static clip
-    crf: int = Field(23, ge=0, le=51)  # H.264 quality (libx264 CRF)
+    clip_seconds: float = Field(default=5.5, gt=0.5, le=120)
+    min_clip_seconds: float = Field(default=2.0, gt=0)
+    max_clips_per_cue: int = Field(default=4, ge=1)
+    max_side: int = Field(default=448, ge=32)  # frames are downscaled to this longest side (even sizes)
+    black_threshold: float = Field(default=12.0, ge=0)  # mean grey below this: a black clip
+    static_threshold: float = Field(default=0.8, ge=0)  # mean |frame difference| below this: a static clip
+    crf: int = Field(default=23, ge=0, le=51)  # H.264 quality (libx264 CRF)
     preset: str = "veryfast"
 
 

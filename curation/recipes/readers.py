@@ -56,9 +56,10 @@ def find_column(header: Sequence[str], *candidates: str) -> str | None:
 def find_files(root: Path, suffixes: Sequence[str], max_depth: int = 6) -> list[Path]:
     out = []
     for path in sorted(root.rglob("*")):
-        if path.is_file() and path.suffix.lower() in suffixes and len(path.relative_to(root).parts) <= max_depth:
-            if not any(part.startswith(".") for part in path.relative_to(root).parts):
-                out.append(path)
+        parts = path.relative_to(root).parts
+        hidden = any(part.startswith(".") for part in parts)
+        if path.is_file() and path.suffix.lower() in suffixes and len(parts) <= max_depth and not hidden:
+            out.append(path)
     return out
 
 

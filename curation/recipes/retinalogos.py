@@ -55,12 +55,12 @@ CAPTION_PROMPTS = (
 class RetinaOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_side: int = Field(1024, ge=64)  # larger photographs are downscaled (aspect kept)
-    fov_threshold: int = Field(20, ge=0, le=255)  # grey level separating the FOV from the black border
-    min_fov_fraction: float = Field(0.15, gt=0, lt=1)
-    min_mean_brightness: float = Field(30.0, ge=0)  # mean grey inside the FOV
-    max_mean_brightness: float = Field(210.0, le=255)
-    max_saturated_fraction: float = Field(0.3, gt=0, le=1)  # pixels with a channel ≥ 250 inside the FOV
+    max_side: int = Field(default=1024, ge=64)  # larger photographs are downscaled (aspect kept)
+    fov_threshold: int = Field(default=20, ge=0, le=255)  # grey level separating the FOV from the black border
+    min_fov_fraction: float = Field(default=0.15, gt=0, lt=1)
+    min_mean_brightness: float = Field(default=30.0, ge=0)  # mean grey inside the FOV
+    max_mean_brightness: float = Field(default=210.0, le=255)
+    max_saturated_fraction: float = Field(default=0.3, gt=0, le=1)  # pixels with a channel ≥ 250 inside the FOV
 
 
 LAYOUTS: dict[str, tuple[tuple[str, ...], ...]] = {

@@ -84,7 +84,7 @@ class UnimedOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     region_slices: str = "all"  # slices of segmentation volumes that become region questions
-    max_regions_per_image: int = Field(4, ge=1)
+    max_regions_per_image: int = Field(default=4, ge=1)
     vqa_language: str | None = "en"  # SLAKE ships en and zh questions: keep one (None: all)
 
 

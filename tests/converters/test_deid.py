@@ -126,14 +126,14 @@ def phi_cases(count: int = 240, seed: int = 7) -> list[tuple[str, list[str], str
     """(sentence, PHI substrings that must disappear, clinical phrase that must stay)."""
     rng = random.Random(seed)
     templates = [
-        lambda f, l, c: (f"Patient: {f} {l} was seen for {c}.", [f"{f} {l}"]),
-        lambda f, l, c: (f"Dr. {f} {l} reviewed the images and noted {c}.", [f"{f} {l}"]),
-        lambda f, l, c: (f"Mrs. {l} reports {c} since last visit.", [l]),
-        lambda f, l, c: (f"Electronically signed by {f} {l}, MD. Findings: {c}.", [f"{f} {l}"]),
-        lambda f, l, c: (f"Findings: {c}. Dictated by {f} {l}.", [f"{f} {l}"]),
-        lambda f, l, c: (f"{l}, {f} was admitted with {c}.", [l, f]),
-        lambda f, l, c: (f"Referring physician: {f} {l}. Impression: {c}.", [f"{f} {l}"]),
-        lambda f, l, c: (f"Spoke with the daughter {f} {l} about {c}.", [f"{f} {l}"]),
+        lambda f, s, c: (f"Patient: {f} {s} was seen for {c}.", [f"{f} {s}"]),
+        lambda f, s, c: (f"Dr. {f} {s} reviewed the images and noted {c}.", [f"{f} {s}"]),
+        lambda f, s, c: (f"Mrs. {s} reports {c} since last visit.", [s]),
+        lambda f, s, c: (f"Electronically signed by {f} {s}, MD. Findings: {c}.", [f"{f} {s}"]),
+        lambda f, s, c: (f"Findings: {c}. Dictated by {f} {s}.", [f"{f} {s}"]),
+        lambda f, s, c: (f"{s}, {f} was admitted with {c}.", [s, f]),
+        lambda f, s, c: (f"Referring physician: {f} {s}. Impression: {c}.", [f"{f} {s}"]),
+        lambda f, s, c: (f"Spoke with the daughter {f} {s} about {c}.", [f"{f} {s}"]),
     ]
     cases = []
     for index in range(count):

@@ -14,7 +14,15 @@ import pytest
 from converters.base import ConversionError, ConvertOptions
 from converters.discover import discover
 from converters.stage import ConvertStage
-from converters.video import ClipReject, ClipResult, cut_clips, cut_shots, detect_shots, encode_frames, probe
+from converters.video import (
+    ClipReject,
+    ClipResult,
+    cut_clips,
+    cut_shots,
+    detect_shots,
+    encode_frames,
+    probe,
+)
 from curation.schema import validate_batch
 from curation.stages import run_stages_locally
 from tests.helpers import TEST_SALT
