@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 WIDTH, HEIGHT, FPS = 320, 240, 25
@@ -63,14 +64,17 @@ def write_video(path: Path, seconds: float) -> None:
             container.mux(packet)
 
 
-def work(mode: str, path: str) -> dict[str, float]:
+def work(mode: str, path: str) -> dict[str, Any]:
     """One measured run (in a subprocess); returns seconds, clips and peak RSS (MiB)."""
     sys.path.insert(0, str(ROOT))
+    from collections import Counter
+
     from converters.video import ClipResult, cut_clips, cut_shots, iter_frames, probe
 
     info = probe(path)
     started = time.perf_counter()
     clips = frames = 0
+    dropped: Counter[str] = Counter()
     if mode == "decode":
         for _t, frame in iter_frames(path):
             frames += 1
@@ -79,15 +83,20 @@ def work(mode: str, path: str) -> dict[str, float]:
         ranges = [(s, s + 5.5, f"step {i}") for i, s in enumerate(range(0, int(info.duration_s) - 6, 10))]
         for result in cut_clips(path, ranges, fps=10, size=(224, 168), min_s=1.0):
             clips += isinstance(result, ClipResult)
+            if not isinstance(result, ClipResult):
+                dropped[result.reason] += 1
     elif mode == "shots":
         for result in cut_shots(path, fps=10, size=(224, 168), max_s=10.0):
             clips += isinstance(result, ClipResult)
+            if not isinstance(result, ClipResult):
+                dropped[result.reason] += 1
     seconds = time.perf_counter() - started
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds": seconds, "clips": clips, "frames": frames, "video_s": info.duration_s, "peak_rss_mib": rss_mib}
+    return {"seconds": seconds, "clips": clips, "frames": frames, "video_s": info.duration_s, "peak_rss_mib": rss_mib,
+            "dropped": dict(dropped)}
 
 
-def measure(mode: str, path: Path) -> dict[str, float]:
+def measure(mode: str, path: Path) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, __file__, "--worker", mode, str(path)], check=True, capture_output=True, text=True
     )
@@ -103,7 +112,7 @@ def main() -> None:
         print(json.dumps(work(*args.worker)))
         return
     with tempfile.TemporaryDirectory(prefix="medcurate-bench-video-") as tmp:
-        results: dict[float, dict[str, dict[str, float]]] = {}
+        results: dict[float, dict[str, dict[str, Any]]] = {}
         for minutes in (args.minutes, args.minutes / 5):
             path = Path(tmp) / f"video_{minutes:g}min.mp4"
             started = time.perf_counter()
@@ -118,7 +127,7 @@ def main() -> None:
             for mode, r in by_mode.items():
                 speed = r["video_s"] / r["seconds"]
                 print(f"{minutes:>5g}min {mode:>7} {r['seconds']:>8.1f} {speed:>10.1f} {speed / base:>9.2f}x "
-                      f"{int(r['clips']):>6} {r['peak_rss_mib']:>13.0f}")
+                      f"{int(r['clips']):>6} {r['peak_rss_mib']:>13.0f}  {r['dropped'] or ''}")
         long, short = results[args.minutes], results[args.minutes / 5]
         for mode in ("ranges", "shots"):
             growth = long[mode]["peak_rss_mib"] / short[mode]["peak_rss_mib"]

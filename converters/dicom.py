@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import re
 import struct
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -74,8 +75,12 @@ MODALITY_MAP: dict[str, str] = {
 _CODED_BODY_PART = re.compile(r"[A-Z][A-Z ]{1,15}")
 
 
-def read_dicom(data: bytes, uri: str, *, headers_only: bool = False) -> Dataset:
-    """Parse DICOM bytes; a file that is not DICOM or is cut short becomes a ConversionError."""
+def read_dicom(data: bytes, uri: str, *, headers_only: bool = False, check_elements: bool = True) -> Dataset:
+    """Parse DICOM bytes; a file that is not DICOM or is cut short becomes a ConversionError.
+
+    ``check_elements`` converts every element up front (see :func:`_parse_every_element`);
+    callers that already checked the same file's header skip it (it costs ~4 ms a file).
+    """
     if not data:
         raise ConversionError("empty_file", f"{uri}: file is empty (0 bytes)")
     ds: Dataset
@@ -89,7 +94,8 @@ def read_dicom(data: bytes, uri: str, *, headers_only: bool = False) -> Dataset:
     except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError, MemoryError,
             struct.error, NotImplementedError) as exc:
         raise ConversionError("truncated", f"{uri}: DICOM header cannot be parsed ({_short(exc)})") from exc
-    _parse_every_element(ds, uri)
+    if check_elements:
+        _parse_every_element(ds, uri)
     return ds
 
 
@@ -421,6 +427,11 @@ def enhanced_frame_views(ds: Dataset) -> list[tuple[int, Dataset]]:
 
 
 def convert_dicom_item(item: dict[str, Any], opts: ConvertOptions) -> list[dict[str, Any]]:
+    """All samples of one DICOM item as a list (see :func:`iter_dicom_item`)."""
+    return list(iter_dicom_item(item, opts))
+
+
+def iter_dicom_item(item: dict[str, Any], opts: ConvertOptions) -> Iterator[dict[str, Any]]:
     """All samples of one DICOM item: a series of single-frame files, an enhanced
     multi-frame object (one sample per frame, in slice order), a multi-frame file (one per
     frame) or a cine loop (one video sample).
@@ -430,7 +441,7 @@ def convert_dicom_item(item: dict[str, Any], opts: ConvertOptions) -> list[dict[
     faults, so they become a ``bad_header`` reject naming the exception.
     """
     try:
-        return _convert_dicom_item(item, opts)
+        yield from _iter_dicom_rows(item, opts)
     except ConversionError:
         raise
     except _ELEMENT_ERRORS as exc:
@@ -439,7 +450,7 @@ def convert_dicom_item(item: dict[str, Any], opts: ConvertOptions) -> list[dict[
         ) from exc
 
 
-def _convert_dicom_item(item: dict[str, Any], opts: ConvertOptions) -> list[dict[str, Any]]:
+def _iter_dicom_rows(item: dict[str, Any], opts: ConvertOptions) -> Iterator[dict[str, Any]]:
     members: list[str] = list(item.get("members") or [item["uri"]])
     headers = [(uri, read_dicom(read_bytes(uri), uri, headers_only=True)) for uri in members]
     ordered = order_series(headers)
@@ -456,7 +467,8 @@ def _convert_dicom_item(item: dict[str, Any], opts: ConvertOptions) -> list[dict
     modality = controlled_modality(first, opts.modality)
     part = body_part(deidentify_dataset(first, salt=opts.salt, subject=subject))
     if len(ordered) == 1 and is_cine(first):
-        return [_cine_row(item, opts, ordered[0][0], modality, subject, part, header_meta)]
+        yield _cine_row(item, opts, ordered[0][0], modality, subject, part, header_meta)
+        return
 
     # one slot per output slice: (file index, frame index, dataset holding its pixel semantics)
     slots: list[tuple[int, int, Dataset]]
@@ -478,25 +490,21 @@ def _convert_dicom_item(item: dict[str, Any], opts: ConvertOptions) -> list[dict
                 f"{item['key']}: label map {stem} has {array.shape[0]} slices on the image grid, the image has {len(slots)}",
             )
     selected = opts.slices.select(len(slots))
-    rows: list[dict[str, Any]] = []
     cached: tuple[int, Dataset, np.ndarray] | None = None
     for slot_index in selected:
         file_index, frame_index, view = slots[slot_index]
         if cached is None or cached[0] != file_index:
             uri = ordered[file_index][0]
-            ds = read_dicom(read_bytes(uri), uri)
+            ds = read_dicom(read_bytes(uri), uri, check_elements=False)  # its header was checked above
             _reject_burned_in(ds, uri, opts)
             check_pixel_budget(ds, uri)
             cached = (file_index, ds, frames_of(ds, uri))
         _, ds, frames = cached
         pixel_ds = ds if view is ordered[file_index][1] or view is first else view
-        rows.append(
-            _slice_row(
-                item, opts, ds, pixel_ds, frames[frame_index], slot_index, len(slots), modality, subject, part,
-                label_volumes, header_meta, spacing_z,
-            )
+        yield _slice_row(
+            item, opts, ds, pixel_ds, frames[frame_index], slot_index, len(slots), modality, subject, part,
+            label_volumes, header_meta, spacing_z,
         )
-    return rows
 
 
 def _label_volumes(

@@ -215,7 +215,10 @@ class ClipEncoder:
         return t + 1e-6 >= self._next_tick
 
     def add(self, t: float, frame: av.VideoFrame | np.ndarray, thumb: np.ndarray) -> None:
-        """Encode one frame (the caller checked :meth:`wants`); ``thumb`` is its grey thumbnail."""
+        """Encode one frame (the caller checked :meth:`wants`); ``thumb`` is its RGB thumbnail.
+
+        Black: the brightest channel (HSV value) is dark on average. Frozen: no channel
+        changes; colour matters, two colours of equal luma are not the same picture."""
         if isinstance(frame, np.ndarray):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24" if frame.ndim == 3 else "gray")
         out = self._reformatter.reformat(
@@ -230,7 +233,7 @@ class ClipEncoder:
         while self._next_tick <= t + 1e-6:  # ticks from an integer count: no float drift
             self._ticks += 1
             self._next_tick = self.start_s + self._ticks / self.fps
-        if float(thumb.mean()) < self.policy.black_luma:
+        if float(thumb.max(axis=-1).mean() if thumb.ndim == 3 else thumb.mean()) < self.policy.black_luma:
             self._dark += 1
         if self._prev_thumb is not None and float(np.abs(thumb - self._prev_thumb).mean()) < self.policy.frozen_diff:
             self._still += 1
@@ -286,12 +289,11 @@ def _reformatter() -> VideoReformatter:
     return _local.reformatter
 
 
-def _thumb(frame: av.VideoFrame, hsv: bool = False) -> np.ndarray:
+def _thumb(frame: av.VideoFrame) -> np.ndarray:
+    """RGB float thumbnail, THUMB_WIDTH wide (aspect kept), for black/frozen/shot statistics."""
     height = max(2, round(THUMB_WIDTH * frame.height / max(frame.width, 1)))
-    fmt = "rgb24" if hsv else "gray"
-    small = _reformatter().reformat(frame, width=THUMB_WIDTH, height=height, format=fmt, interpolation="AREA")
-    pixels = small.to_ndarray().astype(np.float32)
-    return _rgb_to_hsv(pixels) if hsv else pixels
+    small = _reformatter().reformat(frame, width=THUMB_WIDTH, height=height, format="rgb24", interpolation="AREA")
+    return small.to_ndarray().astype(np.float32)
 
 
 def _rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
@@ -410,7 +412,7 @@ def detect_shots(source: str | bytes, detector: ShotDetector | None = None) -> l
     last_t = 0.0
     frame_dt = 0.0
     for t, frame in iter_frames(source):
-        hsv = _thumb(frame, hsv=True)
+        hsv = _rgb_to_hsv(_thumb(frame))
         if previous is not None and t - start >= detector.min_shot_s and detector.score(previous, hsv) > detector.threshold:
             shots.append((start, t))
             start = t
@@ -438,7 +440,8 @@ def cut_shots(
     last_t = 0.0
     try:
         for t, frame in iter_frames(source):
-            hsv = _thumb(frame, hsv=True)
+            rgb = _thumb(frame)
+            hsv = _rgb_to_hsv(rgb)
             cut = previous is not None and t - shot_start >= detector.min_shot_s and detector.score(previous, hsv) > detector.threshold
             too_long = policy.max_s is not None and t - shot_start >= policy.max_s - 1e-6
             if encoder is not None and (cut or too_long):
@@ -448,8 +451,7 @@ def cut_shots(
                 encoder = ClipEncoder(t, width, height, fps, policy)
                 shot_start = t
             if encoder.wants(t):
-                grey = hsv[..., 2]  # V of HSV, the thumbnail's brightness, for black/frozen
-                encoder.add(t, frame, grey)
+                encoder.add(t, frame, rgb)
             previous, last_t = hsv, t
     except BaseException:
         if encoder is not None:

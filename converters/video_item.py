@@ -3,8 +3,8 @@
 This is what ``medcurate convert`` does with an MP4/AVI/MOV/MKV: clips at detected shot
 boundaries, at most ``ConvertOptions.video_clip_s`` long, re-encoded to H.264. Recipes
 that have timed text (Ophora narration) call :func:`converters.video.cut_clips` with
-their ranges instead. Dropped clips (black, frozen, too short) are counted in the
-sample's provenance; a video with no usable clip is a reject naming the reasons.
+their ranges instead. Dropped clips (black, frozen, too short) produce no sample; a
+video with no usable clip at all is a reject naming the reasons and their counts.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -69,6 +70,11 @@ def read_volume(uri: str, companions: tuple[str, ...] = ()) -> sitk.Image:
 
 
 def convert_volume_item(item: dict[str, Any], opts: ConvertOptions) -> list[dict[str, Any]]:
+    """All slices of one volume as a list (see :func:`iter_volume_item`)."""
+    return list(iter_volume_item(item, opts))
+
+
+def iter_volume_item(item: dict[str, Any], opts: ConvertOptions) -> Iterator[dict[str, Any]]:
     """Slices of one volume (with attached label maps) as canonical samples.
 
     4D volumes (MSD multi-modal NIfTI: BraTS FLAIR/T1w/T1gd/T2w in one file) give the
@@ -89,19 +95,18 @@ def convert_volume_item(item: dict[str, Any], opts: ConvertOptions) -> list[dict
         if 0 in size:
             raise ConversionError("bad_header", f"{uri}: volume has an empty axis, size {tuple(size)}")
         channel_names = list(attrs.get("channel_names") or [])
-        rows: list[dict[str, Any]] = []
         for channel in range(size[3]):
             part = sitk.Extract(image, [*size[:3], 0], [0, 0, 0, channel])
             name = channel_names[channel] if channel < len(channel_names) else str(channel)
             channel_attrs = {**attrs, "channel": name}
-            rows.extend(_volume_rows(item, opts, part, channel_attrs, f"#channel={name}"))
-        return rows
-    return _volume_rows(item, opts, image, attrs, "")
+            yield from _volume_rows(item, opts, part, channel_attrs, f"#channel={name}")
+        return
+    yield from _volume_rows(item, opts, image, attrs, "")
 
 
 def _volume_rows(
     item: dict[str, Any], opts: ConvertOptions, image: sitk.Image, attrs: dict[str, Any], key_suffix: str
-) -> list[dict[str, Any]]:
+) -> Iterator[dict[str, Any]]:
     uri = item["uri"]
     if image.GetDimension() != 3:
         raise ConversionError("unsupported_dimension", f"{uri}: {image.GetDimension()}D volumes are not supported")
@@ -125,7 +130,6 @@ def _volume_rows(
         subject = msd_case(item["key"])  # channel files x_0000, x_0001 are one subject
     count = array.shape[0]
     channel = attrs.get("channel")
-    rows = []
     for index in opts.slices.select(count):
         steps: list[dict[str, Any]] = [
             {"step": "volume.read", "params": {"plane": plane, "orientation": code, "size": list(image.GetSize())}}
@@ -154,7 +158,7 @@ def _volume_rows(
         if categories:
             caption += " Segmented structures: " + ", ".join(categories) + "."
         base = item["key"] + key_suffix
-        rows.append(
+        yield (
             build_row(
                 opts,
                 key=f"{base}#slice={index}" if count > 1 else base,
@@ -168,7 +172,6 @@ def _volume_rows(
                 steps=steps,
             )
         )
-    return rows
 
 
 def msd_case(key: str) -> str:

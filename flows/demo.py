@@ -110,7 +110,8 @@ def run_demo(settings: Settings) -> int:
     workdir_flag = f"--workdir {settings.workdir}" if settings.workdir != os.path.abspath("medcurate-data") else ""
     print(
         "\nRead them:\n"
-        f"  medcurate {workdir_flag} catalog files demo_imaging\n"
+        f"  medcurate {workdir_flag} catalog list\n"
+        f"  medcurate {workdir_flag} catalog files demo_imaging   # or unimed, imed, retinalogos, ophora, medq_uni\n"
         "  python -c \"import pyarrow.parquet as pq, sys; print(pq.read_table(sys.argv[1]).num_rows)\" <shard>\n"
         f"  python -c \"from catalogs import open_catalog; "
         f"print(open_catalog(workdir='{settings.workdir}').to_arrow('demo_imaging').num_rows)\""

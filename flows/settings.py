@@ -77,6 +77,7 @@ def configure_prefect(workdir: str) -> None:
     """
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # 2 busy cores: the default 20 s is too short
     if os.environ.get("PREFECT_API_URL") or "://" in workdir:
         return
     home = os.path.join(workdir, ".prefect")

@@ -375,6 +375,7 @@ class FamilyStage(Stage):
                 if text is not None:
                     p.row["caption"] = text[0]
                     _fill_caption_turn(p.row, text[0])
+                    _add_step(p.row, {"step": "caption", "params": {"source": text[1], "family": self.captioner.family}})
             for detail in bad:
                 log.warning("caption facts rejected: %s", detail)
         rows = []
@@ -407,6 +408,12 @@ class FamilyStage(Stage):
 CAPTION_PLACEHOLDER = "{caption}"
 
 
+def _add_step(row: dict[str, Any], step: dict[str, Any]) -> None:
+    steps = json.loads(row["provenance"]["steps_json"])
+    steps.append(step)
+    row["provenance"]["steps_json"] = json.dumps(steps, sort_keys=True, separators=(",", ":"))
+
+
 def _fill_caption_turn(row: dict[str, Any], caption: str) -> None:
     """Conversations built before the caption existed carry a placeholder answer."""
     for turn in row.get("conversations") or []:
@@ -432,7 +439,10 @@ def plan_family(family_name: str, ctx: PlanContext) -> BuildPlan:
     items: list[dict[str, Any]] = []
     rejects: list[Reject] = []
     for source in sources:
-        found, rejected = family.items(source, recipe)
+        try:
+            found, rejected = family.items(source, recipe)
+        except ConversionError as err:  # an unreadable label table rejects its source, not the build
+            found, rejected = [], [Reject(f"{source.name}/", family.name, err.reason, err.detail)]
         items.extend(found)
         rejects.extend(rejected)
     items, dropped = dedup_items(

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
+import json
 
+import numpy as np
+import pytest
+
+from converters.base import ConversionError
 from curation.images import decode_png
 from curation.recipes.demo_trees import fundus_image
 from curation.recipes.retinalogos import RetinaOptions, fundus_qc, keywords
@@ -60,4 +64,40 @@ def test_odir_keywords_split_on_chinese_commas():
         "moderate non proliferative retinopathy",
         "hard exudate",
         "cataract",
+    ]
+
+
+def test_llm_captioner_is_used_and_guarded(tmp_path, salt):
+    """With a captioner configured the LLM path runs; a tiny random-weight model writes
+    nonsense, the grounding guard rejects it, and the grounded template text is kept."""
+    from curation.recipes.demo_trees import write_tree
+    from synthesis.captioning.testing import build_tiny_causal_lm
+    from tests.curation.recipes.families import build_family
+
+    model = build_tiny_causal_lm(tmp_path / "tiny_lm")
+    tree = write_tree("retinalogos", tmp_path / "src")
+    options = {
+        "sources": [{"path": "idrid"}],
+        "captioner": {"backend": {"kind": "transformers", "model": str(model)}, "cache_path": str(tmp_path / "captions.db")},
+    }
+    rows = build_family("retinalogos", tmp_path / "w", tree, options).rows
+    assert len(rows) == 3
+    for row in rows:
+        step = next(s for s in json.loads(row["provenance"]["steps_json"]) if s["step"] == "caption")
+        assert step["params"]["source"] == "template"  # the guard refused the model's text
+        grade = next(label for label in row["labels"] if label.startswith("DR grade")).split()[-1]
+        assert f"grade {grade}" in row["caption"]
+
+
+def test_eyepacs_names_give_laterality_and_subject(tmp_path):
+    from curation.recipes.retinalogos import RetinaLogos, graded_images
+
+    (tmp_path / "trainLabels.csv").write_text("image,level\n10_left,0\n10_right,3\n13_left,bad\n")
+    assert RetinaLogos().detect(tmp_path, nested=False) == "eyepacs"
+    with pytest.raises(ConversionError, match="column 'level' must be an integer, got 'bad'"):
+        graded_images(tmp_path / "trainLabels.csv", "eyepacs")
+    (tmp_path / "trainLabels.csv").write_text("image,level\n10_left,0\n10_right,3\n")
+    assert graded_images(tmp_path / "trainLabels.csv", "eyepacs") == [
+        ("10_left", {"dr_grade": 0, "laterality": "left", "subject": "10"}),
+        ("10_right", {"dr_grade": 3, "laterality": "right", "subject": "10"}),
     ]

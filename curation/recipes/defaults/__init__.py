@@ -1,0 +1,1 @@
+"""Default recipes of the dataset families (package data: one YAML per family)."""

@@ -1,0 +1,52 @@
+"""``medcurate build`` and ``medcurate recipes`` end to end, through Prefect."""
+
+from __future__ import annotations
+
+import json
+
+from flows.cli import main
+
+
+def test_build_a_recipe_file_on_a_public_layout(tmp_path, capsys):
+    from curation.recipes.demo_trees import write_tree
+
+    tree = write_tree("retinalogos", tmp_path / "downloads")
+    recipe = tree / "fundus.yaml"
+    recipe.write_text(
+        "family: retinalogos\ndataset: fundus_small\n"
+        "sources:\n  - {name: APTOS2019, path: aptos2019, cap: 4}\n  - {name: IDRiD, path: idrid}\n"
+    )
+    work = str(tmp_path / "w")
+    assert main(["--workdir", work, "build", str(recipe), "--version", "2026.11"]) == 0
+    out = capsys.readouterr().out
+    assert "published fundus_small@2026.11" in out
+    summary = json.loads(next((tmp_path / "w" / "runs").glob("*/summary.json")).read_text())
+    assert summary["recipe"] == "retinalogos" and summary["dataset"] == "fundus_small"
+    assert summary["rejects_by_reason"]["sampled_out"] == 4  # 8 APTOS images after dedup, cap 4
+    # 4 APTOS (some may fail QC) + 3 IDRiD photographs
+    assert 5 <= summary["samples_written"] <= 7
+    assert main(["--workdir", work, "catalog", "show", "fundus_small"]) == 0
+    assert json.loads(capsys.readouterr().out)["recipe"] == "retinalogos"
+
+
+def test_build_usage_errors_exit_2(tmp_path, capsys):
+    work = str(tmp_path / "w")
+    assert main(["--workdir", work, "build", "retinalogos"]) == 2
+    assert "needs --source PATH" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("family: ophora\noptions: {clip_secs: 3}\n")
+    assert main(["--workdir", work, "build", str(bad)]) == 2
+    assert f"{bad}: options.clip_secs: unknown key" in capsys.readouterr().err
+    assert main(["--workdir", work, "build", "imed", "--source", str(tmp_path)]) == 2
+    assert "holds no imed source" in capsys.readouterr().err
+    assert main(["recipes", "show", "nope"]) == 2
+
+
+def test_recipes_list_and_show(capsys):
+    assert main(["recipes", "list"]) == 0
+    out = capsys.readouterr().out
+    for family in ("unimed", "imed", "retinalogos", "ophora", "medq_uni"):
+        assert f"\n{family}\t" in "\n" + out
+    assert "layout msd:" in out
+    assert main(["recipes", "show", "ophora"]) == 0
+    assert "clip_seconds: 5.5" in capsys.readouterr().out
