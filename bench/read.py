@@ -13,7 +13,9 @@ three ways, all in this run's temporary folder (so all three sit in the page cac
 Every reader yields ``{"sample_id", "image"}`` with the image decoded by the same
 ``curation.images.decode_png`` to a (1, 512, 512) uint8 tensor, batched by the same
 collate function, with 0, 2 and 4 DataLoader workers; each configuration runs three
-times, interleaved with the others, and its fastest pass counts. The ratio is against PNG files
+times, interleaved with the others, and its fastest pass counts. Because the machine is
+shared, each pass also reports CPU-ms per sample (main process + reaped workers, from
+getrusage), which other processes' load does not inflate; the least counts. The ratio is against PNG files
 at the same worker count. Usage: ``python bench/read.py [--samples 2000]``.
 """
 
@@ -24,6 +26,7 @@ import io
 import json
 import os
 import platform
+import resource
 import tarfile
 import tempfile
 import time
@@ -139,13 +142,21 @@ def webdataset_loader(urls: list[str], workers: int) -> DataLoader:  # type: ign
     return DataLoader(dataset, batch_size=BATCH, num_workers=workers, collate_fn=collate_samples)
 
 
-def timed(loader: Any) -> tuple[int, float]:
-    start = time.perf_counter()
+def cpu_seconds() -> float:
+    """CPU time of this process plus its reaped children (DataLoader workers, once joined)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def timed(loader: Any) -> tuple[int, float, float]:
+    """(samples, wall seconds, CPU seconds of main process + workers) for one full pass."""
+    start, cpu_start = time.perf_counter(), cpu_seconds()
     seen = 0
     for batch in loader:
         seen += len(batch["sample_id"])
         assert batch["image"].dtype == torch.uint8
-    return seen, time.perf_counter() - start
+    del batch
+    return seen, time.perf_counter() - start, cpu_seconds() - cpu_start
 
 
 def main() -> None:
@@ -187,19 +198,22 @@ def main() -> None:
             )
             loaders.append(("webdataset", webdataset_loader(urls, workers)))
             row: dict[str, Any] = {"workers": workers}
+            cpu_row: dict[str, float] = {}
             # passes interleaved (A B C D A B C D ...) so that load from other processes on
             # this shared machine hits every reader alike; the best pass counts (the first
             # also pays warm-up: thread pools, allocations)
             for _ in range(args.repeats):
                 for label, loader in loaders:
-                    seen, seconds = timed(loader)
+                    seen, seconds, cpu = timed(loader)
                     if seen != args.samples:
                         raise SystemExit(f"{label} with {workers} workers delivered {seen} of {args.samples} samples")
                     row[label] = max(row.get(label, 0.0), seen / seconds)
-            results.append(row)
-            rates = ", ".join(f"{k} {v:.0f}/s" for k, v in row.items() if k != "workers")
+                    cpu_row[label] = min(cpu_row.get(label, float("inf")), 1000.0 * cpu / seen)
+            results.append({**row, "cpu_ms_per_sample": cpu_row})
+            rates = ", ".join(f"{k} {v:.0f}/s ({cpu_row[k]:.2f} CPU-ms)" for k, v in row.items() if k != "workers")
             ratios = ", ".join(
-                f"{k}/png-files {v / row['png-files']:.2f}x, {k}/webdataset {v / row['webdataset']:.2f}x"
+                f"{k}/png-files {v / row['png-files']:.2f}x wall {cpu_row['png-files'] / cpu_row[k]:.2f}x CPU, "
+                f"{k}/webdataset {v / row['webdataset']:.2f}x wall {cpu_row['webdataset'] / cpu_row[k]:.2f}x CPU"
                 for k, v in row.items() if k.startswith("catalog")
             )
             print(f"workers={workers}: {rates}; {ratios}", flush=True)

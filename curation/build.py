@@ -80,6 +80,9 @@ CONVERT_OPTION_KEYS = (
     "allow_burned_in",
     "partition_items",
     "shard_bytes",
+    "label_names",
+    "deid_dates",
+    "item_timeout_s",
 )
 
 
@@ -100,6 +103,9 @@ def plan_convert(ctx: PlanContext) -> BuildPlan:
         subject_pattern=ctx.options.get("subject_pattern"),
         allow_burned_in=bool(ctx.options.get("allow_burned_in", False)),
         hash_source_uri=bool(ctx.options.get("hash_source_uri", False)),
+        label_names=tuple(sorted((int(k), str(v)) for k, v in (ctx.options.get("label_names") or {}).items())),
+        deid_dates=str(ctx.options.get("deid_dates") or "shift"),
+        item_timeout_s=float(ctx.options["item_timeout_s"]) if ctx.options.get("item_timeout_s") else None,
         pipeline_version=pipeline_version(),
         run_id=ctx.run_id,
     )

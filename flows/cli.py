@@ -121,6 +121,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
         "allow_burned_in": args.allow_burned_in,
         "shard_bytes": int(args.shard_size_mb * 1024 * 1024),
         "partition_items": args.partition_items,
+        "label_names": parse_label_names(args.label_names),
+        "deid_dates": args.deid_dates,
+        "item_timeout_s": args.item_timeout,
     }
     request = BuildRequest(
         recipe="convert",
@@ -140,6 +143,19 @@ def cmd_convert(args: argparse.Namespace) -> int:
     outcome = run_build(request)
     print_outcome(outcome.summary, settings, args.dataset)
     return EXIT_OK
+
+
+def parse_label_names(text: str | None) -> dict[int, str]:
+    """``1=liver,2=spine`` → {1: 'liver', 2: 'spine'}."""
+    if not text:
+        return {}
+    names: dict[int, str] = {}
+    for part in text.split(","):
+        value, sep, name = part.partition("=")
+        if not sep or not value.strip().isdigit() or not name.strip():
+            raise UsageError(f"--label-names takes VALUE=NAME pairs like '1=liver,2=spine', got {part!r}")
+        names[int(value)] = name.strip()
+    return names
 
 
 def print_outcome(summary: dict[str, Any], settings: Any, dataset: str) -> None:
@@ -244,6 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--subject-pattern", help="regex on the relative path; group 1 names the subject")
     conv.add_argument("--hash-source-uri", action="store_true", help="store salted hashes instead of paths")
     conv.add_argument("--allow-burned-in", action="store_true", help="keep DICOM with BurnedInAnnotation=YES")
+    conv.add_argument("--label-names", help="names of label-map values, e.g. '1=liver,2=spine'")
+    conv.add_argument("--deid-dates", choices=["shift", "remove"], default="shift",
+                      help="DICOM dates: shift by a per-subject salted offset (default) or remove")
+    conv.add_argument("--item-timeout", type=float,
+                      help="seconds one input may take; each item then converts in a killable worker process")
     conv.add_argument("--shard-size-mb", type=float, default=256.0, help="target shard size (default 256)")
     conv.add_argument("--partition-items", type=int, help="items per partition (default: about one shard)")
     add_engine_options(conv)

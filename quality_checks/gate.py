@@ -461,7 +461,8 @@ def gate_build(
     docs = session.build_docs(
         f"Quality gate: {family or 'common'} build {build_id}", "passed" if passed else "FAILED", [str(f) for f in failures]
     )
-    metrics_path = _write_metrics(all_flats, f"{run_dir}/quality_metrics.parquet")
+    # the full URL: ``run_dir`` has lost the protocol (s3://) and would resolve to a local path
+    metrics_path = _write_metrics(all_flats, f"{workdir.rstrip('/')}/runs/{build_id}/quality_metrics.parquet")
     report = GateReport(
         passed=passed,
         passed_shards=[p for p, _ in passed_flats],

@@ -41,3 +41,23 @@ def test_usage_errors_exit_2_with_a_message(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["--workdir", work, "convert", str(tmp_path), "--dataset", "x", "--slices", "some"]) == 2
     assert "--slices" in capsys.readouterr().err
+    assert main(["--workdir", work, "convert", str(tmp_path), "--dataset", "x", "--label-names", "liver"]) == 2
+    assert "VALUE=NAME" in capsys.readouterr().err
+
+
+def test_label_names_and_item_timeout_reach_the_converter(tmp_path, ct_series):
+    from flows.build import BuildRequest, run_build_inline
+
+    (ct_series / "spine_seg.nrrd").unlink()
+    (ct_series / "heart_seg.nrrd").unlink()
+    (ct_series / "liver_seg.nrrd").rename(ct_series / "organs_seg.nrrd")  # no structure name in the file name
+    outcome = run_build_inline(
+        BuildRequest(
+            recipe="convert", sources=[str(ct_series)], dataset="named", workdir=str(tmp_path / "w"),
+            options={"label_names": {1: "liver"}, "item_timeout_s": 120},
+        )
+    )
+    assert outcome.summary["samples_written"] == 3
+    table = pq.read_table(outcome.shards[0], columns=["masks"])
+    categories = {m["category"] for row in table.column("masks").to_pylist() for m in row or []}
+    assert categories == {"liver"}
