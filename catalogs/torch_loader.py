@@ -340,18 +340,46 @@ def collate_samples(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Batch dict items: tensors of one shape are stacked, everything else becomes a list.
 
     torch's ``default_collate`` fails on None (a null caption) and on images of different
-    sizes; medical batches have both.
+    sizes; medical batches have both. ``images`` ({role: tensor}) is batched per role, and
+    ``image`` reuses the stacked tensor of the role it is (no second copy): from DataLoader
+    workers every tensor crosses to the trainer as its own shared-memory segment, so one
+    stacked tensor per role instead of one per sample matters.
     """
     keys = list(dict.fromkeys(k for item in items for k in item))
+    keys.sort(key=lambda k: k != "images")  # roles first, so ``image`` can reuse them
     batch: dict[str, Any] = {}
     for key in keys:
         values = [item.get(key) for item in items]
-        tensors = [v for v in values if isinstance(v, torch.Tensor)]
-        if len(tensors) == len(values) and len({tuple(t.shape) for t in tensors}) == 1:
-            batch[key] = torch.stack(tensors)
+        if key == "images" and all(isinstance(v, Mapping) for v in values):
+            batch[key] = _collate_roles([v for v in values if isinstance(v, Mapping)])
+        elif key == "image" and isinstance(batch.get("images"), Mapping):
+            primary = _primary_image(items, batch["images"])
+            batch[key] = primary if primary is not None else _stack_or_list(values)
         else:
-            batch[key] = values
+            batch[key] = _stack_or_list(values)
     return batch
+
+
+def _stack_or_list(values: Sequence[Any]) -> Any:
+    tensors = [v for v in values if isinstance(v, torch.Tensor)]
+    if tensors and len(tensors) == len(values) and len({tuple(t.shape) for t in tensors}) == 1:
+        return torch.stack(tensors)
+    return list(values)
+
+
+def _collate_roles(values: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    roles = list(dict.fromkeys(r for v in values for r in v))
+    return {role: _stack_or_list([v.get(role) for v in values]) for role in roles}
+
+
+def _primary_image(items: Sequence[Mapping[str, Any]], images: Mapping[str, Any]) -> Any:
+    """The batched ``images[role]`` when every item's ``image`` is that role's tensor."""
+    for role, stacked in images.items():
+        if isinstance(stacked, torch.Tensor) and all(
+            item.get("image") is (item.get("images") or {}).get(role) for item in items
+        ):
+            return stacked
+    return None
 
 
 class CatalogDataLoader:

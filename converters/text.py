@@ -67,6 +67,7 @@ class VQARecord:
     question_type: str | None
     qid: str | None
     language: str | None
+    modality: str | None = None  # as the file writes it (SLAKE: "CT", "MRI", "X-Ray"); None when absent
 
 
 #: field aliases of the public question files (VQA-RAD, SLAKE, PathVQA)
@@ -78,6 +79,7 @@ _VQA_FIELDS: dict[str, tuple[str, ...]] = {
     "question_type": ("question_type", "content_type", "qtype"),
     "qid": ("qid", "question_id", "id"),
     "language": ("q_lang", "lang", "language"),
+    "modality": ("modality", "image_modality"),
 }
 
 
@@ -123,32 +125,35 @@ def _read_jsonl(text: str, uri: str) -> list[dict[str, Any]]:
     return records
 
 
-def read_vqa(uri: str, *, language: str | None = None, scrub: bool = True) -> list[VQARecord]:
+def read_vqa(uri: str, *, language: str | None = None, scrub: bool = True, strict: bool = True) -> list[VQARecord]:
     """Questions of a VQA-RAD / SLAKE style file (JSON array or JSONL).
 
     ``language`` keeps only that language (SLAKE mixes ``en`` and ``zh``). Questions and
-    answers are scrubbed of identifiers unless ``scrub=False``.
+    answers are scrubbed of identifiers unless ``scrub=False``. A record without image,
+    question or answer fails the whole file; with ``strict=False`` it is returned with
+    those fields empty, so a caller can reject that one question and keep the rest.
     """
     out = []
     for index, record in enumerate(read_records(uri)):
         fields = {name: _first(record, aliases) for name, aliases in _VQA_FIELDS.items()}
         missing = [n for n in ("image", "question", "answer") if fields[n] in (None, "")]
-        if missing:
+        if missing and strict:
             raise ConversionError("bad_json", f"{uri}: record {index} lacks {missing} (keys: {sorted(record)})")
         if language and fields["language"] and str(fields["language"]) != language:
             continue
-        question, answer = str(fields["question"]).strip(), str(fields["answer"]).strip()
+        question, answer = _text(fields["question"]).strip(), _text(fields["answer"]).strip()
         if scrub:
             question, answer = scrub_text(question), scrub_text(answer)
         out.append(
             VQARecord(
-                image=str(fields["image"]),
+                image=_text(fields["image"]),
                 question=question,
                 answer=answer,
                 answer_type=_opt(fields["answer_type"], upper=True),
                 question_type=_opt(fields["question_type"]),
                 qid=_opt(fields["qid"]),
                 language=_opt(fields["language"]),
+                modality=_opt(fields["modality"]),
             )
         )
     return out
@@ -197,7 +202,7 @@ def parse_transcript(text: str, *, uri: str = "<text>", scrub: bool = True) -> l
         start = parse_timestamp(match.group(1))
         end = parse_timestamp(match.group(6))
         if end < start:
-            raise ConversionError("bad_transcript", f"{uri}: cue at line {index + 1} ends ({end}s) before it starts ({start}s)")
+            raise ConversionError("bad_transcript", f"{uri}: cue at line {index + 1} ends before it starts ({end}s < {start}s)")
         index += 1
         body: list[str] = []
         while index < len(lines) and lines[index].strip():
@@ -298,6 +303,10 @@ def _first(record: dict[str, Any], aliases: tuple[str, ...]) -> Any:
         if alias in record and record[alias] is not None:
             return record[alias]
     return None
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 def _opt(value: Any, *, upper: bool = False) -> str | None:

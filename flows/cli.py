@@ -101,7 +101,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from catalogs.catalog import check_dataset_name
     from converters.base import SlicePolicy
     from curation.schema import MODALITIES
-    from flows.build import BuildRequest, run_build
+    from flows.build import run_build
 
     try:
         SlicePolicy.parse(args.slices)
@@ -125,10 +125,23 @@ def cmd_convert(args: argparse.Namespace) -> int:
         "deid_dates": args.deid_dates,
         "item_timeout_s": args.item_timeout,
     }
-    request = BuildRequest(
-        recipe="convert",
-        sources=[s if "://" in s else os.path.abspath(s) for s in args.sources],
-        dataset=args.dataset,
+    check_dataset_name(args.dataset)
+    request = build_request(args, settings, "convert", list(args.sources), args.dataset, options)
+    outcome = run_build(request)
+    print_outcome(outcome.summary, settings, args.dataset)
+    return EXIT_OK
+
+
+def build_request(
+    args: argparse.Namespace, settings: Any, recipe: str, sources: list[str], dataset: str, options: dict[str, Any]
+) -> Any:
+    """The BuildRequest of a ``convert``/``build`` command: settings and engine options from ``args``."""
+    from flows.build import BuildRequest
+
+    return BuildRequest(
+        recipe=recipe,
+        sources=[s if "://" in s else os.path.abspath(s) for s in sources],
+        dataset=dataset,
         version=args.version,
         options=options,
         workdir=settings.workdir,
@@ -139,10 +152,6 @@ def cmd_convert(args: argparse.Namespace) -> int:
         ray_address=args.ray_address,
         workers=args.workers,
     )
-    check_dataset_name(args.dataset)
-    outcome = run_build(request)
-    print_outcome(outcome.summary, settings, args.dataset)
-    return EXIT_OK
 
 
 def parse_label_names(text: str | None) -> dict[int, str]:

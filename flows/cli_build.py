@@ -74,26 +74,15 @@ def resolve_request(args: argparse.Namespace) -> tuple[str, dict[str, Any], list
 
 def cmd_build(args: argparse.Namespace) -> int:
     from catalogs.catalog import check_dataset_name
-    from flows.build import BuildRequest, run_build
-    from flows.cli import EXIT_OK, _settings, print_outcome
+    from flows.build import run_build
+    from flows.cli import EXIT_OK, _settings, build_request, print_outcome
 
     family, options, sources, recipe = resolve_request(args)
     dataset = args.dataset or recipe.dataset_name()
     check_dataset_name(dataset)
     settings = _settings(args)
-    request = BuildRequest(
-        recipe=family,
-        sources=sources,
-        dataset=dataset,
-        version=args.version,
-        options={k: v for k, v in options.items() if k != "family"},
-        workdir=settings.workdir,
-        catalog_uri=settings.catalog_uri,
-        warehouse=settings.warehouse,
-        executor=args.executor,
-        dask_address=args.dask_address,
-        ray_address=args.ray_address,
-        workers=args.workers,
+    request = build_request(
+        args, settings, family, sources, dataset, {k: v for k, v in options.items() if k != "family"}
     )
     outcome = run_build(request)
     print_outcome(outcome.summary, settings, dataset)

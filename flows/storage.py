@@ -15,19 +15,26 @@ from typing import Any
 
 import fsspec
 
-#: botocore retry/timeout settings for s3fs unless the user configured their own
-S3_CONFIG_KWARGS: dict[str, Any] = {
-    "retries": {"max_attempts": int(os.environ.get("MEDCURATE_S3_MAX_ATTEMPTS", "10")), "mode": "adaptive"},
-    "connect_timeout": float(os.environ.get("MEDCURATE_S3_CONNECT_TIMEOUT", "10")),
-    "read_timeout": float(os.environ.get("MEDCURATE_S3_READ_TIMEOUT", "60")),
-}
+
+def s3_config_kwargs() -> dict[str, Any]:
+    """botocore retry/timeout settings from ``MEDCURATE_S3_*``, read when called (not at
+    import), so a process that sets them after importing medcurate still gets them."""
+    env = os.environ
+    return {
+        "retries": {"max_attempts": int(env.get("MEDCURATE_S3_MAX_ATTEMPTS", "10")), "mode": "adaptive"},
+        "connect_timeout": float(env.get("MEDCURATE_S3_CONNECT_TIMEOUT", "10")),
+        "read_timeout": float(env.get("MEDCURATE_S3_READ_TIMEOUT", "60")),
+    }
 
 
 def configure_object_storage() -> None:
-    """Install the retry/timeout defaults into fsspec's s3 configuration (idempotent)."""
+    """Install the retry/timeout defaults into fsspec's s3 configuration (idempotent).
+
+    Settings the user already put in ``fsspec.config.conf['s3']`` win over ours.
+    """
     s3 = fsspec.config.conf.setdefault("s3", {})
     config_kwargs = s3.setdefault("config_kwargs", {})
-    for key, value in S3_CONFIG_KWARGS.items():
+    for key, value in s3_config_kwargs().items():
         config_kwargs.setdefault(key, value)
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if endpoint:

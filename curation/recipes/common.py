@@ -29,7 +29,7 @@ from converters.base import ConversionError, ConvertOptions, SlicePolicy
 from curation.balance import balance_items
 from curation.build import BuildPlan, PlanContext, register_planner
 from curation.dedup import dedup_items
-from curation.ids import combine_hashes, sha256_bytes, stable_hash
+from curation.ids import combine_hashes, sha256_stream, stable_hash
 from curation.recipes.model import (
     FAMILY_OPTIONS,
     Recipe,
@@ -91,8 +91,9 @@ def guess_modality(name: str, default: str = "OTHER") -> str:
 
 
 def file_sha256(path: str | Path) -> str:
+    """The file's SHA-256, read in chunks (a surgical video need not fit in memory)."""
     with open(path, "rb") as fh:
-        return sha256_bytes(fh.read())
+        return sha256_stream(fh)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,6 +28,7 @@ from scipy import ndimage
 
 from converters.base import ConversionError, SlicePolicy
 from converters.labels import looks_like_label_map
+from converters.layouts import controlled_channel_modality, parse_dataset_json
 from curation.categories import canonical_category, load_table
 from curation.ids import sample_id
 from curation.images import decode_png, mask_record, tight_bbox_xyxy
@@ -132,24 +133,15 @@ def _volumes(path: Path) -> list[Path]:
 
 
 def msd_labels(dataset_json: Path) -> tuple[dict[int, str], str | None]:
-    """Label value → name and the modality of an MSD (v1) or nnU-Net v2 ``dataset.json``."""
+    """Label value → name and the modality of an MSD (v1) or nnU-Net v2 ``dataset.json``
+    (parsed by :func:`converters.layouts.parse_dataset_json`: names come back lower-case)."""
     try:
-        data = json.loads(dataset_json.read_text())
-    except (OSError, ValueError) as exc:
+        spec = parse_dataset_json(dataset_json.read_bytes())
+    except (OSError, ValueError, AttributeError) as exc:
         raise ConversionError("bad_table", f"{dataset_json}: not readable JSON ({exc})") from exc
-    raw = data.get("labels") or {}
-    names: dict[int, str] = {}
-    for key, value in raw.items():
-        if str(key).lstrip("-").isdigit():  # v1: {"1": "liver"}
-            names[int(key)] = str(value)
-        elif isinstance(value, int):  # v2: {"liver": 1}
-            names[value] = str(key)
-    names.pop(0, None)
-    channels = data.get("modality") or data.get("channel_names") or {}
-    first = str(next(iter(channels.values()), "")) if isinstance(channels, dict) else ""
-    modality = {"ct": "CT", "mri": "MR", "mr": "MR", "t1": "MR", "t2": "MR", "flair": "MR", "adc": "MR", "t1gd": "MR",
-                "t1w": "MR", "t2w": "MR", "us": "US", "xr": "XR"}.get(first.lower().replace(" ", ""))
-    return names, modality
+    channels = spec["channels"]
+    modality = controlled_channel_modality(channels[min(channels)]) if channels else None
+    return dict(spec["label_names"]), modality
 
 
 def imed_layout(path: Path) -> str | None:

@@ -11,18 +11,15 @@ when no LLM is configured); the narration is scrubbed of identifiers first.
 
 from __future__ import annotations
 
-import io
 import json
-import math
-from fractions import Fraction
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from converters.base import ConversionError
 from converters.rows import build_row
+from converters.text import Segment, parse_transcript
 from curation.recipes.common import (
     VIDEO_EXTENSIONS,
     Family,
@@ -34,15 +31,11 @@ from curation.recipes.common import (
     work_item,
 )
 from curation.recipes.model import Recipe
-from curation.recipes.readers import (
-    Segment,
-    csv_header,
-    find_files,
-    parse_subtitles,
-    read_table,
-    segments_from_rows,
-)
+from curation.recipes.readers import csv_header, find_files, read_table, segments_from_rows
 from curation.stages import Reject
+
+if TYPE_CHECKING:
+    from converters.video import ClipResult
 
 PROMPTS = (
     "What is the surgeon doing in this clip?",
@@ -50,6 +43,8 @@ PROMPTS = (
     "Give the instruction that this step of the operation follows.",
     "Which action is performed in this surgical video clip?",
 )
+#: converters.video's reject reasons → Ophora's (a clip the video ends in is too short; a frozen one is static)
+CLIP_REASONS = {"out_of_range": "too_short", "frozen_clip": "static_clip"}
 
 
 class OphoraOptions(BaseModel):
@@ -123,7 +118,10 @@ class Ophora(Family):
             table = phase_table_for(video, tables) if transcript is None else None
             try:
                 if transcript is not None:
-                    segments = parse_subtitles(transcript.read_text(encoding="utf-8", errors="replace"), str(transcript))
+                    text = transcript.read_text(encoding="utf-8", errors="replace")
+                    # no cue timing at all is "no narration" here, not a malformed transcript;
+                    # the text is scrubbed when it becomes a row (phase names are not free text)
+                    segments = parse_transcript(text, uri=str(transcript), scrub=False) if "-->" in text else []
                     payload: dict[str, Any] = {"transcript": transcript.name, "kind": "narration"}
                 elif table is not None and csv_header(table):
                     header, rows = read_table(table)
@@ -138,75 +136,75 @@ class Ophora(Family):
             if transcript is not None and not segments:
                 rejects.append(Reject(key, self.name, "no_narration", f"{key}: {transcript.name} holds no cue with text"))
                 continue
-            payload["segments"] = [[s.start, s.end, s.text] for s in segments]
+            payload["segments"] = [[s.start_s, s.end_s, s.text] for s in segments]
             extra = [str(transcript or table)]
             items.append(work_item(source, video, kind="video", payload=payload, label_uris=extra))
         return items, rejects
 
     def rows(self, item: dict[str, Any], ctx: FamilyContext) -> list[Produced | Reject]:
-        import av
+        from converters.video import (  # PyAV: loaded on workers only
+            ClipPolicy,
+            ClipReject,
+            cut_clips,
+            probe,
+        )
 
         opts: OphoraOptions = ctx.options
         payload = payload_of(item)
-        try:
-            container = av.open(item["uri"])
-        except (av.error.FFmpegError, OSError) as exc:
-            raise ConversionError("unreadable", f"{item['key']}: PyAV cannot open the video ({exc})") from exc
-        with container:
-            if not container.streams.video:
-                raise ConversionError("unsupported_format", f"{item['key']}: no video stream")
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate or stream.guessed_rate or 0)
-            if fps <= 0:
-                raise ConversionError("bad_header", f"{item['key']}: the video stream has no frame rate")
-            duration = _duration(container, stream)
-            segments = [Segment(*s) for s in payload.get("segments") or []]
-            if payload.get("kind") == "phases":
-                segments = segments_from_rows(payload["rows"], payload["header"], fps, payload["transcript"])
-            out: list[Produced | Reject] = []
-            for segment in segments:
-                out.extend(self._segment_clips(container, stream, fps, duration, segment, item, ctx, opts))
+        info = probe(item["uri"])
+        segments = [Segment(*s) for s in payload.get("segments") or []]
+        if payload.get("kind") == "phases":
+            segments = segments_from_rows(payload["rows"], payload["header"], info.fps, payload["transcript"])
+        windows, early = self._windows(segments, info.duration_s, item["key"], opts)
+        policy = ClipPolicy(
+            size=_even_size(info.width, info.height, opts.max_side), min_s=opts.min_clip_seconds,
+            black_luma=opts.black_threshold, frozen_diff=opts.static_threshold, crf=opts.crf, preset=opts.preset,
+        )
+        # one decoding pass for every window of the video; the window's index rides in ``text``
+        ranges = [(start, end, str(index)) for index, (_, start, end, _) in enumerate(windows)]
+        results = {int(r.text or 0): r for r in cut_clips(item["uri"], ranges, policy)}
+        out: list[Produced | Reject] = []
+        for index, (segment, _, _, clip_key) in enumerate(windows):
+            out.extend(early.get(index, []))
+            result = results[index]
+            if isinstance(result, ClipReject):
+                reason = CLIP_REASONS.get(result.reason, result.reason)
+                out.append(Reject(clip_key, self.name, reason, f"{clip_key}: {result.detail}"))
+            else:
+                out.append(self._clip_row(result, segment, item, clip_key, ctx, opts))
+        out.extend(early.get(len(windows), []))
         if not any(isinstance(o, Produced) for o in out):
             reasons = sorted({o.reason for o in out if isinstance(o, Reject)}) or ["no_narration"]
             raise ConversionError(reasons[0], f"{item['key']}: no clip passed the filters ({', '.join(reasons)})")
         return out
 
-    def _segment_clips(
-        self, container: Any, stream: Any, fps: float, duration: float, segment: Segment,
-        item: dict[str, Any], ctx: FamilyContext, opts: OphoraOptions,
-    ) -> list[Produced | Reject]:
-        out: list[Produced | Reject] = []
-        for index in range(opts.max_clips_per_cue):
-            start = segment.start + index * opts.clip_seconds
-            if index and start + opts.min_clip_seconds > segment.end:
-                break
-            end = min(start + opts.clip_seconds, duration)
-            clip_key = f"{item['key']}#t={start:.2f}-{start + opts.clip_seconds:.2f}"
-            if end - start < opts.min_clip_seconds:
-                out.append(Reject(clip_key, self.name, "too_short", f"{clip_key}: the video ends at {duration:.2f}s, "
-                                  f"leaving {max(0.0, end - start):.2f}s < {opts.min_clip_seconds:g}s"))
-                break
-            frames = _decode(container, stream, start, end, opts.max_side)
-            if len(frames) < 2:
-                out.append(Reject(clip_key, self.name, "too_short", f"{clip_key}: {len(frames)} frame(s) decoded"))
-                continue
-            grey = np.stack([f.mean(axis=2) for f in frames])
-            if grey.mean() < opts.black_threshold:
-                out.append(Reject(clip_key, self.name, "black_clip", f"{clip_key}: mean grey {grey.mean():.1f} < {opts.black_threshold:g}"))
-                continue
-            motion = float(np.abs(np.diff(grey, axis=0)).mean())
-            if motion < opts.static_threshold:
-                out.append(Reject(clip_key, self.name, "static_clip", f"{clip_key}: mean frame difference {motion:.2f} < {opts.static_threshold:g}"))
-                continue
-            out.append(self._clip_row(frames, fps, start, end, segment, item, clip_key, ctx, opts, motion))
-        return out
+    def _windows(
+        self, segments: list[Segment], duration: float, key: str, opts: OphoraOptions
+    ) -> tuple[list[tuple[Segment, float, float, str]], dict[int, list[Reject]]]:
+        """(segment, start, end, clip key) of the clips to cut: up to ``max_clips_per_cue``
+        windows of ``clip_seconds`` from each cue's start; a window the video ends inside,
+        leaving less than ``min_clip_seconds``, is a ``too_short`` reject (keyed by the
+        number of windows before it, so rows keep the cue order)."""
+        windows: list[tuple[Segment, float, float, str]] = []
+        early: dict[int, list[Reject]] = {}
+        for segment in segments:
+            for index in range(opts.max_clips_per_cue):
+                start = segment.start_s + index * opts.clip_seconds
+                if index and start + opts.min_clip_seconds > segment.end_s:
+                    break
+                end = min(start + opts.clip_seconds, duration)
+                clip_key = f"{key}#t={start:.2f}-{start + opts.clip_seconds:.2f}"
+                if end - start < opts.min_clip_seconds:
+                    early.setdefault(len(windows), []).append(Reject(
+                        clip_key, self.name, "too_short", f"{clip_key}: the video ends at {duration:.2f}s, "
+                        f"leaving {max(0.0, end - start):.2f}s < {opts.min_clip_seconds:g}s"))
+                    break
+                windows.append((segment, start, end, clip_key))
+        return windows, early
 
     def _clip_row(
-        self, frames: list[np.ndarray], fps: float, start: float, end: float, segment: Segment,
-        item: dict[str, Any], clip_key: str, ctx: FamilyContext, opts: OphoraOptions, motion: float,
+        self, clip: ClipResult, segment: Segment, item: dict[str, Any], clip_key: str, ctx: FamilyContext, opts: OphoraOptions,
     ) -> Produced:
-        data = encode_h264(frames, fps, opts.crf, opts.preset)
-        height, width = frames[0].shape[:2]
         text = scrubbed(segment.text)
         payload = payload_of(item)
         facts: dict[str, Any] = {"modality": "SURG", "narration": text}
@@ -223,15 +221,14 @@ class Ophora(Family):
             subject_id=Path(item["uri"]).stem,
             images=[],
             steps=[
-                {"step": "video.clip", "params": {"start_s": start, "end_s": end, "fps": fps, "cue": [segment.start, segment.end]}},
-                {"step": "video.filter", "params": {"motion": round(motion, 3), **opts.model_dump()}},
-                {"step": "h264.encode", "params": {"crf": opts.crf, "preset": opts.preset, "size": [width, height]}},
+                {"step": "video.clip", "params": {
+                    "start_s": clip.start_s, "end_s": clip.end_s, "fps": clip.fps, "cue": [segment.start_s, segment.end_s],
+                }},
+                {"step": "video.filter", "params": opts.model_dump()},
+                {"step": "h264.encode", "params": {"crf": opts.crf, "preset": opts.preset, "size": [clip.width, clip.height]}},
             ],
             task="video_instruction",
-            video={
-                "data": data, "format": "mp4", "fps": fps, "num_frames": len(frames),
-                "width": width, "height": height, "start_s": start, "end_s": end,
-            },
+            video=clip.video_record(),
             labels=[text],
             conversations=[{"from": "human", "value": f"<video>\n{prompt}"}, {"from": "gpt", "value": "{caption}"}],
         )
@@ -239,53 +236,9 @@ class Ophora(Family):
         return Produced(row, facts)
 
 
-def _duration(container: Any, stream: Any) -> float:
-    if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
-    if container.duration is not None:
-        return container.duration / 1_000_000
-    raise ConversionError("bad_header", "the video has no duration")
-
-
 def _even_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     scale = min(1.0, max_side / max(width, height))
     return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
-
-
-def _decode(container: Any, stream: Any, start: float, end: float, max_side: int) -> list[np.ndarray]:
-    """RGB frames with presentation time in [start, end), downscaled to even sizes."""
-    base = stream.time_base
-    container.seek(max(0, int(math.floor(start / base))) if start > 0 else 0, stream=stream, backward=True, any_frame=False)
-    frames = []
-    for frame in container.decode(stream):
-        if frame.pts is None:
-            continue
-        t = float(frame.pts * base)
-        if t < start - 1e-6:
-            continue
-        if t >= end - 1e-6:
-            break
-        width, height = _even_size(frame.width, frame.height, max_side)
-        frames.append(frame.to_ndarray(format="rgb24", width=width, height=height))
-    return frames
-
-
-def encode_h264(frames: list[np.ndarray], fps: float, crf: int = 23, preset: str = "veryfast") -> bytes:
-    """Frames → an H.264 (yuv420p) MP4 in memory at ``fps``."""
-    import av
-
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        stream.height, stream.width = frames[0].shape[:2]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "preset": preset}
-        for array in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return buffer.getvalue()
 
 
 def clip_summary(video: dict[str, Any]) -> str:

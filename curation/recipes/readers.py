@@ -1,22 +1,23 @@
 """Small readers the families need that converters/ does not offer yet.
 
 Label tables (CSV with a header, columns matched by name, case and spaces ignored),
-image indexes by file stem, and narration transcripts (SRT / WebVTT). They are kept
-minimal and local to the recipes until the converters' long tail lands; see the
-report of issue 6 for the consolidation note.
+image indexes by file stem, and phase annotation tables. Transcripts (SRT / WebVTT),
+VQA files and reports are read by :mod:`converters.text`; what stays here has no
+converters counterpart (the recipes match columns by loose names over plain dict rows).
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from converters.base import ConversionError
+from converters.text import Segment
+from curation.recipes.common import IMAGE_EXTENSIONS
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+IMAGE_SUFFIXES = IMAGE_EXTENSIONS
 
 
 def norm_column(name: str) -> str:
@@ -84,50 +85,7 @@ def lookup_image(index: dict[str, Path], name: str) -> Path | None:
     return None
 
 
-# -- transcripts -------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class Segment:
-    """One narration cue or annotated phase: [start, end) seconds and its text."""
-
-    start: float
-    end: float
-    text: str
-
-
-_TIME = re.compile(r"(?:(\d+):)?(\d{1,2}):(\d{2})[.,](\d{1,3})")
-
-
-def parse_timestamp(text: str) -> float:
-    match = _TIME.fullmatch(text.strip())
-    if not match:
-        raise ValueError(f"not a timestamp: {text!r} (expected HH:MM:SS,mmm or MM:SS.mmm)")
-    hours, minutes, seconds, millis = match.groups()
-    return int(hours or 0) * 3600 + int(minutes) * 60 + int(seconds) + int(millis.ljust(3, "0")) / 1000.0
-
-
-def parse_subtitles(text: str, origin: str) -> list[Segment]:
-    """Cues of an SRT or WebVTT transcript (cue ids, styling lines and notes skipped)."""
-    segments: list[Segment] = []
-    blocks = re.split(r"\r?\n\s*\r?\n", text.replace("\ufeff", "").strip())
-    for block in blocks:
-        lines = [line.strip() for line in block.splitlines() if line.strip()]
-        timing = next((i for i, line in enumerate(lines) if "-->" in line), None)
-        if timing is None:
-            continue  # WEBVTT header, NOTE, STYLE blocks
-        left, _, right = lines[timing].partition("-->")
-        try:
-            start = parse_timestamp(left)
-            end = parse_timestamp(right.split()[0])
-        except (ValueError, IndexError) as exc:
-            raise ConversionError("bad_transcript", f"{origin}: cue {lines[timing]!r}: {exc}") from exc
-        words = " ".join(re.sub(r"<[^>]+>", "", line) for line in lines[timing + 1 :]).strip()
-        if end <= start:
-            raise ConversionError("bad_transcript", f"{origin}: cue {lines[timing]!r} ends before it starts")
-        if words:
-            segments.append(Segment(start, end, words))
-    return segments
-
-
+# -- phase tables --------------------------------------------------------------------------
 def segments_from_rows(rows: Iterable[dict[str, str]], header: Sequence[str], fps: float | None, origin: str) -> list[Segment]:
     """Phase annotations (Cataract-1K style: phase name, start/end in seconds or frames)."""
     text_col = find_column(header, "comment", "phase", "label", "name", "step")

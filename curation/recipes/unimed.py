@@ -17,7 +17,6 @@ instructions/VQA, 3 reasoning and generation) and can be set per source.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from converters.base import ConversionError, SlicePolicy
 from converters.io import read_bytes
+from converters.text import read_records, read_vqa, split_report
 from curation.ids import sample_id, sha256_bytes, stable_hash
 from curation.recipes.common import (
     Family,
@@ -77,7 +77,6 @@ MODALITY_WORDS = {"CT": "CT scan", "MR": "MRI scan", "XR": "radiograph", "CFP": 
 VQA_MODALITIES = {"ct": "CT", "mri": "MR", "mr": "MR", "x-ray": "XR", "xray": "XR", "x ray": "XR", "us": "US"}
 ID_COLUMNS = ("id_code", "image", "image_id", "image_name", "filename", "file", "Image Index", "img", "id", "path")
 LABEL_COLUMNS = ("diagnosis", "label", "level", "class", "dx", "Finding Labels", "category", "target")
-SECTION = re.compile(r"^\s*(FINDINGS|IMPRESSION)\s*:\s*", re.I | re.M)
 
 
 class UnimedOptions(BaseModel):
@@ -98,13 +97,14 @@ def _subdirs(path: Path) -> list[Path]:
 
 
 def vqa_files(path: Path) -> list[Path]:
+    """JSON files under ``path`` whose first record has ``question`` and ``answer`` (VQA-RAD, SLAKE)."""
     out = []
     for candidate in find_files(path, (".json",), max_depth=2):
         try:
-            data = json.loads(candidate.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            records = read_records(str(candidate))
+        except ConversionError:
             continue
-        if isinstance(data, list) and data and isinstance(data[0], dict) and {"question", "answer"} <= set(data[0]):
+        if records and {"question", "answer"} <= set(records[0]):
             out.append(candidate)
     return out
 
@@ -154,17 +154,6 @@ def unimed_layout(path: Path) -> str | None:
     return None
 
 
-def split_report(text: str) -> dict[str, str]:
-    """FINDINGS / IMPRESSION sections of a report (other sections ignored)."""
-    parts = SECTION.split(text)
-    sections: dict[str, str] = {}
-    for name, body in zip(parts[1::2], parts[2::2], strict=False):
-        cleaned = re.sub(r"\s+", " ", body).strip()
-        if cleaned:
-            sections[name.upper()] = cleaned
-    return sections
-
-
 # -- the family --------------------------------------------------------------------------
 class Unimed(Family):
     name = "unimed"
@@ -197,23 +186,30 @@ class Unimed(Family):
         index = image_index(root)
         items, rejects = [], []
         for path in vqa_files(root):
-            entries = json.loads(path.read_text(encoding="utf-8"))
-            for number, entry in enumerate(entries):
-                key = f"{source.name}/{path.relative_to(root).as_posix()}:{number}"
-                if opts.vqa_language and entry.get("q_lang", opts.vqa_language) != opts.vqa_language:
+            file_key = f"{source.name}/{path.relative_to(root).as_posix()}"
+            try:
+                # questions/answers are controlled labels here, kept verbatim (as before the move
+                # to converters.text); strict=False: one incomplete question is one reject below
+                records = read_vqa(str(path), scrub=False, strict=False)
+            except ConversionError as err:
+                rejects.append(Reject(file_key, self.name, err.reason, err.detail))
+                continue
+            for number, record in enumerate(records):
+                key = f"{file_key}:{number}"
+                if opts.vqa_language and record.language and record.language != opts.vqa_language:
                     continue
-                name = str(entry.get("image_name") or entry.get("img_name") or entry.get("image") or "")
+                name = record.image
                 image = lookup_image(index, name) if name else None
                 if image is None:
                     rejects.append(Reject(key, self.name, "missing_image", f"{key}: image {name!r} not found under {root}"))
                     continue
-                question, answer = str(entry.get("question") or "").strip(), str(entry.get("answer") or "").strip()
+                question, answer = record.question, record.answer
                 if not question or not answer:
                     rejects.append(Reject(key, self.name, "empty_text", f"{key}: question or answer is empty"))
                     continue
                 payload = {
-                    "question": question, "answer": answer, "answer_type": entry.get("answer_type"),
-                    "modality": VQA_MODALITIES.get(str(entry.get("modality") or "").lower()),
+                    "question": question, "answer": answer, "answer_type": record.answer_type,
+                    "modality": VQA_MODALITIES.get((record.modality or "").lower()),
                     "subject": name.split("/")[0],
                 }
                 exact = stable_hash(sha256_bytes(image.read_bytes()), question.lower(), answer.lower())
@@ -353,7 +349,8 @@ class Unimed(Family):
         from converters.deid import scrub_text
 
         text = read_bytes(payload["report"]).decode("utf-8", errors="replace")
-        sections = split_report(text)
+        found = split_report(text, scrub=False)  # each section is scrubbed below, as it is used
+        sections = {name: body for name, body in (("FINDINGS", found.findings), ("IMPRESSION", found.impression)) if body}
         if not sections:
             raise ConversionError("no_report_sections", f"{item['key']}: the report has neither FINDINGS: nor IMPRESSION:")
         answer = "\n".join(f"{name}: {scrub_text(body)}" for name, body in sections.items())

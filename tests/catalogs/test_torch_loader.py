@@ -142,6 +142,10 @@ def test_collate_keeps_nulls_and_ragged_values_as_lists() -> None:
     ]
     batch = collate_samples(items)
     assert batch["caption"] == [None, "x"]
+    # images per role, and the primary image is the same stacked tensor, not a copy
+    a, b = torch.zeros(1, 4, 4), torch.ones(1, 4, 4)
+    paired = collate_samples([{"image": a, "images": {"input": a}}, {"image": b, "images": {"input": b}}])
+    assert paired["image"] is paired["images"]["input"] and paired["image"].shape == (2, 1, 4, 4)
     assert batch["image"].shape == (2, 1, 4, 4)
     assert isinstance(batch["masks"], list) and batch["masks"][1].shape == (2, 4, 4)
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from converters.base import ConversionError
-from curation.recipes.ophora import encode_h264
-from curation.recipes.readers import parse_subtitles
+from converters.text import parse_transcript
+from converters.video import encode_frames
 from tests.curation.recipes.families import assert_subject_level_splits
 
 
@@ -53,17 +53,17 @@ def test_clips_have_the_stated_duration_fps_and_narration(demo_build):
 
 def test_srt_and_vtt_cues():
     srt = "1\n00:00:01,500 --> 00:00:04,000\nIncise the <i>cornea</i>.\n\n2\n00:01:00,000 --> 00:01:02,250\nIrrigate.\n"
-    cues = parse_subtitles(srt, "a.srt")
-    assert [(c.start, c.end, c.text) for c in cues] == [(1.5, 4.0, "Incise the cornea."), (60.0, 62.25, "Irrigate.")]
+    cues = parse_transcript(srt, uri="a.srt")
+    assert [(c.start_s, c.end_s, c.text) for c in cues] == [(1.5, 4.0, "Incise the cornea."), (60.0, 62.25, "Irrigate.")]
     vtt = "WEBVTT\n\nNOTE recorded in theatre 2\n\nstep-1\n00:02.000 --> 00:03.500 align:start\nInsert the lens.\n"
-    assert [(c.start, c.end, c.text) for c in parse_subtitles(vtt, "b.vtt")] == [(2.0, 3.5, "Insert the lens.")]
+    assert [(c.start_s, c.end_s, c.text) for c in parse_transcript(vtt, uri="b.vtt")] == [(2.0, 3.5, "Insert the lens.")]
     with pytest.raises(ConversionError, match="ends before it starts"):
-        parse_subtitles("1\n00:00:05,000 --> 00:00:04,000\nx\n", "c.srt")
+        parse_transcript("1\n00:00:05,000 --> 00:00:04,000\nx\n", uri="c.srt")
 
 
 def test_h264_round_trip_keeps_frames():
     frames = [np.full((32, 48, 3), 10 * i, np.uint8) for i in range(12)]
-    data = encode_h264(frames, 12.0, crf=10)
+    data, *_ = encode_frames(frames, 12.0, crf=10)
     with av.open(io.BytesIO(data)) as container:
         decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(decoded) == 12
