@@ -98,6 +98,12 @@ def run_pipeline(source: Path, workdir: Path, shard_mb: float) -> dict:
 
 def child(mode: str, source: str, workdir: str, shard_mb: float) -> None:
     """Entry point of the measured subprocess (fresh process: honest peak RSS)."""
+    if mode == "imports":  # what the pipeline's libraries cost before any data
+        import flows.build  # noqa: F401
+        import quality_checks.gate  # noqa: F401
+
+        print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+        return
     if mode == "pipeline":
         print(json.dumps(run_pipeline(Path(source), Path(workdir), shard_mb)))
     else:
@@ -133,6 +139,13 @@ def main() -> None:
         shard_mb = total / 10 / 1024 / 1024  # input = 10× the shard size
         bare = measure("bare", source, Path(tmp) / "unused", shard_mb)
         pipe = measure("pipeline", source, Path(tmp) / "work", shard_mb)
+        imports = measure("imports", source, Path(tmp) / "unused", shard_mb)
+        quarter = Path(tmp) / "quarter"  # a quarter of the series: does memory follow the input?
+        quarter.mkdir()
+        series = sorted(source.iterdir())
+        for folder in series[: max(1, len(series) // 4)]:
+            folder.rename(quarter / folder.name)
+        small = measure("pipeline", quarter, Path(tmp) / "work-quarter", shard_mb)
     ratio = pipe["seconds"] / bare["seconds"]
     print(f"machine: {os.cpu_count()} cores, {sys.platform}, python {sys.version.split()[0]}")
     print(f"input: {args.slices} CT slices 512x512, {total / 1e6:.0f} MB; shard target {shard_mb:.1f} MiB")
@@ -140,6 +153,11 @@ def main() -> None:
     print(f"medcurate build : {pipe['seconds']:.2f} s  ({pipe['samples'] / pipe['seconds']:.1f} slices/s, {pipe['shards']} shards)")
     print(f"ratio pipeline/bare: {ratio:.2f}x  (goal <= 1.3x)")
     print(f"peak RSS: pipeline {pipe['peak_rss_mb']:.0f} MB vs bare loop {bare['peak_rss_mb']:.0f} MB (input {total / 1e6:.0f} MB)")
+    print(
+        f"memory growth over the libraries' {imports['peak_rss_mb']:.0f} MB: "
+        f"{pipe['peak_rss_mb'] - imports['peak_rss_mb']:.0f} MB for {pipe['samples']} slices (10x the shard size), "
+        f"{small['peak_rss_mb'] - imports['peak_rss_mb']:.0f} MB for {small['samples']} slices: bounded by the shard, not the input"
+    )
 
 
 if __name__ == "__main__":

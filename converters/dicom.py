@@ -96,6 +96,10 @@ def read_dicom(data: bytes, uri: str, *, headers_only: bool = False, check_eleme
         raise ConversionError("truncated", f"{uri}: DICOM header cannot be parsed ({_short(exc)})") from exc
     if check_elements:
         _parse_every_element(ds, uri)
+    # pydicom keeps the whole input buffer for deferred reads, which we never make; a
+    # series' headers would otherwise hold every file's bytes (memory ∝ series size)
+    if getattr(ds, "buffer", None) is not None:
+        ds.buffer = None
     return ds
 
 

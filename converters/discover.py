@@ -187,7 +187,7 @@ def _discover_files(files: list[_File]) -> tuple[list[dict[str, Any]], list[Reje
                 data = _read(file)
                 if ext not in DICOM_EXTENSIONS and not _looks_like_dicom(data):
                     raise ConversionError("unsupported_format", f"{file.key}: not a known image format")
-                ds = read_dicom(data, file.key, headers_only=True, check_elements=False)  # conversion checks
+                ds = read_dicom(data, file.key, headers_only=True)
                 digest = sha256_bytes(data)
                 if annotation_kind(ds) is not None:
                     dicom_annotations.append((file, digest, referenced_series_uid(ds)))
