@@ -92,6 +92,7 @@ def run_pipeline(source: Path, workdir: Path, shard_mb: float) -> dict:
         "seconds": seconds,
         "samples": outcome.summary["samples_written"],
         "shards": len(outcome.shards),
+        "phases": outcome.summary.get("phases", {}),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
@@ -152,6 +153,12 @@ def main() -> None:
     print(f"bare codec loop : {bare['seconds']:.2f} s  ({bare['samples'] / bare['seconds']:.1f} slices/s)")
     print(f"medcurate build : {pipe['seconds']:.2f} s  ({pipe['samples'] / pipe['seconds']:.1f} slices/s, {pipe['shards']} shards)")
     print(f"ratio pipeline/bare: {ratio:.2f}x  (goal <= 1.3x)")
+    phases = pipe["phases"]
+    conversion = phases.get("plan", 0.0) + phases.get("partitions", 0.0)
+    print(
+        "  phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items())
+        + f"; discovery+conversion+shards alone: {conversion:.1f} s = {conversion / bare['seconds']:.2f}x the bare loop"
+    )
     print(f"peak RSS: pipeline {pipe['peak_rss_mb']:.0f} MB vs bare loop {bare['peak_rss_mb']:.0f} MB (input {total / 1e6:.0f} MB)")
     print(
         f"memory growth over the libraries' {imports['peak_rss_mb']:.0f} MB: "
