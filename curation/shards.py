@@ -100,6 +100,15 @@ class ShardWriter:
             if self._buffer_bytes >= self.row_group_bytes:
                 self._flush_row_group()
 
+    def flush_row_group(self) -> None:
+        """End the current row group now (callers that want exact row-group boundaries)."""
+        self._flush_row_group()
+
+    def close_shard(self) -> None:
+        """Publish the shard in progress now; the next rows start a new shard."""
+        self._flush_row_group()
+        self._finish_file()
+
     def close(self) -> list[ShardInfo]:
         self._flush_row_group()
         self._finish_file()

@@ -26,7 +26,7 @@ from typing import Any
 SECRET_KEY = "medcurate-test-secret-8c1f2e9d7b"
 ACCESS_KEY = "AKIAMEDCURATETEST01"
 
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "trailer", "upgrade"}
+_HOP_BY_HOP = {"expect", "connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "trailer", "upgrade"}
 
 
 def free_port() -> int:
@@ -167,7 +167,14 @@ class FaultProxy:
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
-            # HTTP/1.0 answers: one request per connection, nothing to keep in sync
+            # HTTP/1.1 so that ``Expect: 100-continue`` (botocore's PUTs) is answered by the
+            # base class; every answer closes its connection: nothing to keep in sync
+            protocol_version = "HTTP/1.1"
+
+            def end_headers(self) -> None:
+                self.send_header("Connection", "close")
+                super().end_headers()
+
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
                 pass
 

@@ -96,9 +96,9 @@ def write_shards(cat: DatasetCatalog, name: str, rows: list[dict[str, Any]], *, 
     with ShardWriter(cat.data_dir(name), prefix, row_group_bytes=1 << 40, target_bytes=1 << 40) as writer:
         for index, offset in enumerate(range(0, table.num_rows, rows_per_group)):
             if index and index % 4 == 0:
-                writer._finish_file()
+                writer.close_shard()
             writer.write(table.slice(offset, rows_per_group))
-            writer._flush_row_group()
+            writer.flush_row_group()
     return [s.path for s in writer.shards]
 
 
