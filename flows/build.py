@@ -18,6 +18,7 @@ import pyarrow as pa
 from catalogs.catalog import PublishResult
 from curation.build import BuildPlan, PlanContext, make_plan
 from curation.partitions import (
+    PARTITION_INPUT_BYTES,
     Partition,
     PartitionCache,
     PartitionResult,
@@ -76,7 +77,7 @@ def prepare(request: BuildRequest, settings: Settings, run_id: str) -> tuple[Bui
         options=dict(request.options),
     )
     plan = make_plan(request.recipe, ctx)
-    per_partition = plan.partition_items or items_per_partition(plan.items, plan.shard_bytes)
+    per_partition = plan.partition_items or items_per_partition(plan.items, min(plan.shard_bytes, PARTITION_INPUT_BYTES))
     partitions = plan_partitions(plan.items, per_partition, plan.fingerprint + pipeline_version())
     return plan, partitions
 
@@ -217,6 +218,8 @@ def finish(
             "passed": report.passed,
             "failed_expectations": report.failed_expectations,
             "quarantined": report.quarantined,
+            "shards_validated": len(report.shards) - report.shards_reused,
+            "shards_reused": report.shards_reused,
             "data_docs": report.data_docs_path,
             "seconds": round(report.seconds, 3),
         }

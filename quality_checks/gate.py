@@ -17,6 +17,7 @@ moving anything.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -88,6 +89,7 @@ class GateReport:
     build_id: str = ""
     family: str | None = None
     failed_shard_fraction: float = 0.0
+    shards_reused: int = 0  # shards whose earlier passing validation was reused
     shards: list[ShardResult] = dataclasses.field(default_factory=list)
     failures: list[FailedExpectation] = dataclasses.field(default_factory=list)
     suite_versions: dict[str, str] = dataclasses.field(default_factory=lambda: dict(SUITE_VERSIONS))
@@ -301,6 +303,49 @@ class _ShardValidator:
         return ShardResult(path, table.num_rows, not failures, failures, row_problems=problems), flat, raw
 
 
+class PassedShardCache:
+    """Validation tables of shards that already passed, reused by the next build.
+
+    A shard's name derives from its inputs and the code version, so the same name and
+    size is the same content; with the same suite versions, family and tolerances its
+    verdict cannot change. An incremental rebuild therefore validates only its new
+    shards, while the build-level checks (uniqueness, leakage, drift) still see every
+    shard's table.
+    """
+
+    def __init__(self, directory: str, family: str | None, tolerances: Tolerances):
+        self.fs, self.root = fsspec.core.url_to_fs(directory)
+        self.fs.makedirs(self.root, exist_ok=True)
+        self.salt = json.dumps(
+            [SUITE_VERSIONS, family, dataclasses.asdict(tolerances)], sort_keys=True, default=str
+        )
+
+    def _key(self, path: str) -> str | None:
+        fs, inner = fsspec.core.url_to_fs(path)
+        try:
+            size = fs.size(inner)
+        except (OSError, FileNotFoundError):
+            return None
+        digest = hashlib.sha256(f"{self.salt}|{os.path.basename(inner)}|{size}".encode()).hexdigest()[:32]
+        return f"{self.root.rstrip('/')}/{digest}.parquet"
+
+    def get(self, path: str) -> pa.Table | None:
+        key = self._key(path)
+        if key is None or not self.fs.exists(key):
+            return None
+        with self.fs.open(key, "rb") as handle:
+            return pq.read_table(handle)
+
+    def put(self, path: str, flat: pa.Table) -> None:
+        key = self._key(path)
+        if key is None:
+            return
+        tmp = f"{key}.tmp-{uuid.uuid4().hex}"
+        with self.fs.open(tmp, "wb") as handle:
+            pq.write_table(flat, handle)
+        self.fs.mv(tmp, key)
+
+
 def _write_json_atomically(fs: Any, path: str, payload: Any) -> None:
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
     with fs.open(tmp, "w") as handle:
@@ -413,8 +458,12 @@ def gate_build(
     build_id: str,
     severity_bands: SeverityBands | None = None,
     data_docs: bool = True,
+    cache_passed: bool = True,
 ) -> GateReport:
     """Validate a build's shards, quarantine failing ones, and decide whether it may publish.
+
+    ``cache_passed``: reuse the validation of shards that passed an earlier build
+    (:class:`PassedShardCache` under ``<workdir>/cache/gate``).
 
     ``tolerances`` is the recipe's ``quality:`` mapping (see :class:`Tolerances`);
     ``previous`` the previous published version's table (at least ``modality``) for the
@@ -433,8 +482,19 @@ def gate_build(
     shards: list[ShardResult] = []
     passed_flats: list[tuple[str, pa.Table]] = []
     all_flats: list[tuple[str, pa.Table]] = []
+    cache = PassedShardCache(f"{root.rstrip('/')}/cache/gate", family, limits) if cache_passed else None
+    reused = 0
     for path in shard_paths:
+        hit = cache.get(path) if cache is not None else None
+        if hit is not None:
+            reused += 1
+            shards.append(ShardResult(path, hit.num_rows, True, []))
+            all_flats.append((path, hit))
+            passed_flats.append((path, hit))
+            continue
         result, flat, raw = validator.validate(path, family)
+        if cache is not None and result.passed and flat is not None:
+            cache.put(path, flat)
         shards.append(result)
         if flat is not None:
             all_flats.append((path, flat))
@@ -474,6 +534,7 @@ def gate_build(
         build_id=build_id,
         family=family,
         failed_shard_fraction=failed_fraction,
+        shards_reused=reused,
         shards=shards,
         failures=failures,
     )

@@ -17,7 +17,6 @@ import os
 import re
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -92,7 +91,7 @@ class Fault:
     """Misbehave on the first ``count`` requests whose method and path match.
 
     ``kind``: ``"503"`` (SlowDown), ``"500"`` (InternalError) or ``"stall"`` (no answer
-    for ``stall_seconds``, then the connection is closed). ``user_agent``: only requests
+    for ``stall_seconds`` or until the proxy stops, then the connection is closed). ``user_agent``: only requests
     whose User-Agent contains it (e.g. ``"botocore"``: s3fs, not pyarrow's AWS SDK).
     """
 
@@ -133,6 +132,7 @@ class FaultProxy:
         self.forwarded = 0
         self.log: list[tuple[str, str, str]] = []  # (kind, method, path) of injected faults
         self._lock = threading.Lock()
+        self._stopping = threading.Event()  # ends stalls early at exit
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
@@ -146,6 +146,7 @@ class FaultProxy:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self._stopping.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
@@ -171,6 +172,11 @@ class FaultProxy:
             # base class; every answer closes its connection: nothing to keep in sync
             protocol_version = "HTTP/1.1"
 
+            def handle_expect_100(self) -> bool:
+                self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # an interim answer: no headers
+                self.wfile.flush()
+                return True
+
             def end_headers(self) -> None:
                 self.send_header("Connection", "close")
                 super().end_headers()
@@ -180,7 +186,7 @@ class FaultProxy:
 
             def _body(self) -> bytes:
                 if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                    chunks = []
+                    chunks: list[bytes] = []
                     while True:
                         size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                         if size == 0:
@@ -196,7 +202,7 @@ class FaultProxy:
                 body = self._body()
                 fault = proxy._pick_fault(self.command, self.path, self.headers.get("User-Agent", ""))
                 if fault is not None and fault.kind == "stall":
-                    time.sleep(fault.stall_seconds)
+                    proxy._stopping.wait(fault.stall_seconds)
                     self.close_connection = True
                     return  # no answer at all: the client's read timeout fires first
                 if fault is not None:

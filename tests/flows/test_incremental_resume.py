@@ -45,6 +45,8 @@ def test_nothing_changed_means_no_work_and_no_snapshot(tmp_path):
     assert again.summary["partitions"] == first.summary["partitions"] > 5
     assert again.summary["partitions_reused"] == again.summary["partitions"]
     assert again.summary["stages"] == {}  # no conversion ran
+    assert again.summary["gate"]["shards_validated"] == 0  # nor validation of unchanged shards
+    assert again.summary["gate"]["shards_reused"] == first.summary["shards"]
     assert again.summary["unchanged"] is True and again.summary["version"] == "v1"
     assert len(open_catalog(workdir=str(tmp_path / "w")).history("inc")) == 1
 
@@ -61,6 +63,7 @@ def test_one_percent_changed_recomputes_only_its_partitions_and_diffs_exactly(tm
     second = build(src, tmp_path / "w")
     recomputed = second.summary["partitions"] - second.summary["partitions_reused"]
     assert 1 <= recomputed <= 3
+    assert second.summary["gate"]["shards_validated"] == recomputed
     assert second.summary["stages"]["convert"]["rows_in"] <= 3 * 4 * 8  # only those partitions' items
     catalog = open_catalog(workdir=str(tmp_path / "w"))
     ids = {r["source_uri"]: r["sample_id"] for r in catalog.to_arrow("inc", columns=["source_uri", "sample_id"]).to_pylist()}

@@ -29,6 +29,8 @@ from flows.build import BuildOutcome, BuildRequest, run_build_inline
 from tests.helpers import CT_DIR, XRAY_DIR
 from tests.s3_support import SECRET_KEY, Fault, FaultProxy, moto_server, s3_environment
 
+pytestmark = pytest.mark.timeout(150)  # a hung request must fail the test, not the suite
+
 DATASET = "s3conv"
 #: 2 chest X-rays (2 samples) and one 3-slice CT series with its label maps (3 samples)
 SAMPLES = 5
@@ -91,6 +93,11 @@ def assert_secret_nowhere(caplog: pytest.LogCaptureFixture, capsys: pytest.Captu
         if path.is_file():
             assert SECRET_KEY.encode() not in path.read_bytes(), f"secret in {path}"
     return len(records)
+
+
+def botocore_retries(caplog: pytest.LogCaptureFixture) -> int:
+    """How many times botocore's retry handler decided to retry a request."""
+    return sum(1 for r in caplog.records if r.name.startswith("botocore.retries") and "Retry needed" in r.getMessage())
 
 
 @pytest.fixture
@@ -166,7 +173,8 @@ def faulty_build(endpoint: str, bucket: str, tmp_path: Path, faults: list[Fault]
         outcome = run_build_inline(s3_request(bucket, tmp_path))
         seconds = time.perf_counter() - started
         config: dict[str, Any] = fsspec.config.conf["s3"]["config_kwargs"]
-        assert config["retries"]["mode"] == "adaptive" and config["retries"]["max_attempts"] >= 3
+        retries = config["retries"]  # botocore rewrites max_attempts as total_max_attempts in place
+        assert retries["mode"] == "adaptive" and retries.get("total_max_attempts", retries.get("max_attempts", 0)) >= 3
         if "MEDCURATE_S3_READ_TIMEOUT" in env:
             assert config["read_timeout"] == float(env["MEDCURATE_S3_READ_TIMEOUT"])
         assert open_catalog(f"sqlite:///{tmp_path}/catalog.db", f"s3://{bucket}/wh").to_arrow(DATASET).num_rows == SAMPLES
@@ -189,6 +197,7 @@ def test_build_survives_throttling_and_server_errors(
     assert outcome.summary["samples_written"] == SAMPLES and outcome.summary["inputs_rejected"] == 0
     assert [f.injected for f in faults] == [2, 2, 2, 2]
     assert proxy.injected("500") == 2 and proxy.injected("503") == 6
+    assert botocore_retries(all_logs) >= 8  # each injected error was retried by botocore
     with s3_environment(moto_endpoint):
         assert_secret_nowhere(all_logs, capsys, bucket, tmp_path)
 
@@ -197,17 +206,21 @@ def test_build_survives_stalled_requests_through_read_timeout(
     moto_endpoint: str, tmp_path: Path, all_logs: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str],
 ) -> None:
     bucket = "medcurate-slow"
-    stall = 3.0
+    stall = 60.0  # the proxy would answer only after this: a build that waited for it fails the bound below
     faults = [
-        Fault("GET", rf"^/{bucket}/src/", count=2, kind="stall", stall_seconds=stall),
-        Fault("PUT", rf"^/{bucket}/work/runs/", count=1, kind="stall", stall_seconds=stall),
+        Fault("GET", rf"^/{bucket}/src/", count=2, kind="stall", stall_seconds=stall),  # reading sources
+        Fault("PUT", rf"^/{bucket}/work/runs/", count=1, kind="stall", stall_seconds=stall),  # the run record
     ]
     outcome, proxy, seconds = faulty_build(
         moto_endpoint, bucket, tmp_path, faults, MEDCURATE_S3_READ_TIMEOUT="1", MEDCURATE_S3_CONNECT_TIMEOUT="2",
     )
     assert outcome.published is not None and outcome.summary["samples_written"] == SAMPLES
     assert proxy.injected("stall") == 3
-    assert seconds >= 3 * 1.0  # each stalled request cost a read timeout (1 s), not the default 60 s
-    assert seconds < 45
+    messages = {r.getMessage() for r in all_logs.records if r.name == "botocore.endpoint"}
+    assert "Setting s3 timeout as (2.0, 1.0)" in messages  # (connect, read) from MEDCURATE_S3_*
+    assert botocore_retries(all_logs) >= 3
+    assert seconds < 30  # each stall cost the 1 s read timeout and a retry, not a wait for the server
     with s3_environment(moto_endpoint):
+        summary = json.loads(fsspec.filesystem("s3").cat_file(f"{bucket}/work/runs/{outcome.run_id}/summary.json"))
+        assert summary["version"] == "v1"  # the stalled run record was written on retry
         assert_secret_nowhere(all_logs, capsys, bucket, tmp_path)
