@@ -482,7 +482,8 @@ def gate_build(
     shards: list[ShardResult] = []
     passed_flats: list[tuple[str, pa.Table]] = []
     all_flats: list[tuple[str, pa.Table]] = []
-    cache = PassedShardCache(f"{root.rstrip('/')}/cache/gate", family, limits) if cache_passed else None
+    # the workdir URL, not ``root``: ``root`` has lost the protocol (s3://) and would resolve locally
+    cache = PassedShardCache(f"{workdir.rstrip('/')}/cache/gate", family, limits) if cache_passed else None
     reused = 0
     for path in shard_paths:
         hit = cache.get(path) if cache is not None else None

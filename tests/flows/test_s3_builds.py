@@ -167,6 +167,7 @@ def test_convert_build_on_s3_publishes_reads_back_like_local_and_rebuilds_increm
 
 
 def faulty_build(endpoint: str, bucket: str, tmp_path: Path, faults: list[Fault], **env: str) -> tuple[BuildOutcome, FaultProxy, float]:
+    """The S3 build through a :class:`FaultProxy`; the caller runs it in ``tmp_path`` (a stray local write lands there)."""
     upload_sources(endpoint, bucket)
     with FaultProxy(endpoint, faults) as proxy, s3_environment(proxy.endpoint, **env):
         started = time.perf_counter()
@@ -179,12 +180,14 @@ def faulty_build(endpoint: str, bucket: str, tmp_path: Path, faults: list[Fault]
             assert config["read_timeout"] == float(env["MEDCURATE_S3_READ_TIMEOUT"])
         assert open_catalog(f"sqlite:///{tmp_path}/catalog.db", f"s3://{bucket}/wh").to_arrow(DATASET).num_rows == SAMPLES
     assert proxy.forwarded > 50  # the build really went through the proxy
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog.db"]  # nothing leaked to local disk
     return outcome, proxy, seconds
 
 
 def test_build_survives_throttling_and_server_errors(
-    moto_endpoint: str, tmp_path: Path, all_logs: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str],
+    moto_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, all_logs: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str],
 ) -> None:
+    monkeypatch.chdir(tmp_path)
     bucket = "medcurate-5xx"
     faults = [
         Fault("GET", rf"^/{bucket}/src/", count=2, kind="500"),  # reading sources
@@ -203,8 +206,9 @@ def test_build_survives_throttling_and_server_errors(
 
 
 def test_build_survives_stalled_requests_through_read_timeout(
-    moto_endpoint: str, tmp_path: Path, all_logs: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str],
+    moto_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, all_logs: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str],
 ) -> None:
+    monkeypatch.chdir(tmp_path)
     bucket = "medcurate-slow"
     stall = 60.0  # the proxy would answer only after this: a build that waited for it fails the bound below
     faults = [
