@@ -115,6 +115,9 @@ def _run(request: BuildRequest, progress: BuildProgress | None = None) -> BuildO
         progress.start_partitions(len(plan.items), len(partitions))
     shard_dir = settings.catalog().data_dir(request.dataset)
     pool = gpu_pool_for(request, plan)
+    # each task gets its partition's items; the plan it carries is stripped of the full
+    # item list, which Prefect would otherwise inspect and ship with every task run
+    task_plan = dataclasses.replace(plan, items=[], rejects=[])
     results: list[PartitionResult] = []
     try:
         with task_runner_for(request) as runner:
@@ -122,7 +125,7 @@ def _run(request: BuildRequest, progress: BuildProgress | None = None) -> BuildO
                 runner.submit(
                     build_partition_task,
                     parameters={
-                        "plan": plan,
+                        "plan": task_plan,
                         "partition": p,
                         "shard_dir": shard_dir,
                         "workdir": settings.workdir,
