@@ -181,12 +181,43 @@ def medq(count: int) -> list[dict[str, Any]]:
 BUILDERS = {"imed": imed, "unimed": unimed, "retinalogos": retinalogos, "ophora": ophora, "medq_uni": medq}
 
 
+def on_demo_build() -> None:
+    """The gate's share of the real demo build: ``medcurate demo`` in a fresh workdir, then
+    each run's ``summary.json`` (phases.gate vs seconds, both measured by the build)."""
+    import json
+    import subprocess
+    import sys
+
+    work = Path(tempfile.mkdtemp(prefix="bench-gate-demo-"))
+    try:
+        medcurate = Path(sys.executable).parent / "medcurate"
+        subprocess.run([str(medcurate), "--workdir", str(work), "demo"], check=True, capture_output=True)
+        print(f"{'dataset':<14} {'samples':>8} {'build s':>8} {'gate s':>7} {'gate share':>10}")
+        total_build = total_gate = 0.0
+        for path in sorted(work.glob("runs/*/summary.json")):
+            summary = json.loads(path.read_text())
+            gate = float(summary.get("phases", {}).get("gate", 0.0))
+            total_build += summary["seconds"]
+            total_gate += gate
+            print(
+                f"{summary.get('dataset', '?'):<14} {summary['samples_written']:>8} {summary['seconds']:>8.1f} "
+                f"{gate:>7.1f} {gate / summary['seconds'] * 100:>9.1f}%"
+            )
+        print(f"{'all':<14} {'':>8} {total_build:>8.1f} {total_gate:>7.1f} {total_gate / total_build * 100:>9.1f}%  (goal <= 10%)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows-per-family", type=int, default=240)
     parser.add_argument("--shard-rows", type=int, default=120)
     parser.add_argument("--video-rows", type=int, default=24, help="clips for ophora (encoding is costly)")
+    parser.add_argument("--demo", action="store_true", help="measure the gate's share of the real demo build")
     args = parser.parse_args()
+    if args.demo:
+        on_demo_build()
+        return
     root = Path(tempfile.mkdtemp(prefix="bench-gate-"))
     try:
         started = time.perf_counter()
