@@ -97,7 +97,7 @@ def build_dataset(
         ray_address=ray_address,
         workers=workers,
     )
-    return dataclasses.asdict(_run(request))["summary"]
+    return _run(request).summary
 
 
 def _run(request: BuildRequest, progress: BuildProgress | None = None) -> BuildOutcome:
