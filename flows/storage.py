@@ -36,6 +36,5 @@ def configure_object_storage() -> None:
     config_kwargs = s3.setdefault("config_kwargs", {})
     for key, value in s3_config_kwargs().items():
         config_kwargs.setdefault(key, value)
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    if endpoint:
-        s3.setdefault("endpoint_url", endpoint)
+    # the endpoint is not pinned here: botocore reads AWS_ENDPOINT_URL(_S3) itself each time a
+    # client is made, so a changed environment is honoured (a pinned one would go stale)

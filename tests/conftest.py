@@ -35,3 +35,19 @@ def workdir(tmp_path: Path) -> Path:
     path = tmp_path / "work"
     path.mkdir()
     return path
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging():
+    """Tests that run the CLI's ``main()`` configure logging as an application does
+    (``logging.basicConfig``), binding a handler to pytest's captured stderr; once that
+    stream closes, every later record would print a logging error. Put root back."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)

@@ -118,8 +118,13 @@ def test_build_on_a_two_node_ray_cluster(tmp_path, prefect_api):
             [str(BIN / "ray"), "start", "--address", f"127.0.0.1:{port}", *common],
             env=env, check=True, capture_output=True, timeout=180,
         )
-        status = subprocess.run([str(BIN / "ray"), "status", "--address", f"127.0.0.1:{port}"],
-                                env=env, capture_output=True, text=True, timeout=120)
+        deadline = time.time() + 90  # the second node registers with the head asynchronously
+        while True:
+            status = subprocess.run([str(BIN / "ray"), "status", "--address", f"127.0.0.1:{port}"],
+                                    env=env, capture_output=True, text=True, timeout=120)
+            if status.stdout.count("node_") >= 2 or time.time() > deadline:
+                break
+            time.sleep(2)
         assert status.stdout.count("node_") >= 2, status.stdout
         src, work = source_tree(tmp_path), tmp_path / "w"
         build = subprocess.run(
