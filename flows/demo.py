@@ -107,11 +107,11 @@ def run_demo(settings: Settings) -> int:
     print(f"\nDemo finished in {time.perf_counter() - started:.1f}s. Shards:")
     for path in outcome.shards:
         print(f"  {path}")
-    workdir_flag = f"--workdir {settings.workdir}" if settings.workdir != os.path.abspath("medcurate-data") else ""
+    command = "medcurate" if settings.workdir == os.path.abspath("medcurate-data") else f"medcurate --workdir {settings.workdir}"
     print(
         "\nRead them:\n"
-        f"  medcurate {workdir_flag} catalog list\n"
-        f"  medcurate {workdir_flag} catalog files demo_imaging   # or unimed, imed, retinalogos, ophora, medq_uni\n"
+        f"  {command} catalog list\n"
+        f"  {command} catalog files demo_imaging   # or unimed, imed, retinalogos, ophora, medq_uni\n"
         "  python -c \"import pyarrow.parquet as pq, sys; print(pq.read_table(sys.argv[1]).num_rows)\" <shard>\n"
         f"  python -c \"from catalogs import open_catalog; "
         f"print(open_catalog(workdir='{settings.workdir}').to_arrow('demo_imaging').num_rows)\""
