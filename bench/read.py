@@ -2,13 +2,19 @@
 
 The same N 512×512 8-bit CT slices (the real CT in tests/data, windowed W400/L40, each
 with seeded Gaussian HU noise and a random shift so no two PNGs are equal) are stored
-three ways, all in this run's temporary folder (so all three sit in the page cache):
+four ways, all in this run's temporary folder (so all sit in the page cache):
 
-* ``catalog``: our zstd Parquet shards (ShardWriter defaults: ~32 MiB row groups),
-  published and read through ``cat.to_torch`` (row-group split, shuffle buffer 512);
-* ``png-files``: one PNG file per sample, a map-style dataset with a shuffling sampler;
-* ``webdataset``: tar shards of 200 samples, ``webdataset.WebDataset`` (shard shuffle,
-  buffer 512).
+* ``catalog``: our zstd Parquet shards (ShardWriter defaults: ~32 MiB row groups) holding
+  the images as medcurate stores them (``encode_png``: unfiltered PNG, compressed by the
+  shard's zstd pages), published and read through ``cat.to_torch`` (row-group split,
+  shuffle buffer 512);
+* ``png-files``: one PNG file per sample as datasets ship them (deflate-compressed,
+  Pillow's default level 6), a map-style dataset with a shuffling sampler: the baseline;
+* ``webdataset``: the same compressed PNGs in tar shards of 200 samples,
+  ``webdataset.WebDataset`` (shard shuffle, buffer 512);
+* ``png-files-stored``: one file per sample holding medcurate's stored PNG bytes (what the
+  shards hold, uncompressed on disk): separates the gain of the encoding from the gain of
+  the container.
 
 Every reader yields ``{"sample_id", "image"}`` with the image decoded by the same
 ``curation.images.decode_png`` to a (1, 512, 512) uint8 tensor, batched by the same
@@ -57,16 +63,25 @@ def ct_slices() -> list[np.ndarray]:
     return out
 
 
+#: PNG files as datasets ship them: Pillow's (and libpng's) default deflate level
+SHIPPED_PNG_LEVEL = 6
+
+
 def make_pngs(n: int, seed: int = 0) -> list[tuple[str, bytes]]:
-    """n distinct realistic 512×512 CT PNGs (noise σ=4 HU, shift up to ±8 px)."""
+    """n distinct realistic 512×512 CT PNGs (noise σ=4 HU, shift up to ±8 px), compressed."""
     rng = np.random.default_rng(seed)
     slices = ct_slices()
     pngs = []
     for i in range(n):
         hu = np.roll(slices[i % 3], tuple(rng.integers(-8, 9, size=2)), axis=(0, 1))
         hu = hu + rng.normal(0.0, 4.0, size=hu.shape).astype(np.float32)
-        pngs.append((f"ct{i:06d}", encode_png(to_uint8_window(hu, -160.0, 240.0))))
+        pngs.append((f"ct{i:06d}", encode_png(to_uint8_window(hu, -160.0, 240.0), compress_level=SHIPPED_PNG_LEVEL)))
     return pngs
+
+
+def as_stored(pngs: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """The same images re-encoded as medcurate stores them (what ``convert`` writes)."""
+    return [(key, encode_png(decode_png(png))) for key, png in pngs]
 
 
 def provenance() -> dict[str, Any]:
@@ -82,7 +97,7 @@ def write_catalog(workdir: str, pngs: list[tuple[str, bytes]], row_group_mib: in
         for start in range(0, len(pngs), 200):
             rows = []
             for key, png in pngs[start : start + 200]:
-                record = image_record("input", np.zeros((512, 512), np.uint8), png=png)
+                record = image_record("input", np.zeros((512, 512), np.uint8), png=png)  # png: already stored form
                 rows.append(
                     {
                         "sample_id": key, "dataset": "bench", "source": "CT", "source_uri": key,
@@ -174,16 +189,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-read-") as tmp:
         t0 = time.perf_counter()
         pngs = make_pngs(args.samples)
+        stored = as_stored(pngs)
         catalogs = {
-            f"catalog-{mib}MiB": write_catalog(os.path.join(tmp, f"catalog{mib}"), pngs, mib) for mib in args.row_group_mib
+            f"catalog-{mib}MiB": write_catalog(os.path.join(tmp, f"catalog{mib}"), stored, mib) for mib in args.row_group_mib
         }
         files = write_png_files(Path(tmp) / "png", pngs)
+        stored_files = write_png_files(Path(tmp) / "png-stored", stored)
         urls = write_tars(Path(tmp) / "wds", pngs)
-        png_bytes = sum(len(p) for _, p in pngs)
-        print(f"{args.samples} samples of 512x512 uint8 CT, PNG {png_bytes / 2**20:.1f} MiB; prepared in {time.perf_counter() - t0:.1f} s")
+        mib = 2**20
+        print(
+            f"{args.samples} samples of 512x512 uint8 CT; on disk: PNG files {sum(len(p) for _, p in pngs) / mib:.1f} MiB, "
+            f"stored-form PNG files {sum(len(p) for _, p in stored) / mib:.1f} MiB; prepared in {time.perf_counter() - t0:.1f} s"
+        )
         for label, cat in catalogs.items():
             groups = cat.to_torch("bench", "v1").row_groups
-            print(f"  {label}: {len(cat.files('bench'))} shard(s), {len(groups)} row groups")
+            size = sum(os.path.getsize(f) for f in cat.files("bench"))
+            print(f"  {label}: {len(cat.files('bench'))} shard(s), {len(groups)} row groups, {size / mib:.1f} MiB")
         results: list[dict[str, Any]] = []
         for workers in args.workers:
             loaders: list[tuple[str, Any]] = []
@@ -197,6 +218,12 @@ def main() -> None:
                 ))
             )
             loaders.append(("webdataset", webdataset_loader(urls, workers)))
+            loaders.append(
+                ("png-files-stored", DataLoader(
+                    PngFiles(stored_files), batch_size=BATCH, shuffle=True, num_workers=workers,
+                    collate_fn=collate_samples, generator=torch.Generator().manual_seed(0),
+                ))
+            )
             row: dict[str, Any] = {"workers": workers}
             cpu_row: dict[str, float] = {}
             # passes interleaved (A B C D A B C D ...) so that load from other processes on

@@ -125,7 +125,15 @@ def read_row_group(
     filesystem: Any,
     columns: Sequence[str] | None,
     filter: pads.Expression | None,  # noqa: A002
+    *,
+    use_threads: bool = True,
 ) -> pa.Table:
-    """One row group, projected and filtered (pages that cannot match are skipped)."""
+    """One row group, projected and filtered (pages that cannot match are skipped).
+
+    ``use_threads=False`` in processes that already run one per core (DataLoader
+    workers): Arrow's thread pool on top of them only adds contention.
+    """
     fragment = _FORMAT.make_fragment(group.path, filesystem=filesystem, row_groups=[group.index])
-    return fragment.to_table(schema=SAMPLE_SCHEMA, columns=list(columns) if columns else None, filter=filter)
+    return fragment.to_table(
+        schema=SAMPLE_SCHEMA, columns=list(columns) if columns else None, filter=filter, use_threads=use_threads
+    )

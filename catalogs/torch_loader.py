@@ -56,6 +56,10 @@ STATE_FORMAT = 1
 Transform = Callable[[dict[str, Any]], Any]
 
 
+#: rows converted from Arrow to Python objects at a time
+PYLIST_ROWS = 16
+
+
 def worker_stream(rank: int, world_size: int) -> tuple[int, int]:
     """(this process's stream id, number of streams) for the current DataLoader worker."""
     info = get_worker_info()
@@ -303,8 +307,13 @@ class CatalogIterableDataset(StatefulStreams):
     def read_rows(self, groups: Sequence[RowGroup]) -> Iterator[dict[str, Any]]:
         """Undecoded rows of row groups, in order."""
         for group in groups:
-            table: pa.Table = read_row_group(group, self.filesystem.get(), self.columns, self.filter)
-            yield from table.to_pylist()
+            table: pa.Table = read_row_group(
+                group, self.filesystem.get(), self.columns, self.filter, use_threads=get_worker_info() is None
+            )
+            # to Python in small slices: the whole group at once allocates every image's bytes
+            # up front (tens of MiB of fresh pages per group in each worker)
+            for batch in table.to_batches(max_chunksize=PYLIST_ROWS):
+                yield from batch.to_pylist()
 
     def row_stream(self, stream: int, streams: int, epoch_key: Sequence[int]) -> Iterator[dict[str, Any]]:
         """One stream's undecoded rows for an epoch, in its deterministic shuffled order."""
@@ -363,8 +372,20 @@ def collate_samples(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 def _stack_or_list(values: Sequence[Any]) -> Any:
     tensors = [v for v in values if isinstance(v, torch.Tensor)]
     if tensors and len(tensors) == len(values) and len({tuple(t.shape) for t in tensors}) == 1:
-        return torch.stack(tensors)
+        return _stack(tensors)
     return list(values)
+
+
+def _stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack``; in a DataLoader worker, straight into shared memory (as torch's
+    ``default_collate`` does), so the batch is not copied again to cross to the trainer."""
+    first = tensors[0]
+    if get_worker_info() is None or first.device.type != "cpu":
+        return torch.stack(list(tensors))
+    numel = sum(t.numel() for t in tensors)
+    storage = first._typed_storage()._new_shared(numel, device=first.device)
+    out = first.new(storage).resize_(len(tensors), *first.shape)
+    return torch.stack(list(tensors), out=out)
 
 
 def _collate_roles(values: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

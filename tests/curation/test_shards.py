@@ -7,6 +7,7 @@ import os
 import tracemalloc
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -84,3 +85,23 @@ def test_memory_is_bounded_by_the_row_group_not_the_input(tmp_path):
     tracemalloc.stop()
     assert sum(s.rows for s in writer.shards) == 500
     assert peak < 12_000_000, f"peak {peak} bytes grew with the input"
+
+
+def test_the_shard_target_is_a_size_on_disk_for_compressible_images(tmp_path):
+    """Unfiltered PNGs compress in the zstd pages, so the target counts compressed bytes:
+    shards of smooth images come out close to the target, not 10x under it."""
+
+    def smooth_rows(start: int, count: int):
+        table = rows(start, count, size=256)
+        gradient = np.add.outer(np.arange(256), np.arange(256)).astype(np.uint8)  # compresses ~50x
+        images = [[image_record("input", np.roll(gradient, i, axis=0))] for i in range(start, start + count)]
+        return table.set_column(table.schema.get_field_index("images"), "images", pa.array(images, table.schema.field("images").type))
+
+    with ShardWriter(str(tmp_path), "p", target_bytes=300_000, row_group_bytes=400_000) as writer:
+        for start in range(0, 400, 20):
+            writer.write(smooth_rows(start, 20))
+    on_disk = [s.bytes for s in writer.shards]
+    in_memory_per_row = smooth_rows(0, 1).nbytes
+    assert in_memory_per_row * 400 > 10 * sum(on_disk)  # the images did compress
+    assert len(on_disk) <= 1 + sum(on_disk) // 300_000  # so few shards, each filled up to the target
+    assert all(size >= 300_000 for size in on_disk[:-1])
