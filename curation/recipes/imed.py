@@ -13,6 +13,14 @@ interactive prompts:
 * a box prompt: the tight box with each side jittered by up to ±5 px (seeded), stored in
   ``box_prompt_xyxy`` while ``bbox_xyxy`` stays the tight box;
 * a text prompt: the canonical category (``masks[].category``).
+
+DICOM series annotated by DICOM-SEG (or RT-STRUCT) objects are read the way ``convert``
+reads them: discovery attaches each annotation to the series its
+ReferencedSeriesSequence names (:mod:`converters.discover`), and
+:mod:`converters.dicom_labels` (highdicom) puts each segment on the slice whose
+SOPInstanceUID its frame references. Segment labels are the mask names. An annotation
+whose series is not in the source, or whose frames do not fit the series' grid, is a
+Reject naming it; the series' other annotations still make samples.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
 from converters.base import ConversionError, SlicePolicy
+from converters.dicom_labels import annotation_kind
 from converters.labels import looks_like_label_map
 from converters.layouts import controlled_channel_modality, parse_dataset_json
 from curation.categories import canonical_category, load_table
@@ -47,6 +56,7 @@ from curation.recipes.readers import IMAGE_SUFFIXES, find_files
 from curation.stages import Reject
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+DICOM_SUFFIXES = (".dcm", ".dicom")
 CROSS = ndimage.generate_binary_structure(2, 1)
 
 
@@ -144,6 +154,25 @@ def msd_labels(dataset_json: Path) -> tuple[dict[int, str], str | None]:
     return dict(spec["label_names"]), modality
 
 
+def dicom_annotation_kind(path: Path) -> str | None:
+    """``seg`` / ``rtstruct`` when the file is a DICOM annotation object, else None.
+
+    Only the two tags that decide it are parsed (pydicom skips over the rest), so
+    detection over a folder of thousands of slices stays cheap."""
+    import pydicom
+
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "Modality"])
+        return annotation_kind(header)
+    except Exception:  # not DICOM, or damaged: discovery rejects it later; detection must not fail
+        return None
+
+
+def has_dicom_annotations(path: Path) -> bool:
+    """Whether a DICOM-SEG or RT-STRUCT file lies anywhere under ``path``."""
+    return any(dicom_annotation_kind(p) for p in find_files(path, DICOM_SUFFIXES))
+
+
 def imed_layout(path: Path) -> str | None:
     if (path / "dataset.json").exists() and (path / "imagesTr").is_dir():
         return "msd"
@@ -151,6 +180,8 @@ def imed_layout(path: Path) -> str | None:
         return "image_mask_2d"
     if any(looks_like_label_map(p.as_posix()) for p in _volumes(path)):
         return "paired_volumes"
+    if has_dicom_annotations(path):
+        return "dicom_seg"
     return None
 
 
@@ -161,6 +192,7 @@ class Imed(Family):
         "msd": "dataset.json + imagesTr/<case>_0000.nii.gz + labelsTr/<case>.nii.gz (MSD / nnU-Net v1 or v2)",
         "paired_volumes": "volumes or DICOM series with label maps named <image>_seg/_label/_mask (NRRD/NIfTI/MHA)",
         "image_mask_2d": "images/<name>.png|jpg + masks/<name>.png (Kvasir-SEG, ISIC, BUSI style 2D masks)",
+        "dicom_seg": "DICOM series (any folder tree) + DICOM-SEG or RT-STRUCT *.dcm objects that reference them",
     }
     options_model = ImedOptions
     curriculum: ClassVar[dict[str, int]] = {"interactive_seg": 1}
@@ -175,15 +207,14 @@ class Imed(Family):
             return self._mask_pairs(source, root)
         if source.layout == "msd":
             return self._msd_cases(source, root)
+        return self._discovered(source, root)
+
+    def _discovered(self, source: ResolvedSource, root: Path) -> tuple[list[dict[str, Any]], list[Reject]]:
+        """Images with label maps, DICOM-SEG or RT-STRUCT attached, as ``convert`` discovers
+        them; an annotation whose image is not in the source is discovery's reject."""
         from converters.discover import discover
 
-        names: dict[int, str] = {}
-        modality = source.spec.modality
-        if source.layout == "msd":
-            names, msd_modality = msd_labels(root / "dataset.json")
-            modality = modality or msd_modality
-        configured = {int(k): str(v) for k, v in (source.spec.options.get("label_names") or {}).items()}
-        names.update(configured)
+        names = {int(k): str(v) for k, v in (source.spec.options.get("label_names") or {}).items()}
         found = discover([str(root)])
         items, rejects = [], [Reject(f"{source.name}/{r.source_uri}", r.stage, r.reason, r.detail) for r in found.rejects]
         for item in found.items:
@@ -191,7 +222,9 @@ class Imed(Family):
             if not item.get("label_uris"):
                 rejects.append(Reject(key, self.name, "no_label_map", f"{key}: no label map annotates this image"))
                 continue
-            payload = {"label_names": {str(k): v for k, v in names.items()}, "modality": modality}
+            payload: dict[str, Any] = {"label_names": {str(k): v for k, v in names.items()}, "modality": source.spec.modality}
+            if item["kind"] == "dicom":  # names the annotation files in rejects, should one not fit the series
+                payload["label_files"] = label_files(item["label_uris"], root)
             items.append(
                 {
                     **item,
@@ -245,7 +278,7 @@ class Imed(Family):
             items.append(work_item(source, image, kind="raster", label_uris=[str(mask)], payload={"category": category}))
         return items, rejects
 
-    def rows(self, item: dict[str, Any], ctx: FamilyContext) -> list[Produced]:
+    def rows(self, item: dict[str, Any], ctx: FamilyContext) -> list[Produced | Reject]:
         from converters.stage import convert_item
 
         opts: ImedOptions = ctx.options
@@ -256,27 +289,29 @@ class Imed(Family):
             item["source"], modality, label_names=tuple(sorted(names.items())), slices=SlicePolicy.parse(opts.slices)
         )
         plain = {k: item[k] for k in ("uri", "key", "kind", "members", "label_uris", "sha256", "size_bytes")}
+        unfit: list[Reject] = []
         if item["kind"] == "raster":
             plain["label_uris"] = None  # 2D masks are read below, not as label volumes
+        elif item["kind"] == "dicom":
+            plain["label_uris"], unfit = fitting_annotations(item, payload.get("label_files") or {}, self.name)
+            if not plain["label_uris"]:
+                return list(unfit)
         rows, reject = convert_item(plain, convert)
         if reject is not None:
             raise ConversionError(reject.reason, reject.detail)
         if item["kind"] == "raster":
             _attach_2d_mask(rows[0], item, payload)
         table = load_table(opts.category_table, opts.category_version)
-        produced = []
-        dropped = 0
+        produced: list[Produced | Reject] = []
         for row in rows:
             out = self._prompted(row, table, opts, ctx)
-            if out is None:
-                dropped += 1
-                continue
-            produced.append(out)
+            if out is not None:
+                produced.append(out)
         if not produced:
             raise ConversionError(
                 "no_masks", f"{item['key']}: none of {len(rows)} slice(s) has a mask of at least {opts.min_area_fraction:.2%} of the image"
             )
-        return produced
+        return produced + unfit
 
     def _prompted(self, row: dict[str, Any], table: dict[str, str], opts: ImedOptions, ctx: FamilyContext) -> Produced | None:
         image = next(img for img in row["images"] if img["role"] == "input")
@@ -310,6 +345,43 @@ class Imed(Family):
             caption=None,
         )
         return Produced(row, {"modality": row["modality"], "mask_targets": categories})
+
+
+def fitting_annotations(item: dict[str, Any], files: dict[str, str], stage: str) -> tuple[list[str], list[Reject]]:
+    """The series' label files without the DICOM annotations that do not fit it, and a
+    Reject per such annotation (``<series>#label=<file>``: the run summary counts the
+    series once). A lone annotation is left to the converter (its failure rejects the
+    series anyway); next to other label files, each DICOM annotation is loaded on the
+    series' slices here, exactly as the converter will, so one bad SEG does not cost the
+    good ones their samples."""
+    from converters.dicom import VOLUME_LABEL_EXTENSIONS, order_series, read_dicom
+    from converters.dicom_labels import load_dicom_labels
+    from converters.io import member_path, read_bytes
+
+    uris = list(item.get("label_uris") or [])
+    members = list(item.get("members") or [])
+    annotations = [u for u in uris if not member_path(u).lower().endswith(VOLUME_LABEL_EXTENSIONS)]
+    if not annotations or len(uris) < 2 or len(members) < 2:
+        return uris, []
+    ordered = [h for _, h in order_series([(u, read_dicom(read_bytes(u), u, headers_only=True)) for u in members])]
+    rejects = []
+    for uri in annotations:
+        try:
+            load_dicom_labels([uri], ordered, item["key"])
+            continue
+        except ConversionError as err:
+            reason, detail = err.reason, err.detail
+        except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:  # highdicom on odd SEGs
+            reason, detail = "bad_label_map", f"{uri}: {type(exc).__name__}: {str(exc)[:200]}"
+        uris.remove(uri)
+        name = files.get(uri, Path(uri).name)
+        rejects.append(Reject(f"{item['key']}#label={name}", stage, reason, f"{name}: {detail}"))
+    return uris, rejects
+
+
+def label_files(uris: list[str], root: Path) -> dict[str, str]:
+    """Label file → its path in the source, to name it in a reject."""
+    return {u: Path(u).relative_to(root).as_posix() for u in uris if Path(u).is_relative_to(root)}
 
 
 def _attach_2d_mask(row: dict[str, Any], item: dict[str, Any], payload: dict[str, Any]) -> None:

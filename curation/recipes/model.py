@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -104,6 +104,8 @@ class Recipe(StrictModel):
 
 #: family name -> pydantic model of its ``options`` (filled by the family modules)
 FAMILY_OPTIONS: dict[str, type[BaseModel]] = {}
+#: family name -> check of one source's ``options`` (raises ValidationError), filled by the family modules
+SOURCE_OPTIONS_CHECKS: dict[str, Callable[[SourceSpec], None]] = {}
 
 
 def format_validation_error(exc: ValidationError, origin: str, prefix: str = "") -> str:
@@ -144,6 +146,13 @@ def validate_recipe(data: Mapping[str, Any], origin: str) -> Recipe:
             options_model.model_validate(recipe.options)
         except ValidationError as exc:
             raise RecipeError(format_validation_error(exc, origin, prefix="options.")) from None
+    check = SOURCE_OPTIONS_CHECKS.get(recipe.family)
+    for number, spec in enumerate(recipe.sources):
+        try:
+            if check is not None:
+                check(spec)
+        except ValidationError as exc:
+            raise RecipeError(format_validation_error(exc, origin, prefix=f"sources.{number}.options.")) from None
     return recipe
 
 

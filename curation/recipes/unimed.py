@@ -6,9 +6,12 @@ sample) from a small set of templates per task so a model does not learn one phr
 * ``class_folders`` / ``class_csv`` → ``classification``: "what is the diagnosis" → the label;
 * ``vqa_json`` (VQA-RAD / SLAKE) → ``vqa``: the question → the answer;
 * ``reports`` (image + report text with FINDINGS / IMPRESSION) → ``report``;
-* ``segmentation`` (volumes or DICOM with label maps, MSD) → ``referring_seg``: region
+* ``segmentation`` (volumes or DICOM with label maps, DICOM-SEG or RT-STRUCT, MSD) → ``referring_seg``: region
   questions (which structure is in this box; is there a <structure>) with the masks;
-* ``paired`` (two folders of same-named images, e.g. T1/T2, trainA/trainB) → ``image2image``.
+* ``paired`` (two folders of same-named images, e.g. T1/T2, trainA/trainB) → ``image2image``;
+* ``super_resolution`` (any folder of images, volumes or DICOM; chosen in the recipe, never
+  detected) → ``image2image``: the anti-aliased ``1/scale`` downsample as ``input``, the
+  original as ``output``, with its pixel spacing × scale.
 
 The curriculum stage follows GMAI-VL's three stages (1 captions/perception, 2
 instructions/VQA, 3 reasoning and generation) and can be set per source.
@@ -18,9 +21,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from converters.base import ConversionError, SlicePolicy
 from converters.io import read_bytes
@@ -36,8 +40,8 @@ from curation.recipes.common import (
     register_family,
     work_item,
 )
-from curation.recipes.imed import imed_layout, msd_labels
-from curation.recipes.model import Recipe
+from curation.recipes.imed import fitting_annotations, imed_layout, label_files, msd_labels
+from curation.recipes.model import SOURCE_OPTIONS_CHECKS, Recipe, SourceSpec
 from curation.recipes.readers import (
     IMAGE_SUFFIXES,
     csv_header,
@@ -71,6 +75,12 @@ PROMPTS: dict[str, tuple[str, ...]] = {
         "Generate the {dst} image that corresponds to this {src} image.",
         "Synthesize a {dst} version of this {src} scan.",
     ),
+    "super_resolution": (
+        "Upsample this low-resolution {modality} by a factor of {scale}.",
+        "Generate a {scale}x super-resolved version of this {modality}.",
+        "Increase the resolution of this image from {low} to {high} pixels.",
+        "Reconstruct the full-resolution {modality} from this {scale}x downsampled input.",
+    ),
 }
 MODALITY_WORDS = {"CT": "CT scan", "MR": "MRI scan", "XR": "radiograph", "CFP": "fundus photograph", "US": "ultrasound image",
                   "ENDO": "endoscopy image", "PATH": "pathology image", "DERM": "dermoscopy image", "OCT": "OCT scan"}
@@ -85,6 +95,54 @@ class UnimedOptions(BaseModel):
     region_slices: str = "all"  # slices of segmentation volumes that become region questions
     max_regions_per_image: int = Field(default=4, ge=1)
     vqa_language: str | None = "en"  # SLAKE ships en and zh questions: keep one (None: all)
+
+
+SUPER_RESOLUTION = "super_resolution"
+MIN_LOW_RES_PX = 8  # a low-resolution input narrower than this carries no structure to upsample
+
+
+class SuperResolutionOptions(BaseModel):
+    """``sources[].options`` of a super-resolution source (checked when the recipe loads)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task: Literal["super_resolution"] = "super_resolution"
+    scale: Literal[2, 3, 4] = 2
+    downsample: Literal["lanczos", "box"] = "lanczos"  # Pillow resize(LANCZOS) | Image.reduce (box mean)
+    slices: str = "all"  # slices of volumes / DICOM series that become pairs: all | every:N | middle
+
+    @field_validator("slices")
+    @classmethod
+    def _slices(cls, value: str) -> str:
+        SlicePolicy.parse(value)
+        return value
+
+
+def is_super_resolution(spec: SourceSpec) -> bool:
+    """``layout: super_resolution``, or ``options.task: super_resolution`` on a source of
+    another (detected) layout, e.g. class folders reused for super-resolution."""
+    return spec.layout == SUPER_RESOLUTION or spec.options.get("task") == SUPER_RESOLUTION
+
+
+def check_source_options(spec: SourceSpec) -> None:
+    """Raises pydantic's ValidationError for a bad super-resolution source (a typo in
+    ``task`` included), so ``medcurate build`` refuses the recipe before anything runs."""
+    if is_super_resolution(spec) or "task" in spec.options:
+        SuperResolutionOptions.model_validate(spec.options)
+
+
+def downsample(pixels: np.ndarray, scale: int, method: str) -> np.ndarray:
+    """The anti-aliased ``1/scale`` image: Lanczos (Pillow widens its support by the
+    scale when reducing) or the box mean of each ``scale x scale`` block. The size is
+    ``floor(size / scale)``; callers crop to a multiple of the scale first."""
+    from PIL import Image
+
+    image = Image.fromarray(pixels)
+    if method == "box":
+        small = image.reduce(scale)
+    else:
+        small = image.resize((image.width // scale, image.height // scale), Image.Resampling.LANCZOS)
+    return np.asarray(small)
 
 
 # -- layouts -----------------------------------------------------------------------------
@@ -142,7 +200,7 @@ def unimed_layout(path: Path) -> str | None:
         return "vqa_json"
     if class_table(path):
         return "class_csv"
-    if imed_layout(path) in ("msd", "paired_volumes"):
+    if imed_layout(path) in ("msd", "paired_volumes", "dicom_seg"):
         return "segmentation"
     if report_pairs(path):
         return "reports"
@@ -163,8 +221,10 @@ class Unimed(Family):
         "class_csv": "a CSV id→label (e.g. APTOS train.csv: id_code, diagnosis) + the images it names",
         "class_folders": "<class>/<image> folders (ImageFolder layout), one folder per class",
         "reports": "<name>.png|jpg + <name>.txt report with FINDINGS: / IMPRESSION: sections",
-        "segmentation": "volumes or DICOM with label maps, or an MSD dataset.json folder (region questions)",
+        "segmentation": "volumes or DICOM with label maps or DICOM-SEG/RT-STRUCT, or an MSD dataset.json folder (region questions)",
         "paired": "two folders of same-named images, e.g. T1/ + T2/ or trainA/ + trainB/ (image-to-image)",
+        SUPER_RESOLUTION: "any folder of images, volumes or DICOM; never detected: set layout: super_resolution "
+        "(or options.task: super_resolution) and options.scale: 2|3|4",
     }
     options_model = UnimedOptions
     curriculum: ClassVar[dict[str, int]] = {
@@ -177,7 +237,8 @@ class Unimed(Family):
 
     def items(self, source: ResolvedSource, recipe: Recipe) -> tuple[list[dict[str, Any]], list[Reject]]:
         root = Path(source.path)
-        method = getattr(self, f"_items_{source.layout}")
+        layout = SUPER_RESOLUTION if is_super_resolution(source.spec) else source.layout
+        method = getattr(self, f"_items_{layout}")
         items, rejects = method(source, root, recipe)
         return items, rejects
 
@@ -285,16 +346,40 @@ class Unimed(Family):
             if not item.get("label_uris"):
                 rejects.append(Reject(key, self.name, "no_label_map", f"{key}: no label map annotates this image"))
                 continue
-            payload = {"label_names": {str(k): v for k, v in names.items()}, "modality": modality}
+            payload: dict[str, Any] = {"label_names": {str(k): v for k, v in names.items()}, "modality": modality}
+            if item["kind"] == "dicom":  # names a SEG / RT-STRUCT in its reject, should it not fit the series
+                payload["label_files"] = label_files(item["label_uris"], root)
             items.append({**item, "key": key, "kind": item["kind"], "source": source.name, "layout": source.layout,
                           "payload_json": json.dumps(payload, sort_keys=True), "exact_key": item["sha256"], "near_uri": None})
         return items, rejects
 
+    def _items_super_resolution(
+        self, source: ResolvedSource, root: Path, recipe: Recipe
+    ) -> tuple[list[dict[str, Any]], list[Reject]]:
+        """Every image, volume and DICOM series under ``root`` (as ``convert`` discovers
+        them; attached masks are ignored); videos and other files are rejects."""
+        from converters.discover import discover
+
+        SuperResolutionOptions.model_validate(source.spec.options)  # checked at load; a plan without it too
+        found = discover([str(root)])
+        items, rejects = [], [Reject(f"{source.name}/{r.source_uri}", r.stage, r.reason, r.detail) for r in found.rejects]
+        for item in found.items:
+            key = f"{source.name}/{item['key']}"
+            if item["kind"] not in ("raster", "volume", "dicom"):
+                rejects.append(Reject(key, self.name, "not_an_image", f"{key}: a {item['kind']} makes no super-resolution pair"))
+                continue
+            items.append({**item, "key": key, "source": source.name, "layout": SUPER_RESOLUTION,
+                          "payload_json": json.dumps({"modality": source.spec.modality}), "exact_key": item["sha256"],
+                          "near_uri": item["uri"] if item["kind"] == "raster" else None})
+        return items, rejects
+
     # -- rows --------------------------------------------------------------------------------
-    def rows(self, item: dict[str, Any], ctx: FamilyContext) -> list[Produced]:
+    def rows(self, item: dict[str, Any], ctx: FamilyContext) -> list[Produced | Reject]:
         layout = item["layout"]
         if layout == "segmentation":
             return self._region_rows(item, ctx)
+        if layout == SUPER_RESOLUTION:
+            return self._super_resolution_rows(item, ctx)
         payload = payload_of(item)
         modality = payload.get("modality") or ctx.spec(item["source"]).modality or guess_modality(item["source"])
         row = self._image_row(item, ctx, modality)
@@ -371,7 +456,64 @@ class Unimed(Family):
         self._dress(row, "image2image", question, "<image>", [payload["from"], payload["to"]])
         return Produced(row)
 
-    def _region_rows(self, item: dict[str, Any], ctx: FamilyContext) -> list[Produced]:
+    def _super_resolution_rows(self, item: dict[str, Any], ctx: FamilyContext) -> list[Produced | Reject]:
+        """One pair per image (per selected slice of a volume or series)."""
+        from converters.stage import convert_item
+
+        opts = SuperResolutionOptions.model_validate(ctx.spec(item["source"]).options)
+        modality = payload_of(item).get("modality") or ctx.spec(item["source"]).modality or guess_modality(item["source"])
+        plain = {k: item[k] for k in ("uri", "key", "kind", "members", "sha256", "size_bytes")}
+        plain["label_uris"] = None  # masks attached by discovery play no part in a pair
+        rows, reject = convert_item(plain, ctx.convert_options(item["source"], modality, slices=SlicePolicy.parse(opts.slices)))
+        if reject is not None:
+            raise ConversionError(reject.reason, reject.detail)
+        out: list[Produced | Reject] = []
+        for row in rows:
+            try:
+                out.append(self._super_resolution_pair(row, opts, ctx))
+            except ConversionError as err:
+                out.append(Reject(row["source_uri"], self.name, err.reason, err.detail))
+        return out
+
+    def _super_resolution_pair(self, row: dict[str, Any], opts: SuperResolutionOptions, ctx: FamilyContext) -> Produced:
+        """``input``: the anti-aliased downsample (spacing × scale); ``output``: the converted
+        image, cropped by under ``scale`` px at the right/bottom so both grids cover the
+        same field of view exactly. A 16-bit ``raw`` copy is not kept (as for ``paired``)."""
+        from curation.images import decode_png, image_record
+
+        image = next((img for img in row["images"] if img["role"] == "input"), None)
+        if image is None:
+            raise ConversionError("not_an_image", f"{row['source_uri']}: no image to pair (a video or cine loop)")
+        scale = opts.scale
+        high = decode_png(image["data"])
+        height, width = (high.shape[0] // scale) * scale, (high.shape[1] // scale) * scale
+        if min(height, width) // scale < MIN_LOW_RES_PX:
+            raise ConversionError(
+                "too_small", f"{row['source_uri']}: {high.shape[1]}x{high.shape[0]} px leaves under {MIN_LOW_RES_PX} px at 1/{scale}"
+            )
+        cropped = (height, width) != high.shape[:2]
+        target = np.ascontiguousarray(high[:height, :width])
+        low = downsample(target, scale, opts.downsample)
+        spacing = image.get("spacing_mm")
+        window = (image["window"]["center"], image["window"]["width"]) if image.get("window") else None
+        low_spacing = [spacing[0] * scale, spacing[1] * scale, *spacing[2:]] if spacing else None
+        row["images"] = [
+            image_record("input", low, spacing_mm=low_spacing, window=window),
+            image_record("output", target, spacing_mm=spacing, window=window, png=None if cropped else image["data"]),
+        ]
+        words = MODALITY_WORDS.get(row["modality"], "medical image")
+        template = ctx.rng(row["source_uri"], "prompt").choice(PROMPTS[SUPER_RESOLUTION])
+        prompt = template.format(modality=words, scale=scale, low=f"{low.shape[1]}x{low.shape[0]}", high=f"{width}x{height}")
+        self._dress(row, "image2image", prompt, "<image>", [f"super-resolution x{scale}"])
+        steps = json.loads(row["provenance"]["steps_json"])
+        steps.append({"step": "unimed.super_resolution", "params": {
+            "scale": scale, "downsample": opts.downsample, "from_px": [int(high.shape[1]), int(high.shape[0])],
+            "output_px": [width, height], "input_px": [int(low.shape[1]), int(low.shape[0])],
+        }})
+        row["provenance"]["steps_json"] = json.dumps(steps, sort_keys=True, separators=(",", ":"))
+        return Produced(row)
+
+    def _region_rows(self, item: dict[str, Any], ctx: FamilyContext) -> list[Produced | Reject]:
         from converters.stage import convert_item
 
         opts: UnimedOptions = ctx.options
@@ -379,12 +521,17 @@ class Unimed(Family):
         names = {int(k): v for k, v in (payload.get("label_names") or {}).items()}
         modality = payload.get("modality") or ctx.spec(item["source"]).modality or guess_modality(item["source"])
         plain = {k: item[k] for k in ("uri", "key", "kind", "members", "label_uris", "sha256", "size_bytes")}
+        unfit: list[Reject] = []
+        if item["kind"] == "dicom":  # a SEG that does not fit the series is its own reject (as in imed)
+            plain["label_uris"], unfit = fitting_annotations(item, payload.get("label_files") or {}, self.name)
+            if not plain["label_uris"]:
+                return list(unfit)
         convert = ctx.convert_options(item["source"], modality, label_names=tuple(sorted(names.items())),
                                       slices=SlicePolicy.parse(opts.region_slices))
         rows, reject = convert_item(plain, convert)
         if reject is not None:
             raise ConversionError(reject.reason, reject.detail)
-        out = []
+        out: list[Produced | Reject] = []
         for row in rows:
             masks = [m for m in row.get("masks") or [] if m.get("bbox_xyxy")]
             if not masks:
@@ -412,7 +559,8 @@ class Unimed(Family):
             out.append(Produced(row))
         if not out:
             raise ConversionError("no_masks", f"{item['key']}: no slice has a labelled structure")
-        return out
+        return out + unfit
 
 
 register_family(Unimed())
+SOURCE_OPTIONS_CHECKS[Unimed.name] = check_source_options
