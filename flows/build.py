@@ -69,8 +69,13 @@ def settings_for(request: BuildRequest) -> Settings:
 
 
 def prepare(request: BuildRequest, settings: Settings, run_id: str) -> tuple[BuildPlan, list[Partition]]:
+    sources = list(request.sources)
+    if any("://" in s for s in sources):  # a family's s3:// or catalog:// sources: staged locally first
+        from curation.recipes.common import stage_sources
+
+        sources = stage_sources(request.recipe, sources, request.options, settings.workdir, settings.catalog)
     ctx = PlanContext(
-        sources=tuple(request.sources),
+        sources=tuple(sources),
         dataset=request.dataset,
         salt=settings.salt(),
         run_id=run_id,

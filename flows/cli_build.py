@@ -21,7 +21,8 @@ def register(sub: Any) -> None:
     build = sub.add_parser("build", help="build a dataset family (unimed, imed, retinalogos, ophora, medq_uni)")
     build.add_argument("recipe", metavar="RECIPE.yaml|NAME", help="a recipe file, or a family name for its default recipe")
     build.add_argument("--source", action="append", default=[], metavar="PATH",
-                       help="source root in the family's public layout (repeatable); default: the recipe file's folder")
+                       help="source root in the family's public layout (repeatable): a folder, s3://bucket/prefix, "
+                       "or catalog://NAME[@VERSION] (medq_uni); default: the recipe file's folder")
     build.add_argument("--dataset", help="catalog table name (default: the recipe's dataset)")
     build.add_argument("--version", help="version tag (default v<N+1>)")
     build.add_argument("--executor", choices=["local", "dask", "ray"], default="local")
@@ -42,9 +43,13 @@ def is_recipe_file(ref: str) -> bool:
     return ref.endswith((".yaml", ".yml")) or os.path.isfile(ref)
 
 
-def resolve_request(args: argparse.Namespace) -> tuple[str, dict[str, Any], list[str], Any]:
-    """(family, options, sources, recipe) of ``medcurate build``, validated; raises UsageError."""
+def resolve_request(args: argparse.Namespace, settings: Any = None) -> tuple[str, dict[str, Any], list[str], Any]:
+    """(family, options, sources, recipe) of ``medcurate build``, validated; raises UsageError.
+
+    With ``settings``, ``s3://`` and ``catalog://`` sources are staged (and so checked)
+    here too; the build's own staging then finds them current."""
     from curation.recipes import FAMILIES, FAMILY_NAMES, RecipeError, recipe_for, resolve_sources
+    from curation.recipes.common import stage_sources
     from curation.recipes.model import read_yaml
     from flows.cli import UsageError
 
@@ -66,7 +71,10 @@ def resolve_request(args: argparse.Namespace) -> tuple[str, dict[str, Any], list
             sources = list(args.source)
         sources = [s if "://" in s else os.path.abspath(s) for s in sources]
         recipe = recipe_for(family, options, origin=origin)
-        resolve_sources(recipe, sources, FAMILIES[family])
+        local = sources
+        if settings is not None:
+            local = stage_sources(family, sources, options, settings.workdir, settings.catalog)
+        resolve_sources(recipe, local, FAMILIES[family])
     except RecipeError as exc:
         raise UsageError(str(exc)) from exc
     return family, options, sources, recipe
@@ -77,10 +85,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     from flows.build import run_build
     from flows.cli import EXIT_OK, _settings, build_request, print_outcome
 
-    family, options, sources, recipe = resolve_request(args)
+    settings = _settings(args)
+    family, options, sources, recipe = resolve_request(args, settings)
     dataset = args.dataset or recipe.dataset_name()
     check_dataset_name(dataset)
-    settings = _settings(args)
     request = build_request(
         args, settings, family, sources, dataset, {k: v for k, v in options.items() if k != "family"}
     )

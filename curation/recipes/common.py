@@ -15,10 +15,11 @@ import functools
 import json
 import logging
 import os
+import posixpath
 import random
 import re
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -98,15 +99,31 @@ def file_sha256(path: str | Path) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class ResolvedSource:
-    """A source of the build: a folder, its layout, and its recipe settings."""
+    """A source of the build: a folder, its layout, and its recipe settings.
+
+    ``origin`` is what the user named when ``path`` is a staged copy (``s3://bucket/aptos``,
+    ``catalog://name@v1``): messages show it instead of the cache folder.
+    """
 
     name: str
     path: str
     layout: str
     spec: SourceSpec
+    origin: str = ""
 
     def modality(self, default: str = "OTHER") -> str:
         return self.spec.modality or guess_modality(self.name, default)
+
+    def public(self, text: str) -> str:
+        """``text`` with the staged copy's folder written as its origin."""
+        return public_text(text, {self.path: self.origin} if self.origin else {})
+
+
+def public_text(text: str, origins: dict[str, str]) -> str:
+    """Cache folders in ``text`` replaced by the URIs they mirror (longest folder first)."""
+    for local in sorted(origins, key=len, reverse=True):
+        text = text.replace(local, origins[local])
+    return text
 
 
 def work_item(
@@ -215,6 +232,15 @@ class Family:
         """Stages after the family stage (medq_uni: degradation, QA conversations)."""
         return []
 
+    def stage_catalog(self, uri: str, cache: str, catalog: Callable[[], Any]) -> str:
+        """A local folder holding the published dataset ``catalog://NAME[@VERSION]``;
+        only families that read published datasets (medq_uni) override this."""
+        readers = [f.name for f in FAMILIES.values() if type(f).stage_catalog is not Family.stage_catalog]
+        raise RecipeError(
+            f"source {uri}: {self.name} reads folders in its layouts (docs/families.md); "
+            f"catalog:// sources are read by {', '.join(readers) or 'no family'}"
+        )
+
 
 FAMILIES: dict[str, Family] = {}
 
@@ -227,25 +253,129 @@ def register_family(family: Family) -> Family:
 
 
 # -- sources -----------------------------------------------------------------------------
+CATALOG_SCHEME = "catalog://"
+
+
+def is_remote(uri: str) -> bool:
+    """A source the families cannot open by path: ``s3://``, ``gs://``, ``catalog://`` ..."""
+    return "://" in uri and not uri.startswith("file://")
+
+
+def source_cache_root(workdir: str) -> str:
+    """Where remote sources are staged: ``$MEDCURATE_SOURCE_CACHE``, else
+    ``<workdir>/cache/sources``; a remote workdir cannot hold files libraries open by
+    path, so then the user's cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``) is used."""
+    if os.environ.get("MEDCURATE_SOURCE_CACHE"):
+        return os.path.abspath(os.environ["MEDCURATE_SOURCE_CACHE"])
+    if not is_remote(workdir):
+        return os.path.join(os.path.abspath(workdir.removeprefix("file://")), "cache", "sources")
+    home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(home, "medcurate", "sources")
+
+
+def stage_sources(
+    family_name: str,
+    roots: Sequence[str],
+    options: dict[str, Any],
+    workdir: str,
+    catalog: Callable[[], Any],
+) -> list[str]:
+    """``--source`` roots as local folders: remote trees mirrored, ``catalog://`` datasets
+    written out, under :func:`source_cache_root` (``<cache>/<hash of the URI>/<name>``).
+
+    Called before planning (``flows.build.prepare`` and ``medcurate build``); anything but
+    a family build, and local roots, pass through unchanged. Only the recipe's source
+    ``path``s are mirrored when every source names one. ``catalog`` opens the build's
+    catalog (called only for ``catalog://`` roots).
+    """
+    if family_name not in FAMILIES or not any(is_remote(r) for r in roots):
+        return list(roots)
+    from curation.recipes.readers import mirror_tree
+
+    family = FAMILIES[family_name]
+    recipe = recipe_for(family_name, options)
+    specs = recipe.sources or [SourceSpec()]
+    cache = source_cache_root(workdir)
+    staged = []
+    for root in roots:
+        if not is_remote(root):
+            staged.append(root)
+        elif root.startswith(CATALOG_SCHEME):
+            if any(s.path not in ("", ".") for s in specs):
+                raise RecipeError(f"source {root}: a catalog:// source is one dataset; its recipe sources take no 'path'")
+            staged.append(family.stage_catalog(root, cache, catalog))
+        else:
+            subpaths = _relative_paths(specs)
+            base = os.path.join(cache, stable_hash(root.rstrip("/"), length=16))
+            staged.append(mirror_tree(root.rstrip("/"), base, subpaths).path)
+    return staged
+
+
+def _relative_paths(specs: Sequence[SourceSpec]) -> list[str]:
+    """The sub-folders to mirror: every source's relative ``path``, or all (``[]``) when one has none."""
+    paths = []
+    for spec in specs:
+        if "://" in spec.path or os.path.isabs(spec.path):
+            continue  # read as it is (a URI here is refused by resolve_sources)
+        rel = posixpath.normpath(spec.path.replace(os.sep, "/")) if spec.path else ""
+        if rel in ("", "."):
+            return []
+        if rel == ".." or rel.startswith("../"):
+            raise RecipeError(f"sources: path {spec.path!r} leaves the --source folder")
+        paths.append(rel)
+    return sorted(set(paths))
+
+
+def staged_origin(path: Path) -> str:
+    """The URI a staged folder copies (from the manifest its staging wrote), else ''."""
+    from curation.recipes.readers import MIRROR_MANIFEST
+
+    manifest = path.parent / MIRROR_MANIFEST
+    try:
+        with open(manifest) as fh:
+            saved = json.load(fh)
+    except (OSError, ValueError):
+        return ""
+    return str(saved.get("uri") or "") if saved.get("root") == path.name else ""
+
+
 def resolve_sources(recipe: Recipe, roots: Sequence[str], family: Family) -> list[ResolvedSource]:
     """The recipe's sources under each root (``--source``); auto layouts are detected on the
-    folder itself, else on each of its sub-folders (one source per matching sub-folder)."""
+    folder itself, else on each of its sub-folders (one source per matching sub-folder).
+
+    Roots are local folders; remote ones are staged by :func:`stage_sources` first."""
     specs = recipe.sources or [SourceSpec()]
     roots = list(roots) or [""]
     resolved: list[ResolvedSource] = []
-    for root in roots:
+    for root in (r.removeprefix("file://") for r in roots):
+        if is_remote(root):
+            raise RecipeError(f"source {root!r}: remote sources are staged before planning (stage_sources); got the URI itself")
+        top = str(Path(root).resolve()) if root else ""
+        origin = staged_origin(Path(top)) if root else ""
         for spec in specs:
-            if "://" in spec.path or "://" in root:
-                raise RecipeError(f"source {spec.path!r}: family recipes read local folders only (got a URI)")
+            if "://" in spec.path:
+                raise RecipeError(f"source {spec.path!r}: give remote folders with --source (a recipe path is relative or local)")
             path = Path(spec.path if os.path.isabs(spec.path) or not root else os.path.join(root, spec.path))
             if not path.exists():
-                raise RecipeError(f"sources: path {str(path)!r} does not exist (key 'path' = {spec.path!r})")
-            resolved.extend(_resolve_one(spec, path.resolve(), family))
+                shown = f"{origin}/{spec.path}" if origin and not os.path.isabs(spec.path) else str(path)
+                raise RecipeError(f"sources: path {shown!r} does not exist (key 'path' = {spec.path!r})")
+            try:
+                found = _resolve_one(spec, path.resolve(), family)
+            except RecipeError as exc:  # name the bucket, not the cache folder
+                raise RecipeError(public_text(str(exc), {top: origin} if origin else {})) from None
+            if origin:
+                found = [dataclasses.replace(s, origin=_origin_of(s.path, top, origin)) for s in found]
+            resolved.extend(found)
     names = [s.name for s in resolved]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise RecipeError(f"sources: names {dupes} occur twice; give each source a distinct 'name'")
     return resolved
+
+
+def _origin_of(path: str, top: str, origin: str) -> str:
+    rel = os.path.relpath(path, top).replace(os.sep, "/")
+    return origin if rel == "." else f"{origin.rstrip('/')}/{rel}"
 
 
 def _resolve_one(spec: SourceSpec, path: Path, family: Family) -> list[ResolvedSource]:
@@ -330,8 +460,12 @@ class FamilyStage(Stage):
     batch_size = 4
     output_schema = SAMPLE_SCHEMA
 
-    def __init__(self, family: str, recipe_json: str, sources_json: str, salt: str, run_id: str, version: str):
+    def __init__(
+        self, family: str, recipe_json: str, sources_json: str, salt: str, run_id: str, version: str,
+        origins: dict[str, str] | None = None,
+    ):
         self.family_name = family
+        self.origins = dict(origins or {})  # staged folder -> the URI the user gave
         self.recipe_json = recipe_json
         self.sources_json = sources_json
         self.salt = salt
@@ -393,14 +527,15 @@ class FamilyStage(Stage):
         try:
             out = family.rows(item, self.ctx)
         except ConversionError as err:
-            return [], [Reject(item["key"], stage, err.reason, err.detail)]
+            return [], [Reject(item["key"], stage, err.reason, public_text(err.detail, self.origins))]
         except MemoryError:
             raise
         except Exception as exc:  # a family bug must not stop the run; the trace goes to the log
             log.warning("%s failed on %s:\n%s", stage, item["key"], traceback.format_exc())
-            return [], [Reject(item["key"], stage, "converter_error", f"{item['key']}: {type(exc).__name__}: {str(exc)[:300]}")]
+            detail = public_text(f"{item['key']}: {type(exc).__name__}: {str(exc)[:300]}", self.origins)
+            return [], [Reject(item["key"], stage, "converter_error", detail)]
         produced = [o for o in out if isinstance(o, Produced)]
-        rejects = [o for o in out if isinstance(o, Reject)]
+        rejects = [dataclasses.replace(o, detail=public_text(o.detail, self.origins)) for o in out if isinstance(o, Reject)]
         if not produced and not rejects:
             rejects = [Reject(item["key"], stage, "no_samples", f"{item['key']}: the item produced no sample")]
         return produced, rejects
@@ -422,11 +557,15 @@ def _fill_caption_turn(row: dict[str, Any], caption: str) -> None:
             turn["value"] = turn["value"].replace(CAPTION_PLACEHOLDER, caption)
 
 
-def family_stages(family: str, recipe_json: str, sources_json: str, salt: str, run_id: str, version: str) -> list[Stage]:
+def family_stages(
+    family: str, recipe_json: str, sources_json: str, salt: str, run_id: str, version: str,
+    origins: dict[str, str] | None = None,
+) -> list[Stage]:
     import curation.recipes  # noqa: F401
 
     recipe = Recipe.model_validate_json(recipe_json)
-    return [FamilyStage(family, recipe_json, sources_json, salt, run_id, version), *FAMILIES[family].extra_stages(recipe)]
+    stage = FamilyStage(family, recipe_json, sources_json, salt, run_id, version, origins=origins)
+    return [stage, *FAMILIES[family].extra_stages(recipe)]
 
 
 # -- the planner -------------------------------------------------------------------------
@@ -445,7 +584,7 @@ def plan_family(family_name: str, ctx: PlanContext) -> BuildPlan:
         except ConversionError as err:  # an unreadable label table rejects its source, not the build
             found, rejected = [], [Reject(f"{source.name}/", family.name, err.reason, err.detail)]
         items.extend(found)
-        rejects.extend(rejected)
+        rejects.extend(dataclasses.replace(r, detail=source.public(r.detail)) for r in rejected)
     items, dropped = dedup_items(
         items, exact=recipe.dedup.exact, near=recipe.dedup.near, threshold=recipe.dedup.hamming_threshold
     )
@@ -457,11 +596,14 @@ def plan_family(family_name: str, ctx: PlanContext) -> BuildPlan:
     recipe_json = recipe.to_json()
     sources_json = json.dumps({s.name: s.spec.model_dump(mode="json") for s in sources}, sort_keys=True)
     version = pipeline_version()
+    origins = {s.path: s.origin for s in sources if s.origin}  # not in the fingerprint: where, not what
     return BuildPlan(
         dataset=recipe.dataset_name(),
         recipe=family_name,
         items=items,
-        stage_factory=functools.partial(family_stages, family_name, recipe_json, sources_json, ctx.salt, ctx.run_id, version),
+        stage_factory=functools.partial(
+            family_stages, family_name, recipe_json, sources_json, ctx.salt, ctx.run_id, version, origins=origins
+        ),
         fingerprint=stable_hash(family_name, recipe_json, sources_json, version, ctx.salt, length=40),
         item_schema=FAMILY_ITEM_SCHEMA,
         rejects=rejects,

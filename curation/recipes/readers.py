@@ -1,21 +1,34 @@
 """Small readers the families need that converters/ does not offer yet.
 
 Label tables (CSV with a header, columns matched by name, case and spaces ignored),
-image indexes by file stem, and phase annotation tables. Transcripts (SRT / WebVTT),
-VQA files and reports are read by :mod:`converters.text`; what stays here has no
-converters counterpart (the recipes match columns by loose names over plain dict rows).
+image indexes by file stem, phase annotation tables, and the mirror of a remote
+source tree (``s3://`` ...) into a local folder the families read by path.
+Transcripts (SRT / WebVTT), VQA files and reports are read by :mod:`converters.text`;
+what stays here has no converters counterpart (the recipes match columns by loose
+names over plain dict rows).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
+import fcntl
+import json
+import logging
+import os
+import posixpath
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from converters.base import ConversionError
 from converters.text import Segment
 from curation.recipes.common import IMAGE_EXTENSIONS
+from curation.recipes.model import RecipeError
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = IMAGE_EXTENSIONS
 
@@ -113,3 +126,134 @@ def segments_from_rows(rows: Iterable[dict[str, str]], header: Sequence[str], fp
         if row.get(text_col) and end > start:
             out.append(Segment(start, end, row[text_col].replace("_", " ")))
     return out
+
+
+# -- remote source trees -------------------------------------------------------------------
+#: the file next to a mirrored tree that records where it came from and what it holds
+MIRROR_MANIFEST = ".medcurate-source.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Mirror:
+    """A remote tree mirrored into a local folder, and what this staging had to do."""
+
+    uri: str
+    path: str  # the local copy of ``uri`` (its last path segment is the remote folder's name)
+    downloaded: int
+    unchanged: int
+    removed: int
+    bytes_downloaded: int
+
+
+def _signature(info: dict[str, Any]) -> str:
+    """What changes when a remote file changes: S3's ETag, else a hash or the mtime."""
+    for key in ("ETag", "etag", "md5Hash", "LastModified", "last_modified", "mtime", "updated"):
+        if info.get(key):
+            return str(info[key])
+    return ""
+
+
+def _safe_relative(rel: str) -> bool:
+    """A listed key that stays inside the mirror (S3 keys may hold '..' or empty segments)."""
+    parts = rel.split("/")
+    return bool(rel) and not rel.startswith("/") and all(p not in ("", ".", "..") for p in parts)
+
+
+def _remote_listing(fs: Any, root: str, uri: str, subpaths: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """relative path -> {size, etag} of every file under ``root`` (or its ``subpaths``)."""
+    listing: dict[str, dict[str, Any]] = {}
+    for sub in subpaths or [""]:
+        top = posixpath.join(root, sub) if sub else root
+        shown = f"{uri.rstrip('/')}/{sub}" if sub else uri
+        try:
+            if not fs.isdir(top):
+                what = "a file, not a folder (prefix)" if fs.isfile(top) else "not found"
+                raise RecipeError(f"sources: {shown} is {what}; give the folder (prefix) of a download in the family's layout")
+            found = fs.find(top, detail=True)
+        except OSError as exc:
+            raise RecipeError(f"sources: cannot list {shown} ({type(exc).__name__}: {exc})") from exc
+        for path, info in found.items():
+            if info.get("type") != "file":
+                continue
+            rel = posixpath.relpath(path, root)
+            if not _safe_relative(rel):
+                log.warning("%s: key %r leaves the source folder; it is not mirrored", uri, rel)
+                continue
+            listing[rel] = {"size": int(info.get("size") or 0), "etag": _signature(info)}
+    return listing
+
+
+@contextlib.contextmanager
+def locked(folder: str) -> Iterator[None]:
+    """One staging of a folder at a time (two builds of one source on one machine)."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, ".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def mirror_tree(uri: str, base: str, subpaths: Sequence[str] = ()) -> Mirror:
+    """Mirror the remote folder ``uri`` (any fsspec URL: ``s3://``, ``gs://`` ...) into
+    ``base/<folder name>``, downloading only files whose size or ETag changed since the
+    last staging (the manifest ``base/.medcurate-source.json`` remembers them).
+
+    The families read files by path with libraries that only take paths (csv, PIL,
+    SimpleITK, PyAV), so a remote source becomes a local folder once, and a nightly
+    rebuild of an unchanged bucket costs one listing. Files gone from the bucket are
+    removed from the copy, so the copy is always exactly the listing. ``subpaths``
+    (relative) restricts the mirror to those sub-folders, e.g. the recipe's source paths.
+    """
+    from fsspec.core import url_to_fs
+
+    fs, root = url_to_fs(uri)
+    root = root.rstrip("/")
+    local = os.path.join(base, posixpath.basename(root) or "source")
+    listing = _remote_listing(fs, root, uri, subpaths)
+    manifest_path = os.path.join(base, MIRROR_MANIFEST)
+    with locked(base):
+        known: dict[str, Any] = {}
+        if os.path.exists(manifest_path):
+            with open(manifest_path) as fh:
+                saved = json.load(fh)
+            known = saved.get("files", {}) if saved.get("uri") == uri else {}
+        removed = _remove_extra(local, set(listing))
+        wanted = [rel for rel, meta in listing.items() if not _is_current(local, rel, meta, known)]
+        if wanted:
+            targets = [os.path.join(local, *rel.split("/")) for rel in wanted]
+            for target in targets:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+            fs.get([posixpath.join(root, rel) for rel in wanted], targets)
+        tmp = manifest_path + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump({"uri": uri, "root": os.path.basename(local), "files": listing}, fh, sort_keys=True)
+        os.replace(tmp, manifest_path)
+    os.makedirs(local, exist_ok=True)
+    mirror = Mirror(
+        uri, local, len(wanted), len(listing) - len(wanted), removed, sum(listing[r]["size"] for r in wanted)
+    )
+    log.info(
+        "staged %s in %s: %d file(s) downloaded (%d bytes), %d unchanged, %d removed",
+        uri, local, mirror.downloaded, mirror.bytes_downloaded, mirror.unchanged, mirror.removed,
+    )
+    return mirror
+
+
+def _is_current(local: str, rel: str, meta: dict[str, Any], known: dict[str, Any]) -> bool:
+    """The local copy is the listed version: same manifest entry and the full size on disk."""
+    path = os.path.join(local, *rel.split("/"))
+    return known.get(rel) == meta and os.path.isfile(path) and os.path.getsize(path) == meta["size"]
+
+
+def _remove_extra(local: str, listed: set[str]) -> int:
+    """Delete local files the listing no longer has (and leftovers of a crashed staging)."""
+    removed = 0
+    for folder, _, names in os.walk(local):
+        for name in names:
+            path = os.path.join(folder, name)
+            if os.path.relpath(path, local).replace(os.sep, "/") not in listed:
+                os.remove(path)
+                removed += 1
+    return removed
