@@ -200,3 +200,58 @@ def test_configuration_errors_name_what_is_known() -> None:
         Tolerances.from_mapping({"mostly": 0})
     with pytest.raises(ValueError, match="known families"):
         gate_build([], family="radiopaedia", workdir="/tmp/unused", build_id="x")
+
+
+def count_gx_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Labels of the GX validation runs the gate makes (shards, screening and build checks)."""
+    from quality_checks import gate
+
+    labels: list[str] = []
+    original = gate._GxSession.validate
+
+    def counting(self: Any, asset_label: str, frame: Any, suite: Any) -> Any:
+        labels.append(asset_label)
+        return original(self, asset_label, frame, suite)
+
+    monkeypatch.setattr(gate._GxSession, "validate", counting)
+    return labels
+
+
+def test_clean_shards_are_validated_in_one_gx_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = count_gx_runs(monkeypatch)
+    paths = []
+    for index in range(3):
+        rows = FAMILY_ROWS["imed"]()
+        for row in rows:
+            row["sample_id"] = f"{row['sample_id']}-{index}"
+        paths.append(write_shard(rows, tmp_path / "build" / f"imed-{index}.parquet"))
+    report = run_gate(tmp_path, paths, "imed", cache_passed=False)
+    assert report.passed and report.passed_shards == paths, report.failed_expectations
+    assert [r for r in runs if r.startswith(("imed-", "3_shards"))] == ["3_shards"]
+
+
+def test_rows_tolerated_in_the_union_are_still_judged_per_shard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """mostly=0.5: a shard with most rows ungrounded fails on its own even when the whole
+    build is within tolerance, exactly as if each shard had been validated alone."""
+    from qc_samples import provenance
+
+    runs = count_gx_runs(monkeypatch)
+    ungrounded = provenance([{"name": "caption", "grounding": {"ok": False, "problems": ["grade 3"]}}])
+    bad_rows = FAMILY_ROWS["retinalogos"]()
+    for row in bad_rows:
+        row["provenance"] = ungrounded
+    good_paths = []
+    for index in range(3):
+        rows = FAMILY_ROWS["retinalogos"]()
+        for row in rows:
+            row["sample_id"] = f"{row['sample_id']}-{index}"
+        good_paths.append(write_shard(rows, tmp_path / "build" / f"good-{index}.parquet"))
+    bad = write_shard(bad_rows, tmp_path / "build" / "bad.parquet")
+    report = run_gate(
+        tmp_path, [*good_paths, bad], "retinalogos", cache_passed=False,
+        tolerances={"mostly": 0.5, "max_failed_shard_fraction": 0.5},
+    )
+    assert runs[0] == "4_shards"  # the screening run: within mostly, but not clean
+    assert {r for r in runs[1:5]} == {"good-0.parquet", "good-1.parquet", "good-2.parquet", "bad.parquet"}
+    assert report.passed_shards == good_paths and len(report.quarantined) == 1
+    assert failures_of(report, "bad.parquet") == {("retinalogos", "expect_column_values_to_be_in_set", "grounding_ok")}
