@@ -4,8 +4,12 @@ Inputs: N 512×512 CT slices made from the three real slices in tests/data (pixe
 and positions varied so no two files are equal), in series of 250.
 
 * baseline ("bare codec"): one loop of what conversion cannot avoid per slice —
-  pydicom read + decode, modality LUT, window, and the two PNG encodes the pipeline
-  writes (8-bit ``input`` and 16-bit lossless ``raw``);
+  pydicom read + decode, modality LUT, window, and the two lossless encodes the
+  pipeline stores (8-bit ``input`` and 16-bit ``raw``). Since images are stored as
+  unfiltered PNG compressed by the shard's zstd pages (``curation/images.py``), the
+  encode is ``encode_png`` *plus* zstd at the shard writer's level; a second baseline,
+  "pillow", encodes with Pillow's deflate PNG (level 1) instead, the way the images
+  were stored before (and most converters store them); both are printed;
 * pipeline: the real build (discovery with hashing, partitions, conversion stage,
   Parquet shards, Iceberg publish), in-process without Prefect's server start-up.
 
@@ -58,18 +62,28 @@ def make_slices(target: Path, count: int, per_series: int = 250) -> int:
     return total
 
 
-def bare_codec(files: list[Path]) -> float:
+def bare_codec(files: list[Path], baseline: str = "stored") -> float:
+    import pyarrow as pa
     from pydicom.pixels import apply_modality_lut
 
     from curation.images import encode_png, to_uint8_window
+    from curation.shards import ShardWriter
+
+    level = ShardWriter.__init__.__kwdefaults__["compression_level"]
+    zstd = pa.Codec("zstd", compression_level=level)
+
+    def encode(array: np.ndarray) -> bytes:
+        if baseline == "pillow":
+            return encode_png(array, compress_level=1)
+        return zstd.compress(encode_png(array), asbytes=True)
 
     started = time.perf_counter()
     for path in files:
         ds = pydicom.dcmread(path)
         stored = ds.pixel_array
         hu = apply_modality_lut(stored, ds)
-        encode_png(to_uint8_window(hu, -160.0, 240.0))
-        encode_png((stored.astype(np.int32) + 32768).astype(np.uint16))
+        encode(to_uint8_window(hu, -160.0, 240.0))
+        encode((stored.astype(np.int32) + 32768).astype(np.uint16))
     return time.perf_counter() - started
 
 
@@ -109,7 +123,7 @@ def child(mode: str, source: str, workdir: str, shard_mb: float) -> None:
         print(json.dumps(run_pipeline(Path(source), Path(workdir), shard_mb)))
     else:
         files = sorted(Path(source).rglob("*.dcm"))
-        seconds = bare_codec(files)
+        seconds = bare_codec(files, "pillow" if mode == "bare-pillow" else "stored")
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps({"seconds": seconds, "samples": len(files), "peak_rss_mb": rss}))
 
@@ -139,6 +153,7 @@ def main() -> None:
         total = make_slices(source, args.slices)
         shard_mb = total / 10 / 1024 / 1024  # input = 10× the shard size
         bare = measure("bare", source, Path(tmp) / "unused", shard_mb)
+        pillow = measure("bare-pillow", source, Path(tmp) / "unused", shard_mb)
         pipe = measure("pipeline", source, Path(tmp) / "work", shard_mb)
         imports = measure("imports", source, Path(tmp) / "unused", shard_mb)
         quarter = Path(tmp) / "quarter"  # a quarter of the series: does memory follow the input?
@@ -150,7 +165,11 @@ def main() -> None:
     ratio = pipe["seconds"] / bare["seconds"]
     print(f"machine: {os.cpu_count()} cores, {sys.platform}, python {sys.version.split()[0]}")
     print(f"input: {args.slices} CT slices 512x512, {total / 1e6:.0f} MB; shard target {shard_mb:.1f} MiB")
-    print(f"bare codec loop : {bare['seconds']:.2f} s  ({bare['samples'] / bare['seconds']:.1f} slices/s)")
+    print(f"bare codec loop : {bare['seconds']:.2f} s  ({bare['samples'] / bare['seconds']:.1f} slices/s; stored PNG + zstd)")
+    print(
+        f"pillow baseline : {pillow['seconds']:.2f} s  ({pillow['samples'] / pillow['seconds']:.1f} slices/s; deflate PNG): "
+        f"pipeline/pillow {pipe['seconds'] / pillow['seconds']:.2f}x"
+    )
     print(f"medcurate build : {pipe['seconds']:.2f} s  ({pipe['samples'] / pipe['seconds']:.1f} slices/s, {pipe['shards']} shards)")
     print(f"ratio pipeline/bare: {ratio:.2f}x  (goal <= 1.3x)")
     phases = pipe["phases"]
