@@ -20,7 +20,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import pyarrow as pa
+import pydicom
 from fsspec.core import url_to_fs
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from converters.base import WORK_ITEM_SCHEMA, ConversionError
 from converters.dicom import read_dicom
@@ -36,7 +38,9 @@ from converters.layouts import (
     parse_dataset_json,
 )
 from converters.video import VIDEO_EXTENSIONS
-from curation.ids import combine_hashes, sha256_bytes, sha256_stream, stable_hash
+from curation import hash_cache
+from curation.hash_cache import HashCache
+from curation.ids import combine_hashes, sha256_bytes, stable_hash
 from curation.stages import Reject
 
 VOLUME_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -52,6 +56,7 @@ class _File:
     uri: str
     key: str  # relative to the source root, '/'-separated
     size: int
+    info: dict[str, Any] | None = None  # an object store's listing (its ETag keys the hash cache)
 
 
 @dataclasses.dataclass
@@ -79,16 +84,18 @@ def list_files(source: str) -> list[_File]:
     prefix = "" if protocol in ("file", "local") else f"{protocol}://"
     if fs.isfile(root):
         info = fs.info(root)
-        return [_File(prefix + root, posixpath.basename(root), int(info.get("size") or 0))]
+        return [_File(prefix + root, posixpath.basename(root), int(info.get("size") or 0), info if prefix else None)]
     if not fs.isdir(root):
         raise FileNotFoundError(f"source {source!r} does not exist")
     found = fs.find(root, detail=True)
     files = []
+    top = root.rstrip("/") + "/"
     for path, info in sorted(found.items()):
         if info.get("type") != "file":
             continue
-        key = posixpath.relpath(path, root.rstrip("/")) if root else path
-        files.append(_File(prefix + path, key, int(info.get("size") or 0)))
+        # the prefix cut is relpath's answer for paths under root, at a tenth of its cost
+        key = (path[len(top) :] if path.startswith(top) else posixpath.relpath(path, root.rstrip("/"))) if root else path
+        files.append(_File(prefix + path, key, int(info.get("size") or 0), info if prefix else None))
     return files
 
 
@@ -102,12 +109,21 @@ def _looks_like_dicom(data: bytes) -> bool:
     return len(data) >= 132 and data[128:132] == b"DICM"
 
 
-def discover(sources: Iterable[str]) -> Discovery:
-    """Items and rejects of all sources; keys of items of several sources stay distinct."""
+def discover(sources: Iterable[str], hashes: HashCache | None = None) -> Discovery:
+    """Items and rejects of all sources; keys of items of several sources stay distinct.
+
+    ``hashes`` (else the active cache of the plan, else none) skips reading files whose
+    identity is unchanged since they were last hashed (:mod:`curation.hash_cache`).
+    """
+    cache = hashes or hash_cache.active() or HashCache(None)
+    with hash_cache.activated(cache):
+        return _discover(list(sources))
+
+
+def _discover(sources: list[str]) -> Discovery:
     items: list[dict[str, Any]] = []
     rejects: list[Reject] = []
     seen = 0
-    sources = list(sources)
     for source in sources:
         files = list_files(source)
         prefix = f"{posixpath.basename(source.rstrip('/'))}/" if len(sources) > 1 else ""
@@ -184,11 +200,7 @@ def _discover_files(files: list[_File]) -> tuple[list[dict[str, Any]], list[Reje
                 singles.append(_item(file, "video", _hash_file(file)))
                 continue
             if ext in DICOM_EXTENSIONS or ext == "":
-                data = _read(file)
-                if ext not in DICOM_EXTENSIONS and not _looks_like_dicom(data):
-                    raise ConversionError("unsupported_format", f"{file.key}: not a known image format")
-                ds = read_dicom(data, file.key, headers_only=True)
-                digest = sha256_bytes(data)
+                ds, digest = _dicom_header(file, known_ext=ext in DICOM_EXTENSIONS)
                 if annotation_kind(ds) is not None:
                     dicom_annotations.append((file, digest, referenced_series_uid(ds)))
                     continue
@@ -297,10 +309,53 @@ def _has_header(key: str, by_name: dict[str, _File]) -> bool:
 
 
 def _hash_file(file: _File) -> str:
-    """Content hash read in chunks (videos and volumes can be gigabytes)."""
-    fs, path = url_to_fs(file.uri)
-    with fs.open(path, "rb") as fh:
-        return sha256_stream(fh)
+    """Content hash, read in chunks (videos and volumes can be gigabytes) unless the
+    hash cache knows the file unchanged."""
+    return hash_cache.file_sha256(file.uri, file.info)
+
+
+def _dicom_header(file: _File, known_ext: bool) -> tuple[pydicom.Dataset, str]:
+    """The header (no pixels) and content hash of a DICOM file.
+
+    The header is needed on every plan (series grouping), the bytes only for the hash:
+    when the cache knows the hash, only the header's bytes are read.
+    """
+    cache = hash_cache.active()
+    ident = hash_cache.identity(file.uri, file.info) if cache is not None and cache.enabled else None
+    digest = cache.lookup(ident) if cache is not None and ident is not None else None
+    if digest is not None:
+        head = _header_bytes(file)
+        if head is not None and (known_ext or _looks_like_dicom(head)):
+            assert cache is not None
+            cache.hits += 1
+            return read_dicom(head, file.key, headers_only=True), digest
+    data = _read(file)
+    if not known_ext and not _looks_like_dicom(data):
+        raise ConversionError("unsupported_format", f"{file.key}: not a known image format")
+    ds = read_dicom(data, file.key, headers_only=True)
+    digest = sha256_bytes(data)
+    if cache is not None and ident is not None:
+        cache.misses += 1
+        cache.remember(ident, digest)
+    return ds, digest
+
+
+def _header_bytes(file: _File) -> bytes | None:
+    """The file's bytes up to its pixel data, as pydicom reads them; None when that cannot
+    be told without the whole file (not plain Part 10, deflated, damaged): read it all."""
+    try:
+        fs, path = url_to_fs(file.uri)
+        with fs.open(path, "rb") as fh:
+            ds = pydicom.dcmread(fh, stop_before_pixels=True)
+            syntax = getattr(ds, "file_meta", pydicom.Dataset()).get("TransferSyntaxUID")
+            if syntax == DeflatedExplicitVRLittleEndian:
+                return None  # the dataset was read from a decompressed copy
+            end = fh.tell()
+            fh.seek(0)
+            head = fh.read(end)
+    except Exception:  # any doubt: the caller reads the whole file as before
+        return None
+    return head if len(head) == end else None
 
 
 def _item(file: _File, kind: str, digest: str, members: list[str] | None = None) -> dict[str, Any]:

@@ -52,6 +52,7 @@ class PlanContext:
     salt: str
     run_id: str
     options: dict[str, Any]
+    workdir: str = ""  # the build's workdir: its cache/hashes/ spares re-reading unchanged files
 
 
 Planner = Callable[[PlanContext], BuildPlan]
@@ -109,7 +110,10 @@ def plan_convert(ctx: PlanContext) -> BuildPlan:
         pipeline_version=pipeline_version(),
         run_id=ctx.run_id,
     )
-    found = discover(ctx.sources)
+    from curation.hash_cache import open_cache
+
+    with open_cache(ctx.workdir) as hashes:
+        found = discover(ctx.sources, hashes)
     return BuildPlan(
         dataset=ctx.dataset,
         recipe="convert",

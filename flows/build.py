@@ -80,6 +80,7 @@ def prepare(request: BuildRequest, settings: Settings, run_id: str) -> tuple[Bui
         salt=settings.salt(),
         run_id=run_id,
         options=dict(request.options),
+        workdir=settings.workdir,
     )
     plan = make_plan(request.recipe, ctx)
     per_partition = plan.partition_items or items_per_partition(plan.items, min(plan.shard_bytes, PARTITION_INPUT_BYTES))

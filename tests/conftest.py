@@ -20,6 +20,13 @@ def _salt(monkeypatch):
     monkeypatch.setenv("MEDCURATE_SALT", TEST_SALT)
 
 
+@pytest.fixture(autouse=True)
+def _user_cache_in_tmp(monkeypatch, tmp_path_factory):
+    """Builds whose workdir is remote keep their hash cache and staged sources in the
+    user's cache folder; tests must not write to the real ``~/.cache``."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
+
+
 @pytest.fixture
 def ct_series(tmp_path: Path) -> Path:
     """The real 3-slice CT series with its liver, spine and heart label maps."""

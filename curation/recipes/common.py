@@ -27,10 +27,11 @@ import pyarrow as pa
 from pydantic import BaseModel
 
 from converters.base import ConversionError, ConvertOptions, SlicePolicy
+from curation import hash_cache
 from curation.balance import balance_items
 from curation.build import BuildPlan, PlanContext, register_planner
 from curation.dedup import dedup_items
-from curation.ids import combine_hashes, sha256_stream, stable_hash
+from curation.ids import combine_hashes, stable_hash
 from curation.recipes.model import (
     FAMILY_OPTIONS,
     Recipe,
@@ -92,9 +93,9 @@ def guess_modality(name: str, default: str = "OTHER") -> str:
 
 
 def file_sha256(path: str | Path) -> str:
-    """The file's SHA-256, read in chunks (a surgical video need not fit in memory)."""
-    with open(path, "rb") as fh:
-        return sha256_stream(fh)
+    """The file's SHA-256, read in chunks (a surgical video need not fit in memory); while
+    a plan is made, through its hash cache, so an unchanged file is not read again."""
+    return hash_cache.file_sha256(os.path.abspath(path))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -578,16 +579,17 @@ def plan_family(family_name: str, ctx: PlanContext) -> BuildPlan:
     sources = resolve_sources(recipe, ctx.sources, family)
     items: list[dict[str, Any]] = []
     rejects: list[Reject] = []
-    for source in sources:
-        try:
-            found, rejected = family.items(source, recipe)
-        except ConversionError as err:  # an unreadable label table rejects its source, not the build
-            found, rejected = [], [Reject(f"{source.name}/", family.name, err.reason, err.detail)]
-        items.extend(found)
-        rejects.extend(dataclasses.replace(r, detail=source.public(r.detail)) for r in rejected)
-    items, dropped = dedup_items(
-        items, exact=recipe.dedup.exact, near=recipe.dedup.near, threshold=recipe.dedup.hamming_threshold
-    )
+    with hash_cache.open_cache(ctx.workdir) as hashes, hash_cache.activated(hashes):
+        for source in sources:
+            try:
+                found, rejected = family.items(source, recipe)
+            except ConversionError as err:  # an unreadable label table rejects its source, not the build
+                found, rejected = [], [Reject(f"{source.name}/", family.name, err.reason, err.detail)]
+            items.extend(found)
+            rejects.extend(dataclasses.replace(r, detail=source.public(r.detail)) for r in rejected)
+        items, dropped = dedup_items(
+            items, exact=recipe.dedup.exact, near=recipe.dedup.near, threshold=recipe.dedup.hamming_threshold
+        )
     rejects.extend(dropped)
     items, sampled_out = balance_items(
         items, {s.name: (s.spec.sample_ratio, s.spec.cap) for s in sources}, seed=recipe.seed

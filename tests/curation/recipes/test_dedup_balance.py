@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image
 
+from curation import dedup
 from curation.balance import balance_items, target_count
-from curation.dedup import dedup_items, phash
-from curation.recipes.demo_trees import fundus_image
+from curation.dedup import dedup_items, near_hashes, phash
+from curation.hash_cache import HashCache
+from curation.recipes.demo_trees import fundus_image, save
 
 
 def item(key: str, source: str = "s", exact: str | None = None, near: str | None = None) -> dict:
@@ -70,3 +76,102 @@ def test_splits_follow_subjects_not_samples():
     share = {name: splits.count(name) / len(splits) for name in ("train", "val", "test")}
     assert abs(share["train"] - 0.7) < 0.04 and abs(share["val"] - 0.2) < 0.04
     assert np.isclose(sum(share.values()), 1.0)
+
+
+# -- the perceptual-hash cache -------------------------------------------------------------
+OLD = time.time() - 3600  # outside the hash cache's racy window
+
+
+def age(*paths: Path, when: float = OLD) -> None:
+    for path in paths:
+        os.utime(path, (when, when))
+
+
+def outcome(result: tuple[list[dict], list]) -> tuple[list[str], list[tuple[str, str, str]]]:
+    kept, rejects = result
+    return [i["key"] for i in kept], sorted((r.source_uri, r.reason, r.detail) for r in rejects)
+
+
+@pytest.fixture
+def decoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every image whose perceptual hash is computed (decoded)."""
+    seen: list[str] = []
+    real = dedup._compute
+
+    def counted(uris: list[str], hasher: Any) -> list[int | None]:
+        seen.extend(uris)
+        return real(uris, hasher)
+
+    monkeypatch.setattr(dedup, "_compute", counted)
+    return seen
+
+
+def test_perceptual_hashes_are_kept_by_content_and_only_new_content_is_decoded(tmp_path: Path, decoded: list[str]):
+    paths = [save(fundus_image(128, n, 1), tmp_path / f"p{n}.png") for n in range(4)]
+    reupload = tmp_path / "p0_reupload.jpg"
+    with Image.open(paths[0]) as img:
+        img.resize((100, 100)).save(reupload, quality=85)
+    copy = tmp_path / "p1_copy.png"
+    copy.write_bytes(paths[1].read_bytes())
+    files = [*paths, reupload, copy]
+    age(*files)
+    items = [item(f"x/{p.name}", exact=f"h{n}", near=str(p)) for n, p in enumerate(files)]
+    plain = outcome(dedup_items(items))
+    assert plain[1][0][:2] == ("x/p0_reupload.jpg", "near_duplicate") and plain[1][1][:2] == ("x/p1_copy.png", "near_duplicate")
+    db = str(tmp_path / "cache" / "hashes.sqlite")
+    decoded.clear()
+    with HashCache(db) as cache:
+        assert outcome(dedup_items(items, cache=cache)) == plain
+    assert sorted(decoded) == sorted(map(str, files[:5]))  # the copy's content is decoded once
+    decoded.clear()
+    with HashCache(db) as cache:
+        assert outcome(dedup_items(items, cache=cache)) == plain
+    assert decoded == []
+    save(fundus_image(128, 9, 1), paths[3])  # new content under an old name
+    age(paths[3], when=OLD + 60)
+    expected = outcome(dedup_items(items))
+    decoded.clear()
+    with HashCache(db) as cache:
+        assert outcome(dedup_items(items, cache=cache)) == expected
+    assert decoded == [str(paths[3])]
+
+
+def test_many_images_are_hashed_on_a_pool_with_the_same_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    paths = [str(save(fundus_image(96, n, n % 5), tmp_path / f"p{n}.png")) for n in range(12)]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    monkeypatch.setattr(dedup, "PARALLEL_MIN", 4)
+    values = near_hashes([*paths, str(broken)])
+    assert values == {**{p: phash(p) for p in paths}, str(broken): None}
+    assert len(set(values.values())) == 13
+
+
+def test_a_replan_reads_and_decodes_no_unchanged_file(tmp_path: Path, decoded: list[str], monkeypatch: pytest.MonkeyPatch):
+    from curation import hash_cache
+    from curation.build import PlanContext, make_plan
+    from curation.recipes.demo_trees import DEMO_OPTIONS, write_tree
+
+    src = write_tree("retinalogos", tmp_path / "src")
+    age(*(p for p in src.rglob("*") if p.is_file()))
+    reads: list[str] = []
+    real = hash_cache.read_sha256
+
+    def counted(uri: str) -> str:
+        reads.append(uri)
+        return real(uri)
+
+    monkeypatch.setattr(hash_cache, "read_sha256", counted)
+
+    def plan(workdir: str) -> tuple[list[dict], list[tuple[str, str, str]]]:
+        ctx = PlanContext((str(src),), "retina", "salt", "run", dict(DEMO_OPTIONS["retinalogos"]), workdir=workdir)
+        built = make_plan("retinalogos", ctx)
+        return built.items, sorted((r.source_uri, r.reason, r.detail) for r in built.rejects)
+
+    plain = plan("")
+    assert any(r[1] == "duplicate" for r in plain[1])  # the demo's planted duplicate
+    assert plan(str(tmp_path / "work")) == plain
+    assert reads and decoded and (tmp_path / "work" / "cache" / "hashes" / "hashes.sqlite").exists()
+    reads.clear()
+    decoded.clear()
+    assert plan(str(tmp_path / "work")) == plain
+    assert reads == [] and decoded == []
