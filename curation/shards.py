@@ -162,6 +162,9 @@ class ShardWriter:
             compression_level=self.compression_level,
             write_statistics=["sample_id", "dataset", "source", "modality", "task", "split", "curriculum_stage"],
             write_page_index=True,
+            # CRC32 per page: image bytes (unfiltered PNG, whose adler32 the fast decoder
+            # skips) are covered end to end; the gate verifies every page before publishing
+            write_page_checksum=True,
             use_dictionary=["dataset", "source", "modality", "task", "split"],
         )
         self._rows_in_file = 0

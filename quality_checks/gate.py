@@ -239,7 +239,7 @@ def _with_subject_split_count(table: pa.Table) -> pa.Table:
 def _read_table(path: str) -> pa.Table:
     fs, inner = fsspec.core.url_to_fs(path)
     with fs.open(inner, "rb") as handle:
-        return pq.read_table(handle)
+        return pq.read_table(handle, page_checksum_verification=True)  # a flipped bit fails the shard
 
 
 def _schema_failures(table: pa.Table, scope: str) -> list[FailedExpectation]:

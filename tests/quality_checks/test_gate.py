@@ -178,6 +178,28 @@ def test_unreadable_shard_is_quarantined(tmp_path: Path) -> None:
     assert not report.passed and not broken.exists()
 
 
+def test_a_flipped_bit_in_a_shard_fails_its_page_checksum(tmp_path: Path) -> None:
+    """Shards carry a CRC per page (ShardWriter); the gate verifies them, so a bit flipped
+    on disk inside image bytes is caught before anything is published."""
+    from curation.schema import samples_to_table
+    from curation.shards import ShardWriter
+
+    with ShardWriter(str(tmp_path / "build"), "imed") as writer:
+        writer.write(samples_to_table(FAMILY_ROWS["imed"]()))
+    path = Path(writer.shards[0].path)
+    assert run_gate(tmp_path / "clean", [str(path)], "imed").passed
+    meta = pa.parquet.ParquetFile(path).metadata
+    images = next(
+        meta.row_group(0).column(i) for i in range(meta.num_columns) if meta.row_group(0).column(i).path_in_schema == "images.list.element.data"
+    )
+    data = bytearray(path.read_bytes())
+    data[images.data_page_offset + images.total_compressed_size // 2] ^= 0x10  # inside the image pages
+    path.write_bytes(bytes(data))
+    report = run_gate(tmp_path, [str(path)], "imed")
+    assert failures_of(report, path.name) == {("schema", "shard_is_readable_parquet", None)}
+    assert "checksum" in report.failed_expectations[0].lower() and not report.passed
+
+
 def test_validate_path_reports_without_moving(tmp_path: Path) -> None:
     folder = tmp_path / "published"
     good = write_shard(FAMILY_ROWS["medq_uni"](), folder / "part-0.parquet")
