@@ -66,40 +66,40 @@ def archive_members(uri: str, key: str) -> tuple[list[tuple[str, str, int]], lis
     The archive is listed from its bytes (zipfile/tarfile); members are later read one at
     a time through fsspec's ``zip://``/``tar://`` URLs, never extracted.
     """
-    data = read_bytes(uri)
     members: list[tuple[str, str, int]] = []
     unsafe: list[tuple[str, str]] = []
+    protocol, listing = _archive_listing(read_bytes(uri), key)
+    for name, special, size in listing:
+        why = unsafe_member_name(name)
+        if why is None and special:
+            why = special
+        if why is None and size > MAX_MEMBER_BYTES:
+            why = f"declares {size} bytes uncompressed (limit {MAX_MEMBER_BYTES})"
+        if why:
+            unsafe.append((f"{key}/{_printable(name)}", why))
+        else:
+            members.append((f"{protocol}://{name}::{uri}", f"{key}/{name}", size))
+    return members, unsafe
+
+
+def _archive_listing(data: bytes, key: str) -> tuple[str, list[tuple[str, str | None, int]]]:
+    """(fsspec protocol, [(member name, why it is not a regular file or None, declared size)])
+    of a zip or tar archive's non-directory members."""
     import io
 
     if key.lower().endswith(".zip"):
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            for info in archive.infolist():
-                if info.is_dir():
-                    continue
-                why = unsafe_member_name(info.filename)
-                if why is None and (info.external_attr >> 16) & 0o170000 == 0o120000:
-                    why = "symbolic link"
-                if why is None and info.file_size > MAX_MEMBER_BYTES:
-                    why = f"declares {info.file_size} bytes uncompressed (limit {MAX_MEMBER_BYTES})"
-                if why:
-                    unsafe.append((f"{key}/{_printable(info.filename)}", why))
-                else:
-                    members.append((f"zip://{info.filename}::{uri}", f"{key}/{info.filename}", info.file_size))
-        return members, unsafe
+            return "zip", [
+                (info.filename, "symbolic link" if (info.external_attr >> 16) & 0o170000 == 0o120000 else None, info.file_size)
+                for info in archive.infolist()
+                if not info.is_dir()
+            ]
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        for member in tar.getmembers():
-            if member.isdir():
-                continue
-            why = unsafe_member_name(member.name)
-            if why is None and not member.isfile():
-                why = "link or device, not a regular file"
-            if why is None and member.size > MAX_MEMBER_BYTES:
-                why = f"declares {member.size} bytes (limit {MAX_MEMBER_BYTES})"
-            if why:
-                unsafe.append((f"{key}/{_printable(member.name)}", why))
-            else:
-                members.append((f"tar://{member.name}::{uri}", f"{key}/{member.name}", member.size))
-    return members, unsafe
+        return "tar", [
+            (member.name, None if member.isfile() else "link or device, not a regular file", member.size)
+            for member in tar.getmembers()
+            if not member.isdir()
+        ]
 
 
 def _printable(name: str) -> str:

@@ -110,10 +110,19 @@ def _mtime_ns(info: Mapping[str, Any]) -> int:
     return 0
 
 
+def content_token(info: Mapping[str, Any]) -> str:
+    """What an object store changes whenever an object's content changes (fsspec ``info``
+    of s3fs/gcsfs/adlfs: ETag, generation, content MD5), or '' when the listing has none."""
+    for key in ("ETag", "etag", "generation", "md5Hash", "md5"):
+        if info.get(key):
+            return str(info[key])
+    return ""
+
+
 def remote_identity(uri: str, info: Mapping[str, Any]) -> Identity | None:
     """Identity of an object-store file from its listing (fsspec ``info``): needs an ETag,
     generation or content MD5, which change whenever the content does; else None."""
-    token = info.get("ETag") or info.get("etag") or info.get("generation") or info.get("md5Hash") or info.get("md5")
+    token = content_token(info)
     size = info.get("size")
     if not token or size is None:
         return None
@@ -314,12 +323,18 @@ def cache_path(workdir: str) -> str | None:
     if not folder:
         if not workdir:
             return None
-        if _is_local(workdir):
-            folder = os.path.join(os.path.abspath(workdir.removeprefix("file://")), "cache", "hashes")
-        else:
-            home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-            folder = os.path.join(home, "medcurate", "hashes")
+        folder = workdir_cache_dir(workdir, "hashes")
     return os.path.join(os.path.abspath(folder), DB_NAME)
+
+
+def workdir_cache_dir(workdir: str, name: str) -> str:
+    """``<workdir>/cache/<name>`` for a local workdir; for a remote one (which cannot hold
+    files that SQLite or imaging libraries open by path) the user's cache folder,
+    ``$XDG_CACHE_HOME/medcurate/<name>`` (default ``~/.cache``)."""
+    if _is_local(workdir):
+        return os.path.join(os.path.abspath(workdir.removeprefix("file://")), "cache", name)
+    home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(home, "medcurate", name)
 
 
 def open_cache(workdir: str) -> HashCache:

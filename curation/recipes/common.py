@@ -268,10 +268,7 @@ def source_cache_root(workdir: str) -> str:
     path, so then the user's cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``) is used."""
     if os.environ.get("MEDCURATE_SOURCE_CACHE"):
         return os.path.abspath(os.environ["MEDCURATE_SOURCE_CACHE"])
-    if not is_remote(workdir):
-        return os.path.join(os.path.abspath(workdir.removeprefix("file://")), "cache", "sources")
-    home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(home, "medcurate", "sources")
+    return hash_cache.workdir_cache_dir(workdir, "sources")
 
 
 def stage_sources(

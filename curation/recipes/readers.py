@@ -146,11 +146,11 @@ class Mirror:
 
 
 def _signature(info: dict[str, Any]) -> str:
-    """What changes when a remote file changes: S3's ETag, else a hash or the mtime."""
-    for key in ("ETag", "etag", "md5Hash", "LastModified", "last_modified", "mtime", "updated"):
-        if info.get(key):
-            return str(info[key])
-    return ""
+    """What changes when a remote file changes: its content token (ETag ...), else the mtime."""
+    from curation.hash_cache import content_token
+
+    modified = (str(info[key]) for key in ("LastModified", "last_modified", "mtime", "updated") if info.get(key))
+    return content_token(info) or next(modified, "")
 
 
 def _safe_relative(rel: str) -> bool:
