@@ -87,10 +87,47 @@ def bare_codec(files: list[Path], baseline: str = "stored") -> float:
     return time.perf_counter() - started
 
 
-def run_pipeline(source: Path, workdir: Path, shard_mb: float) -> dict:
+class TreeMemory:
+    """Peak of the summed RSS of this process and its descendants (the local executor's
+    worker processes are children of a fork server, which getrusage does not see)."""
+
+    def __init__(self, interval: float = 0.05):
+        import threading
+
+        import psutil
+
+        self.peak = 0
+        self._done = threading.Event()
+        self._me = psutil.Process()
+        self._thread = threading.Thread(target=self._watch, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def _watch(self, interval: float) -> None:
+        import psutil
+
+        while not self._done.wait(interval):
+            total = 0
+            for proc in [self._me, *self._me.children(recursive=True)]:
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:
+                    continue
+            self.peak = max(self.peak, total)
+
+    def stop(self) -> int:
+        self._done.set()
+        self._thread.join()
+        return self.peak
+
+
+def run_pipeline(source: Path, workdir: Path, shard_mb: float, workers: int | None = None) -> dict:
+    """The build as ``medcurate convert`` runs it, without Prefect's API start-up:
+    ``workers=None`` is the default (the machine's cores for a build this size), 1 keeps
+    conversion in the one process."""
     os.environ.setdefault("MEDCURATE_SALT", "bench")
     from flows.build import BuildRequest, run_build_inline
 
+    watcher = TreeMemory()
     started = time.perf_counter()
     outcome = run_build_inline(
         BuildRequest(
@@ -99,15 +136,18 @@ def run_pipeline(source: Path, workdir: Path, shard_mb: float) -> dict:
             dataset="bench",
             workdir=str(workdir),
             options={"shard_bytes": int(shard_mb * 1024 * 1024)},
+            workers=workers,
         )
     )
     seconds = time.perf_counter() - started
+    tree_peak = watcher.stop()
     return {
         "seconds": seconds,
         "samples": outcome.summary["samples_written"],
         "shards": len(outcome.shards),
         "phases": outcome.summary.get("phases", {}),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "tree_peak_mb": tree_peak / 2**20,  # this process + its worker processes, summed
     }
 
 
@@ -121,6 +161,8 @@ def child(mode: str, source: str, workdir: str, shard_mb: float) -> None:
         return
     if mode == "pipeline":
         print(json.dumps(run_pipeline(Path(source), Path(workdir), shard_mb)))
+    elif mode == "pipeline-1":
+        print(json.dumps(run_pipeline(Path(source), Path(workdir), shard_mb, workers=1)))
     else:
         files = sorted(Path(source).rglob("*.dcm"))
         seconds = bare_codec(files, "pillow" if mode == "bare-pillow" else "stored")
@@ -155,6 +197,7 @@ def main() -> None:
         bare = measure("bare", source, Path(tmp) / "unused", shard_mb)
         pillow = measure("bare-pillow", source, Path(tmp) / "unused", shard_mb)
         pipe = measure("pipeline", source, Path(tmp) / "work", shard_mb)
+        single = measure("pipeline-1", source, Path(tmp) / "work-1", shard_mb)
         imports = measure("imports", source, Path(tmp) / "unused", shard_mb)
         quarter = Path(tmp) / "quarter"  # a quarter of the series: does memory follow the input?
         quarter.mkdir()
@@ -162,7 +205,6 @@ def main() -> None:
         for folder in series[: max(1, len(series) // 4)]:
             folder.rename(quarter / folder.name)
         small = measure("pipeline", quarter, Path(tmp) / "work-quarter", shard_mb)
-    ratio = pipe["seconds"] / bare["seconds"]
     print(f"machine: {os.cpu_count()} cores, {sys.platform}, python {sys.version.split()[0]}")
     print(f"input: {args.slices} CT slices 512x512, {total / 1e6:.0f} MB; shard target {shard_mb:.1f} MiB")
     print(f"bare codec loop : {bare['seconds']:.2f} s  ({bare['samples'] / bare['seconds']:.1f} slices/s; stored PNG + zstd)")
@@ -170,15 +212,20 @@ def main() -> None:
         f"pillow baseline : {pillow['seconds']:.2f} s  ({pillow['samples'] / pillow['seconds']:.1f} slices/s; deflate PNG): "
         f"pipeline/pillow {pipe['seconds'] / pillow['seconds']:.2f}x"
     )
-    print(f"medcurate build : {pipe['seconds']:.2f} s  ({pipe['samples'] / pipe['seconds']:.1f} slices/s, {pipe['shards']} shards)")
-    print(f"ratio pipeline/bare: {ratio:.2f}x  (goal <= 1.3x)")
-    phases = pipe["phases"]
-    conversion = phases.get("plan", 0.0) + phases.get("partitions", 0.0)
-    print(
-        "  phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items())
-        + f"; discovery+conversion+shards alone: {conversion:.1f} s = {conversion / bare['seconds']:.2f}x the bare loop"
-    )
+    for label, run in ((f"medcurate build (default: {os.cpu_count()} worker processes)", pipe), ("medcurate build, --workers 1", single)):
+        print(f"{label}: {run['seconds']:.2f} s  ({run['samples'] / run['seconds']:.1f} slices/s, {run['shards']} shards)")
+        print(f"  ratio pipeline/bare: {run['seconds'] / bare['seconds']:.2f}x  (goal <= 1.3x)")
+        phases = run["phases"]
+        conversion = phases.get("plan", 0.0) + phases.get("partitions", 0.0)
+        print(
+            "  phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items())
+            + f"; discovery+conversion+shards alone: {conversion:.1f} s = {conversion / bare['seconds']:.2f}x the bare loop"
+        )
     print(f"peak RSS: pipeline {pipe['peak_rss_mb']:.0f} MB vs bare loop {bare['peak_rss_mb']:.0f} MB (input {total / 1e6:.0f} MB)")
+    print(
+        f"  with its worker processes (summed, sampled every 50 ms): {pipe['tree_peak_mb']:.0f} MB for {pipe['samples']} slices, "
+        f"{small['tree_peak_mb']:.0f} MB for {small['samples']}; one process (--workers 1): {single['tree_peak_mb']:.0f} MB"
+    )
     print(
         f"memory growth over the libraries' {imports['peak_rss_mb']:.0f} MB: "
         f"{pipe['peak_rss_mb'] - imports['peak_rss_mb']:.0f} MB for {pipe['samples']} slices (10x the shard size), "

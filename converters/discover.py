@@ -317,6 +317,10 @@ def _hash_file(file: _File) -> str:
 def _dicom_header(file: _File, known_ext: bool) -> tuple[pydicom.Dataset, str]:
     """The header (no pixels) and content hash of a DICOM file.
 
+    Every header element is converted here (``read_dicom``'s element check), so a file
+    with a damaged element is a ``bad_header`` reject of its own and the converters
+    parse the files discovery accepted without checking them again.
+
     The header is needed on every plan (series grouping), the bytes only for the hash:
     when the cache knows the hash, only the header's bytes are read.
     """

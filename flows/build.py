@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from typing import Any
 
@@ -111,6 +112,63 @@ def build_partition(
         item_schema=plan.item_schema,
         remote=remote,
     )
+
+
+#: the local executor starts worker processes only for builds with this much input left to
+#: convert (starting them costs ~1 s; a small or incremental build runs in this process)
+LOCAL_PROCESSES_MIN_BYTES = 64 * 1024 * 1024
+
+
+def reuse_finished(partitions: list[Partition], workdir: str) -> tuple[list[PartitionResult], list[Partition]]:
+    """Finished partitions answered from their manifests here, before any task is made:
+    a nightly rebuild where 1 % changed schedules 1 % of the tasks, not 100 %."""
+    cache = PartitionCache(workdir)
+    finished: list[PartitionResult] = []
+    pending: list[Partition] = []
+    for partition in partitions:
+        hit = cache.get(partition.key)
+        if hit is None:
+            pending.append(partition)
+        else:
+            finished.append(hit)
+    return finished, pending
+
+
+def local_processes(request: BuildRequest, plan: BuildPlan, pending: list[Partition]) -> int:
+    """Worker processes for the local executor's CPU partitions; 1 means this process.
+
+    ``--workers N`` asks for N; by default, the machine's cores when at least two
+    partitions and ``LOCAL_PROCESSES_MIN_BYTES`` of input are left to convert. Recipes with
+    GPU stages keep their partitions in this process (one model per process; a pool of
+    model replicas is what ``--executor ray`` is for).
+    """
+    if request.executor != "local" or plan.gpu_stage_factory is not None or len(pending) < 2:
+        return 1
+    if request.workers:
+        return min(request.workers, len(pending))
+    if sum(p.input_bytes for p in pending) < LOCAL_PROCESSES_MIN_BYTES:
+        return 1
+    return min(len(pending), os.cpu_count() or 1)
+
+
+def build_partition_here_or_in(
+    pool: Any, plan: BuildPlan, partition: Partition, shard_dir: str, workdir: str, remote: RemoteStages | None = None
+) -> PartitionResult:
+    """:func:`build_partition` in a worker of ``pool`` (a local process pool), or here."""
+    if pool is None:
+        return build_partition(plan, partition, shard_dir, workdir, remote)
+    return pool.submit(build_partition, plan, partition, shard_dir, workdir, remote).result()  # type: ignore[no-any-return]
+
+
+def warm_up_gate() -> None:
+    """Import Great Expectations (seconds) in a background thread while partitions convert
+    elsewhere (worker processes, a cluster): this process would only be waiting. The gate's
+    own import then finds it done (Python's import lock makes it wait if not)."""
+    import threading
+
+    from quality_checks.suites import import_gx
+
+    threading.Thread(target=import_gx, name="medcurate-gx-import", daemon=True).start()
 
 
 def stage_summary(results: list[PartitionResult]) -> dict[str, dict[str, float | None]]:
@@ -294,7 +352,9 @@ def run_build(request: BuildRequest, *, progress: bool | None = None) -> BuildOu
 
 
 def run_build_inline(request: BuildRequest) -> BuildOutcome:
-    """The same build without Prefect, partitions in this process, one after another.
+    """The same build without Prefect: partitions one after another in this process, or
+    in local worker processes by the same rule as ``--executor local`` (``workers=1``
+    keeps everything here, for a debugger).
 
     For tests, notebooks and debugging a recipe: identical outputs (same plan, same
     partition keys, same shards), none of the orchestration.
@@ -307,6 +367,18 @@ def run_build_inline(request: BuildRequest) -> BuildOutcome:
     plan, partitions = prepare(request, settings, run_id)
     planned = time.perf_counter()
     shard_dir = settings.catalog().data_dir(request.dataset)
-    results = [build_partition(plan, p, shard_dir, settings.workdir) for p in partitions]
+    results, pending = reuse_finished(partitions, settings.workdir)
+    processes = local_processes(request, plan, pending)
+    if processes > 1:
+        from flows.engines import local_process_pool
+
+        pool = local_process_pool(processes)
+        warm_up_gate()
+        task_plan = dataclasses.replace(plan, items=[], rejects=[])
+        futures = [pool.submit(build_partition, task_plan, p, shard_dir, settings.workdir) for p in pending]
+        results += [f.result() for f in futures]
+    else:
+        results += [build_partition(plan, p, shard_dir, settings.workdir) for p in pending]
+    results.sort(key=lambda r: r.key)
     timings = {"plan": planned - started, "partitions": time.perf_counter() - planned}
     return finish(request, settings, plan, run_id, started, results, timings)

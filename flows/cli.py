@@ -243,7 +243,7 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
                         help="where partitions run: threads here, a Dask cluster, or Ray (default local)")
     parser.add_argument("--dask-address", help="Dask scheduler address (default: a LocalCluster)")
     parser.add_argument("--ray-address", help="Ray cluster address (default: Ray in this process)")
-    parser.add_argument("--workers", type=int, help="parallel workers (threads, Dask processes, Ray CPUs/actors)")
+    parser.add_argument("--workers", type=int, help="parallel workers (local: processes, default every core for builds of >= 64 MiB; Dask processes; Ray CPUs/actors)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,7 +28,7 @@ def register(sub: Any) -> None:
     build.add_argument("--executor", choices=["local", "dask", "ray"], default="local")
     build.add_argument("--dask-address", help="Dask scheduler address (default: a LocalCluster)")
     build.add_argument("--ray-address", help="Ray cluster address (default: in-process)")
-    build.add_argument("--workers", type=int, help="parallel workers")
+    build.add_argument("--workers", type=int, help="parallel workers (local: processes; see docs/operations.md)")
     build.set_defaults(func=cmd_build)
 
     recipes = sub.add_parser("recipes", help="the dataset-family recipes and their layouts")

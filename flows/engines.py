@@ -223,3 +223,59 @@ class LocalStagePool:
         with _LOCAL_LOCK:
             for stage in _LOCAL_CHAINS.pop(self.key, []):
                 stage.teardown()
+
+
+#: what the local process pool's workers import once, in the fork server, before forking
+_WORKER_PRELOAD = ["flows.build", "converters.stage", "curation.partitions"]
+_PROCESS_POOL: tuple[tuple[Any, ...], Any] | None = None
+_PROCESS_POOL_LOCK = threading.Lock()
+
+
+def _init_partition_worker(environ: dict[str, str], path: list[str]) -> None:
+    """A worker sees the environment and import path of the build that started it (the
+    fork server was started by an earlier build and may have older ones)."""
+    os.environ.clear()
+    os.environ.update(environ)
+    sys.path[:] = path
+    from flows.storage import configure_object_storage
+
+    configure_object_storage()
+
+
+def local_process_pool(workers: int) -> Any:
+    """A pool of ``workers`` processes of this machine for CPU partitions (``--executor local``).
+
+    Why this and not Prefect's ProcessPoolTaskRunner: the Prefect task (state, retries,
+    logs) stays in this process and only the partition's CPU work crosses to a worker;
+    workers fork from a fork server that imported the conversion code once (no fork of
+    this process, whose Prefect threads make ``fork`` unsafe), and the pool is kept for
+    the life of the process, so consecutive builds (``demo``, ``serve``) start it once.
+    A changed environment or import path (another salt, another cache) gets a new pool.
+    """
+    import concurrent.futures
+    import multiprocessing
+
+    global _PROCESS_POOL
+    environ = dict(os.environ)
+    key = (workers, tuple(sorted(environ.items())), tuple(sys.path))
+    with _PROCESS_POOL_LOCK:
+        if _PROCESS_POOL is not None and _PROCESS_POOL[0] == key:
+            return _PROCESS_POOL[1]
+        if _PROCESS_POOL is not None:
+            _PROCESS_POOL[1].shutdown(wait=False, cancel_futures=True)
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(_WORKER_PRELOAD)
+        pool = concurrent.futures.ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=_init_partition_worker, initargs=(environ, list(sys.path))
+        )
+        _PROCESS_POOL = (key, pool)
+        return pool
+
+
+def shutdown_local_process_pool() -> None:
+    """Stop the local pool's workers (tests; a long-lived process that wants its memory back)."""
+    global _PROCESS_POOL
+    with _PROCESS_POOL_LOCK:
+        if _PROCESS_POOL is not None:
+            _PROCESS_POOL[1].shutdown(wait=True, cancel_futures=True)
+            _PROCESS_POOL = None

@@ -10,6 +10,7 @@ A recipe's GPU stages run on a Ray actor pool when Ray is in play, in-process ot
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from typing import Any
@@ -22,20 +23,38 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from curation.build import BuildPlan
 from curation.partitions import Partition, PartitionResult, RemoteStages
-from flows.build import BuildOutcome, BuildRequest, build_partition, finish, prepare, settings_for
+from flows.build import (
+    BuildOutcome,
+    BuildRequest,
+    build_partition_here_or_in,
+    finish,
+    local_processes,
+    prepare,
+    reuse_finished,
+    settings_for,
+    warm_up_gate,
+)
 from flows.progress import BuildProgress
 from flows.runs import new_run_id
 
 
 @task(name="build-partition", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
 def build_partition_task(
-    plan: BuildPlan, partition: Partition, shard_dir: str, workdir: str, remote: RemoteStages | None
+    plan: BuildPlan, partition: Partition, shard_dir: str, workdir: str, remote: RemoteStages | None, processes: int = 1
 ) -> PartitionResult:
-    return build_partition(plan, partition, shard_dir, workdir, remote)
+    """One partition; with ``processes`` > 1 (local executor) its CPU work runs in a worker
+    of the local process pool while this task (state, retries, logs) stays here."""
+    pool = None
+    if processes > 1:
+        from flows.engines import local_process_pool
+
+        pool = local_process_pool(processes)
+    return build_partition_here_or_in(pool, plan, partition, shard_dir, workdir, remote)
 
 
-def task_runner_for(request: BuildRequest) -> Any:
-    """The Prefect task runner for the request's executor."""
+def task_runner_for(request: BuildRequest, processes: int = 1) -> Any:
+    """The Prefect task runner for the request's executor (``processes``: the local
+    executor's worker processes, one task thread each)."""
     if request.executor == "dask":
         from prefect_dask import DaskTaskRunner
 
@@ -53,7 +72,7 @@ def task_runner_for(request: BuildRequest) -> Any:
         return RayTaskRunner(address=request.ray_address) if request.ray_address else RayTaskRunner()
     if request.executor != "local":
         raise ValueError(f"executor must be local, dask or ray, got {request.executor!r}")
-    return ThreadPoolTaskRunner(max_workers=request.workers or 1)
+    return ThreadPoolTaskRunner(max_workers=max(processes, request.workers or 1))
 
 
 def gpu_pool_for(request: BuildRequest, plan: BuildPlan) -> Any:
@@ -114,13 +133,22 @@ def _run(request: BuildRequest, progress: BuildProgress | None = None) -> BuildO
     if progress:
         progress.start_partitions(len(plan.items), len(partitions))
     shard_dir = settings.catalog().data_dir(request.dataset)
-    pool = gpu_pool_for(request, plan)
+    results, pending = reuse_finished(partitions, settings.workdir)
+    if progress:
+        for result in results:
+            progress.partition_done(result.items, result.cached)
+    if len(results):
+        logger.info("run %s: %d of %d partitions unchanged, reused without a task", run_id, len(results), len(partitions))
+    processes = local_processes(request, plan, pending)
+    if pending and (processes > 1 or request.executor != "local"):
+        warm_up_gate()  # this process only waits while the partitions convert elsewhere
+    pool = gpu_pool_for(request, plan) if pending else None
     # each task gets its partition's items; the plan it carries is stripped of the full
     # item list, which Prefect would otherwise inspect and ship with every task run
     task_plan = dataclasses.replace(plan, items=[], rejects=[])
-    results: list[PartitionResult] = []
+    runner_context: Any = task_runner_for(request, processes) if pending else contextlib.nullcontext()
     try:
-        with task_runner_for(request) as runner:
+        with runner_context as runner:
             futures = [
                 runner.submit(
                     build_partition_task,
@@ -130,9 +158,10 @@ def _run(request: BuildRequest, progress: BuildProgress | None = None) -> BuildO
                         "shard_dir": shard_dir,
                         "workdir": settings.workdir,
                         "remote": pool,
+                        "processes": processes,
                     },
                 )
-                for p in partitions
+                for p in pending
             ]
             for future in as_completed(futures):
                 result = future.result()

@@ -363,7 +363,7 @@ def fitting_annotations(item: dict[str, Any], files: dict[str, str], stage: str)
     annotations = [u for u in uris if not member_path(u).lower().endswith(VOLUME_LABEL_EXTENSIONS)]
     if not annotations or len(uris) < 2 or len(members) < 2:
         return uris, []
-    ordered = [h for _, h in order_series([(u, read_dicom(read_bytes(u), u, headers_only=True)) for u in members])]
+    ordered = [h for _, h in order_series([(u, read_dicom(read_bytes(u), u, headers_only=True, check_elements=False)) for u in members])]
     rejects = []
     for uri in annotations:
         try:

@@ -1,0 +1,98 @@
+"""The local executor's worker processes: same shards as one process, the rule that picks
+how many, and finished partitions answered before any task is made."""
+
+from __future__ import annotations
+
+import os
+import types
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+
+from catalogs import open_catalog
+from curation.partitions import Partition
+from flows.build import (
+    LOCAL_PROCESSES_MIN_BYTES,
+    BuildRequest,
+    local_processes,
+    prepare,
+    reuse_finished,
+    run_build_inline,
+    settings_for,
+)
+from flows.engines import shutdown_local_process_pool
+from tests.flows.test_incremental_resume import write_images
+
+
+@pytest.fixture(autouse=True)
+def _stop_pool():
+    yield
+    shutdown_local_process_pool()
+
+
+def _build(source: Path, work: Path, workers: int | None):
+    return run_build_inline(
+        BuildRequest(
+            recipe="convert", sources=[str(source)], dataset="procs", workdir=str(work), workers=workers,
+            options={"partition_items": 4, "modality": "XR"},
+        )
+    )
+
+
+def _samples(work: Path):
+    table = open_catalog(workdir=str(work)).to_arrow("procs", columns=["sample_id", "images"])
+    return table.sort_by("sample_id")
+
+
+def test_worker_processes_write_the_same_samples_and_shards_as_one_process(tmp_path):
+    write_images(tmp_path / "src", 24, size=48)
+    alone = _build(tmp_path / "src", tmp_path / "one", workers=1)
+    pooled = _build(tmp_path / "src", tmp_path / "two", workers=2)
+
+    me = f":{os.getpid()}"
+    assert alone.summary["workers"] and all(w.endswith(me) for w in alone.summary["workers"])
+    assert len(pooled.summary["workers"]) == 2 and not any(w.endswith(me) for w in pooled.summary["workers"])
+    assert pooled.summary["partitions"] == alone.summary["partitions"] >= 4
+    assert sorted(Path(s).name for s in pooled.shards) == sorted(Path(s).name for s in alone.shards)
+    one, two = _samples(tmp_path / "one"), _samples(tmp_path / "two")
+    assert one.num_rows == two.num_rows == 24
+    assert one.column("sample_id").equals(two.column("sample_id"))
+    data_one = pc.list_flatten(one.column("images")).combine_chunks().field("data")
+    data_two = pc.list_flatten(two.column("images")).combine_chunks().field("data")
+    assert data_one.equals(data_two)  # byte for byte
+
+
+def test_finished_partitions_are_answered_before_any_task(tmp_path):
+    write_images(tmp_path / "src", 16, size=32)
+    first = _build(tmp_path / "src", tmp_path / "w", workers=1)
+    request = BuildRequest(recipe="convert", sources=[str(tmp_path / "src")], dataset="procs", workdir=str(tmp_path / "w"),
+                           options={"partition_items": 4, "modality": "XR"})
+    plan, partitions = prepare(request, settings_for(request), "check")
+    finished, pending = reuse_finished(partitions, str(tmp_path / "w"))
+    assert pending == [] and len(finished) == first.summary["partitions"]
+    assert all(r.cached for r in finished)
+    (tmp_path / "src" / "img0003.png").unlink()
+    plan, partitions = prepare(request, settings_for(request), "check")
+    finished, pending = reuse_finished(partitions, str(tmp_path / "w"))
+    assert len(pending) == 1 and all("img0003.png" not in i["key"] for i in pending[0].items)
+
+
+def _partitions(count: int, item_bytes: int) -> list[Partition]:
+    return [Partition(i, f"k{i}", [{"key": f"f{i}", "size_bytes": item_bytes}]) for i in range(count)]
+
+
+def test_how_many_local_processes():
+    cpu = types.SimpleNamespace(gpu_stage_factory=None)
+    gpu = types.SimpleNamespace(gpu_stage_factory=lambda: [])
+    big = LOCAL_PROCESSES_MIN_BYTES
+    local = BuildRequest(recipe="convert", sources=[], dataset="d")
+    asked = BuildRequest(recipe="convert", sources=[], dataset="d", workers=3)
+    assert local_processes(local, cpu, _partitions(8, big)) == min(8, os.cpu_count() or 1)  # type: ignore[arg-type]
+    assert local_processes(local, cpu, _partitions(8, 1024)) == 1  # too little work to start workers
+    assert local_processes(local, cpu, _partitions(1, big)) == 1  # one partition: nothing to share
+    assert local_processes(asked, cpu, _partitions(8, 1024)) == 3  # asked for: honoured
+    assert local_processes(asked, cpu, _partitions(2, 1024)) == 2  # never more than partitions
+    assert local_processes(asked, gpu, _partitions(8, big)) == 1  # GPU stages stay in this process
+    dask = BuildRequest(recipe="convert", sources=[], dataset="d", executor="dask", workers=2)
+    assert local_processes(dask, cpu, _partitions(8, big)) == 1  # Dask has its own workers
