@@ -142,7 +142,11 @@ def local_processes(request: BuildRequest, plan: BuildPlan, pending: list[Partit
     GPU stages keep their partitions in this process (one model per process; a pool of
     model replicas is what ``--executor ray`` is for).
     """
+    from flows.engines import local_process_pool_usable
+
     if request.executor != "local" or plan.gpu_stage_factory is not None or len(pending) < 2:
+        return 1
+    if not local_process_pool_usable():
         return 1
     if request.workers:
         return min(request.workers, len(pending))
@@ -152,12 +156,29 @@ def local_processes(request: BuildRequest, plan: BuildPlan, pending: list[Partit
 
 
 def build_partition_here_or_in(
-    pool: Any, plan: BuildPlan, partition: Partition, shard_dir: str, workdir: str, remote: RemoteStages | None = None
+    processes: int, plan: BuildPlan, partition: Partition, shard_dir: str, workdir: str, remote: RemoteStages | None = None
 ) -> PartitionResult:
-    """:func:`build_partition` in a worker of ``pool`` (a local process pool), or here."""
-    if pool is None:
-        return build_partition(plan, partition, shard_dir, workdir, remote)
-    return pool.submit(build_partition, plan, partition, shard_dir, workdir, remote).result()  # type: ignore[no-any-return]
+    """:func:`build_partition` in a worker of the local process pool when ``processes`` > 1,
+    else here.
+
+    A pool that cannot run it (a worker killed for memory; a script that starts builds
+    without the ``if __name__ == "__main__":`` guard that spawned workers need, as with
+    Dask's LocalCluster) is given up for the rest of this process and the partition runs
+    here: slower, never lost.
+    """
+    if processes > 1:
+        from concurrent.futures.process import BrokenProcessPool
+
+        from flows.engines import give_up_local_process_pool, local_process_pool
+
+        pool = local_process_pool(processes)
+        if pool is not None:
+            try:
+                return pool.submit(build_partition, plan, partition, shard_dir, workdir, remote).result()  # type: ignore[no-any-return]
+            except BrokenProcessPool as exc:
+                log.warning("local worker processes failed (%s); partitions run in this process from now on", exc)
+                give_up_local_process_pool()
+    return build_partition(plan, partition, shard_dir, workdir, remote)
 
 
 def warm_up_gate() -> None:
@@ -370,13 +391,14 @@ def run_build_inline(request: BuildRequest) -> BuildOutcome:
     results, pending = reuse_finished(partitions, settings.workdir)
     processes = local_processes(request, plan, pending)
     if processes > 1:
-        from flows.engines import local_process_pool
+        from concurrent.futures import ThreadPoolExecutor
 
-        pool = local_process_pool(processes)
         warm_up_gate()
         task_plan = dataclasses.replace(plan, items=[], rejects=[])
-        futures = [pool.submit(build_partition, task_plan, p, shard_dir, settings.workdir) for p in pending]
-        results += [f.result() for f in futures]
+        with ThreadPoolExecutor(processes) as threads:
+            results += threads.map(
+                lambda p: build_partition_here_or_in(processes, task_plan, p, shard_dir, settings.workdir), pending
+            )
     else:
         results += [build_partition(plan, p, shard_dir, settings.workdir) for p in pending]
     results.sort(key=lambda r: r.key)

@@ -242,6 +242,9 @@ def _init_partition_worker(environ: dict[str, str], path: list[str]) -> None:
     configure_object_storage()
 
 
+_PROCESS_POOL_GIVEN_UP = False
+
+
 def local_process_pool(workers: int) -> Any:
     """A pool of ``workers`` processes of this machine for CPU partitions (``--executor local``).
 
@@ -250,12 +253,15 @@ def local_process_pool(workers: int) -> Any:
     workers fork from a fork server that imported the conversion code once (no fork of
     this process, whose Prefect threads make ``fork`` unsafe), and the pool is kept for
     the life of the process, so consecutive builds (``demo``, ``serve``) start it once.
-    A changed environment or import path (another salt, another cache) gets a new pool.
+    A changed environment or import path (another salt, another cache) gets a new pool;
+    None once :func:`give_up_local_process_pool` was called.
     """
     import concurrent.futures
     import multiprocessing
 
     global _PROCESS_POOL
+    if _PROCESS_POOL_GIVEN_UP:
+        return None
     environ = dict(os.environ)
     key = (workers, tuple(sorted(environ.items())), tuple(sys.path))
     with _PROCESS_POOL_LOCK:
@@ -272,10 +278,22 @@ def local_process_pool(workers: int) -> Any:
         return pool
 
 
-def shutdown_local_process_pool() -> None:
+def shutdown_local_process_pool(wait: bool = True) -> None:
     """Stop the local pool's workers (tests; a long-lived process that wants its memory back)."""
     global _PROCESS_POOL
     with _PROCESS_POOL_LOCK:
         if _PROCESS_POOL is not None:
-            _PROCESS_POOL[1].shutdown(wait=True, cancel_futures=True)
+            _PROCESS_POOL[1].shutdown(wait=wait, cancel_futures=True)
             _PROCESS_POOL = None
+
+
+def local_process_pool_usable() -> bool:
+    """False once worker processes failed in this process (see :func:`give_up_local_process_pool`)."""
+    return not _PROCESS_POOL_GIVEN_UP
+
+
+def give_up_local_process_pool() -> None:
+    """Worker processes failed in this process: stop the pool, and run partitions here from now on."""
+    global _PROCESS_POOL_GIVEN_UP
+    shutdown_local_process_pool(wait=False)
+    _PROCESS_POOL_GIVEN_UP = True

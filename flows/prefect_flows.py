@@ -44,12 +44,7 @@ def build_partition_task(
 ) -> PartitionResult:
     """One partition; with ``processes`` > 1 (local executor) its CPU work runs in a worker
     of the local process pool while this task (state, retries, logs) stays here."""
-    pool = None
-    if processes > 1:
-        from flows.engines import local_process_pool
-
-        pool = local_process_pool(processes)
-    return build_partition_here_or_in(pool, plan, partition, shard_dir, workdir, remote)
+    return build_partition_here_or_in(processes, plan, partition, shard_dir, workdir, remote)
 
 
 def task_runner_for(request: BuildRequest, processes: int = 1) -> Any:

@@ -96,3 +96,27 @@ def test_how_many_local_processes():
     assert local_processes(asked, gpu, _partitions(8, big)) == 1  # GPU stages stay in this process
     dask = BuildRequest(recipe="convert", sources=[], dataset="d", executor="dask", workers=2)
     assert local_processes(dask, cpu, _partitions(8, big)) == 1  # Dask has its own workers
+
+
+def test_a_script_without_the_main_guard_still_builds_in_one_process(tmp_path):
+    """Spawned workers re-import the main script; without the guard they fail to start.
+    The build must notice, warn, and finish in its own process."""
+    import subprocess
+    import sys
+
+    write_images(tmp_path / "src", 12, size=32)
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from flows.build import BuildRequest, run_build_inline\n"
+        f"out = run_build_inline(BuildRequest(recipe='convert', sources=[{str(tmp_path / 'src')!r}], dataset='procs',\n"
+        f"    workdir={str(tmp_path / 'w')!r}, workers=2, options={{'partition_items': 4, 'modality': 'XR'}}))\n"
+        "print('SAMPLES', out.summary['samples_written'], len(out.summary['workers']))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(root), "GX_ANALYTICS_ENABLED": "false"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "SAMPLES 12 1" in done.stdout  # every sample, all converted in the one process
+    assert "partitions run in this process from now on" in done.stderr
