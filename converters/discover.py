@@ -200,12 +200,11 @@ def _discover_files(files: list[_File]) -> tuple[list[dict[str, Any]], list[Reje
                 singles.append(_item(file, "video", _hash_file(file)))
                 continue
             if ext in DICOM_EXTENSIONS or ext == "":
-                ds, digest = _dicom_header(file, known_ext=ext in DICOM_EXTENSIONS)
-                if annotation_kind(ds) is not None:
-                    dicom_annotations.append((file, digest, referenced_series_uid(ds)))
+                facts, digest = _dicom_header(file, known_ext=ext in DICOM_EXTENSIONS)
+                if facts.annotation is not None:
+                    dicom_annotations.append((file, digest, facts.referenced_series))
                     continue
-                uid = str(ds.get("SeriesInstanceUID", "") or "")
-                frames = int(ds.get("NumberOfFrames", 1) or 1)
+                uid, frames = facts.series_uid, facts.frames
                 if uid and frames == 1:
                     series[(posixpath.dirname(file.key), uid)].append((file, digest))
                 else:
@@ -314,34 +313,65 @@ def _hash_file(file: _File) -> str:
     return hash_cache.file_sha256(file.uri, file.info)
 
 
-def _dicom_header(file: _File, known_ext: bool) -> tuple[pydicom.Dataset, str]:
-    """The header (no pixels) and content hash of a DICOM file.
+@dataclasses.dataclass(frozen=True)
+class DicomFacts:
+    """What discovery needs of a DICOM header to group files into items."""
+
+    series_uid: str
+    frames: int
+    annotation: str | None  # "seg" / "rtstruct" for annotation objects
+    referenced_series: str | None  # the image series an annotation refers to
+
+    @classmethod
+    def of(cls, ds: pydicom.Dataset) -> DicomFacts:
+        kind = annotation_kind(ds)
+        return cls(
+            series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
+            frames=int(ds.get("NumberOfFrames", 1) or 1),
+            annotation=kind,
+            referenced_series=referenced_series_uid(ds) if kind is not None else None,
+        )
+
+
+#: the hash cache's kind for :class:`DicomFacts`; pydicom's version is part of it because
+#: the header check that let a file through (``read_dicom``) is pydicom's parsing
+DICOM_FACTS_KIND = f"dicom-facts-v1:pydicom-{pydicom.__version__}"
+
+
+def _dicom_header(file: _File, known_ext: bool) -> tuple[DicomFacts, str]:
+    """The grouping facts of a DICOM file's header and the file's content hash.
 
     Every header element is converted here (``read_dicom``'s element check), so a file
     with a damaged element is a ``bad_header`` reject of its own and the converters
-    parse the files discovery accepted without checking them again.
-
-    The header is needed on every plan (series grouping), the bytes only for the hash:
-    when the cache knows the hash, only the header's bytes are read.
+    parse the files discovery accepted without checking them again. Facts are stored in
+    the hash cache by content hash only after that check passed, so an unchanged file
+    on a rebuild is not opened at all.
     """
     cache = hash_cache.active()
     ident = hash_cache.identity(file.uri, file.info) if cache is not None and cache.enabled else None
     digest = cache.lookup(ident) if cache is not None and ident is not None else None
     if digest is not None:
+        assert cache is not None
+        known = cache.derived([digest], DICOM_FACTS_KIND).get(digest)
+        if known is not None:
+            cache.hits += 1
+            return DicomFacts(**json.loads(known)), digest
         head = _header_bytes(file)
         if head is not None and (known_ext or _looks_like_dicom(head)):
-            assert cache is not None
             cache.hits += 1
-            return read_dicom(head, file.key, headers_only=True), digest
+            facts = DicomFacts.of(read_dicom(head, file.key, headers_only=True))
+            cache.remember_derived(digest, DICOM_FACTS_KIND, json.dumps(dataclasses.asdict(facts)))
+            return facts, digest
     data = _read(file)
     if not known_ext and not _looks_like_dicom(data):
         raise ConversionError("unsupported_format", f"{file.key}: not a known image format")
-    ds = read_dicom(data, file.key, headers_only=True)
+    facts = DicomFacts.of(read_dicom(data, file.key, headers_only=True))
     digest = sha256_bytes(data)
     if cache is not None and ident is not None:
         cache.misses += 1
-        cache.remember(ident, digest)
-    return ds, digest
+        if cache.remember(ident, digest):
+            cache.remember_derived(digest, DICOM_FACTS_KIND, json.dumps(dataclasses.asdict(facts)))
+    return facts, digest
 
 
 def _header_bytes(file: _File) -> bytes | None:

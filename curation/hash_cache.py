@@ -15,8 +15,10 @@ clocks, a writer still busy), and its identity would not change. Such a hash is 
 for this run but not stored, so the file is read again next time. A file that changed
 while it was read (its stat differs before and after) is not stored either.
 
-Perceptual hashes are stored by the content SHA-256 and the hash's version, so a rebuild
-decodes only new content (:mod:`curation.dedup`).
+Values derived from a file's content are stored by its SHA-256 and a kind that names the
+algorithm and its version: perceptual hashes (:mod:`curation.dedup`) and the few header
+facts discovery groups DICOM files by (:mod:`converters.discover`), so a rebuild decodes
+and parses only new content.
 
 The cache lives in ``<workdir>/cache/hashes/hashes.sqlite`` (SQLite in WAL mode: several
 builds on one workdir read and write it concurrently; each write is one short
@@ -58,11 +60,11 @@ CREATE TABLE IF NOT EXISTS files_v1 (
     token TEXT NOT NULL,
     sha256 TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS phash_v1 (
+CREATE TABLE IF NOT EXISTS derived_v1 (
     sha256 TEXT NOT NULL,
-    version TEXT NOT NULL,
+    kind TEXT NOT NULL,
     value TEXT NOT NULL,
-    PRIMARY KEY (sha256, version)
+    PRIMARY KEY (sha256, kind)
 );
 """
 
@@ -158,7 +160,8 @@ def read_sha256(uri: str) -> str:
 
 
 class HashCache:
-    """Content hashes by file identity, and perceptual hashes by content, in SQLite.
+    """Content hashes by file identity, and values derived from content (perceptual
+    hashes, DICOM header facts) by content hash, in SQLite.
 
     ``HashCache(None)`` is a disabled cache: every call reads the file (no state).
     Use as a context manager, or call :meth:`close`, so pending entries are written.
@@ -171,7 +174,7 @@ class HashCache:
         self.misses = 0
         self._lock = threading.Lock()
         self._files: list[tuple[str, int, int, str, str]] = []
-        self._phashes: list[tuple[str, str, str]] = []
+        self._derived: list[tuple[str, str, str]] = []
         self._db: sqlite3.Connection | None = _connect(path) if path else None
 
     @property
@@ -207,7 +210,7 @@ class HashCache:
                 return False  # changed while it was read
         with self._lock:
             self._files.append((ident.uri, ident.size, ident.mtime_ns, ident.token, digest))
-            full = len(self._files) + len(self._phashes) >= _FLUSH_EVERY
+            full = len(self._files) + len(self._derived) >= _FLUSH_EVERY
         if full:
             self.flush()
         return True
@@ -230,48 +233,56 @@ class HashCache:
         trusted = ident is not None and self.remember(ident, digest)
         return digest, ident if trusted else None
 
-    # -- perceptual hashes -----------------------------------------------------------
-    def phashes(self, contents: Iterable[str], version: str) -> dict[str, int]:
-        """Stored perceptual hashes of these content hashes (those not stored are absent)."""
+    # -- values derived from content -----------------------------------------------
+    def derived(self, contents: Iterable[str], kind: str) -> dict[str, str]:
+        """Stored values of ``kind`` (a perceptual hash, a DICOM header's facts; the kind
+        names the algorithm and its version) for these content hashes; absent when not stored."""
         wanted = list(dict.fromkeys(contents))
         if self._db is None or not wanted:
             return {}
-        out: dict[str, int] = {}
+        out: dict[str, str] = {}
         with self._lock:
             try:
                 for start in range(0, len(wanted), 500):
                     chunk = wanted[start : start + 500]
                     marks = ",".join("?" * len(chunk))
                     rows = self._db.execute(
-                        f"SELECT sha256, value FROM phash_v1 WHERE version = ? AND sha256 IN ({marks})", (version, *chunk)
+                        f"SELECT sha256, value FROM derived_v1 WHERE kind = ? AND sha256 IN ({marks})", (kind, *chunk)
                     ).fetchall()
-                    out.update((str(sha), int(value, 16)) for sha, value in rows)
+                    out.update((str(sha), str(value)) for sha, value in rows)
             except sqlite3.Error as exc:
                 self._disable(exc)
                 return {}
         return out
 
-    def remember_phash(self, content: str, version: str, value: int) -> None:
+    def remember_derived(self, content: str, kind: str, value: str) -> None:
         if self._db is None:
             return
         with self._lock:
-            self._phashes.append((content, version, format(value, "x")))
-            full = len(self._files) + len(self._phashes) >= _FLUSH_EVERY
+            self._derived.append((content, kind, value))
+            full = len(self._files) + len(self._derived) >= _FLUSH_EVERY
         if full:
             self.flush()
+
+    def phashes(self, contents: Iterable[str], version: str) -> dict[str, int]:
+        """Stored perceptual hashes of these content hashes (those not stored are absent)."""
+        return {sha: int(value, 16) for sha, value in self.derived(contents, f"phash:{version}").items()}
+
+    def remember_phash(self, content: str, version: str, value: int) -> None:
+        self.remember_derived(content, f"phash:{version}", format(value, "x"))
 
     # -- life cycle ------------------------------------------------------------------
     def flush(self) -> None:
         """Write pending entries in one short transaction (other builds wait at most 30 s)."""
         with self._lock:
-            if self._db is None or not (self._files or self._phashes):
+            if self._db is None or not (self._files or self._derived):
                 return
-            files, phashes = self._files, self._phashes
-            self._files, self._phashes = [], []
+            files, derived = self._files, self._derived
+            self._files, self._derived = [], []
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.executemany("INSERT OR REPLACE INTO files_v1 VALUES (?, ?, ?, ?, ?)", files)
-                self._db.executemany("INSERT OR REPLACE INTO phash_v1 VALUES (?, ?, ?)", phashes)
+                self._db.executemany("INSERT OR REPLACE INTO derived_v1 VALUES (?, ?, ?)", derived)
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 with contextlib.suppress(sqlite3.Error):

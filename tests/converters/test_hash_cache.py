@@ -243,7 +243,7 @@ def test_two_processes_writing_the_cache_at_once_do_not_corrupt_it(tmp_path: Pat
     with sqlite3.connect(db) as con:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         stored = dict(con.execute("SELECT uri, sha256 FROM files_v1").fetchall())
-        phashes = con.execute("SELECT COUNT(*) FROM phash_v1 WHERE version = 'v'").fetchone()[0]
+        phashes = con.execute("SELECT COUNT(*) FROM derived_v1 WHERE kind = 'phash:v'").fetchone()[0]
     assert stored == {str(p): sha(p) for p in folder.iterdir()}
     assert phashes == 1000  # one row per content, whichever writer came last
 
@@ -256,3 +256,29 @@ def test_a_local_name_with_double_colons_is_a_plain_file(tmp_path: Path, reads: 
         with HashCache(str(tmp_path / "h.sqlite")) as cache:
             assert cache.file_sha256(str(path)) == sha(path)
     assert reads == [str(path)]
+
+
+def test_unchanged_dicom_files_are_not_opened_and_a_bad_header_is_never_cached(
+    tmp_path: Path, reads: list[str], monkeypatch: pytest.MonkeyPatch
+):
+    src = tmp_path / "src"
+    files = tree(src)
+    good = files["ct"].read_bytes()
+    # SliceLocation (0020,1041) with the unknown VR 'ZZ': pydicom fails only when the value is read
+    (src / "ct" / "second.dcm").write_bytes(good.replace(b"\x20\x00\x41\x10DS", b"\x20\x00\x41\x10ZZ", 1))
+    age(src / "ct" / "second.dcm")
+    db = str(tmp_path / "hashes.sqlite")
+    with HashCache(db) as cache:
+        first = discover([str(src)], cache)
+    assert [r.reason for r in first.rejects] == ["bad_header"]
+
+    headers: list[str] = []
+    real_header = discover_module._header_bytes
+    monkeypatch.setattr(discover_module, "_header_bytes", lambda f: headers.append(f.uri) or real_header(f))
+    reads.clear()
+    with HashCache(db) as cache:
+        again = discover([str(src)], cache)
+    assert rows(again) == rows(first)
+    assert [r.reason for r in again.rejects] == ["bad_header"]  # checked again: never remembered as good
+    assert headers == []  # the good DICOM file was not opened at all, not even its header
+    assert reads == [str(src / "ct" / "second.dcm")]  # the damaged one is read and checked again
