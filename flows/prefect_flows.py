@@ -141,9 +141,11 @@ def _run(request: BuildRequest, progress: BuildProgress | None = None) -> BuildO
     # each task gets its partition's items; the plan it carries is stripped of the full
     # item list, which Prefect would otherwise inspect and ship with every task run
     task_plan = dataclasses.replace(plan, items=[], rejects=[])
+    engine_started = time.perf_counter()
     runner_context: Any = task_runner_for(request, processes) if pending else contextlib.nullcontext()
     try:
         with runner_context as runner:
+            engine_ready = time.perf_counter()  # a Dask LocalCluster or Ray takes seconds to start
             futures = [
                 runner.submit(
                     build_partition_task,
@@ -170,7 +172,11 @@ def _run(request: BuildRequest, progress: BuildProgress | None = None) -> BuildO
     converted = time.perf_counter()
     outcome = finish(
         request, settings, plan, run_id, started, results,
-        {"plan": planned - started, "partitions": converted - planned},
+        {
+            "plan": planned - started,
+            "engine_start": engine_ready - engine_started,
+            "partitions": converted - engine_ready,
+        },
     )
     _artifacts(outcome)
     logger.info("run %s: %s", run_id, outcome.summary)
