@@ -1,6 +1,6 @@
 """Quality gate: per-sample metrics, Great Expectations suites, quarantine, dataset cards.
 
-See docs/quality.md. Great Expectations, matplotlib and synthesis are imported lazily,
+See docs/quality.md. Great Expectations and synthesis are imported lazily,
 so importing this package stays cheap.
 """
 

@@ -18,6 +18,7 @@ GX is slow to import (~4 s): it is imported inside functions only.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from collections.abc import Mapping
@@ -109,15 +110,51 @@ def suite_name(suite: str) -> str:
     return f"medcurate.{suite}.v{SUITE_VERSIONS[suite]}"
 
 
-def _new_suite(suite: str, tolerances: Tolerances, expectations: list[Any]) -> Any:
-    gx = import_gx()
-    result = gx.ExpectationSuite(
-        name=suite_name(suite),
-        meta={"medcurate_suite": suite, "suite_version": SUITE_VERSIONS[suite], "tolerances": tolerances.as_dict()},
-    )
+#: fields GX ignores when it decides two expectations of a suite are the same one
+_IDENTITY_EXCLUDED = {"id", "rendered_content", "notes", "meta"}
+
+
+def _distinct(expectations: list[Any]) -> list[Any]:
+    """``expectations`` without repeats, first kept, by GX's own rule (same type, same
+    fields but id/meta/notes): e.g. a family's ``caption_length`` range equals the
+    common one when ``min_text_length`` is 0."""
+    seen: set[tuple[str, str]] = set()
+    kept = []
     for expectation in expectations:
-        result.add_expectation(expectation)
+        fields = expectation.dict(exclude=_IDENTITY_EXCLUDED)
+        key = (expectation.expectation_type, json.dumps(fields, sort_keys=True, default=str))
+        if key not in seen:
+            seen.add(key)
+            kept.append(expectation)
+    return kept
+
+
+def _suite(name: str, meta: dict[str, Any], expectations: list[Any]) -> Any:
+    """A GX suite holding ``expectations``, built in one constructor call.
+
+    ``ExpectationSuite.add_expectation`` compares each new expectation with every one
+    already added and asks the current context's store whether the suite was saved: ~25 ms
+    for a 37-expectation shard suite, paid by every gate run. The constructor does
+    neither: repeats are dropped first by the same rule (:func:`_distinct`), and since it
+    logs and skips an expectation it cannot process, the count is checked here.
+    """
+    gx = import_gx()
+    distinct = _distinct(expectations)
+    result = gx.ExpectationSuite(name=name, meta=meta, expectations=distinct)
+    if len(result.expectations) != len(distinct):
+        raise ValueError(
+            f"suite {name}: GX kept {len(result.expectations)} of {len(distinct)} expectations "
+            "(see the GX log for the configuration it refused)"
+        )
     return result
+
+
+def _new_suite(suite: str, tolerances: Tolerances, expectations: list[Any]) -> Any:
+    return _suite(
+        suite_name(suite),
+        {"medcurate_suite": suite, "suite_version": SUITE_VERSIONS[suite], "tolerances": tolerances.as_dict()},
+        expectations,
+    )
 
 
 def common_suite(tolerances: Tolerances) -> Any:
@@ -223,15 +260,12 @@ def shard_suite(family: str | None, tolerances: Tolerances) -> Any:
     expectations = common_expectations(tolerances)
     if family:
         expectations += family_expectations(family, tolerances)
-    gx = import_gx()
     suites = ["common", *([family] if family else [])]
-    result = gx.ExpectationSuite(
-        name="medcurate.shard." + "+".join(suite_name(s).split(".", 1)[1] for s in suites),
-        meta={"medcurate_suites": {s: SUITE_VERSIONS[s] for s in suites}, "tolerances": tolerances.as_dict()},
+    return _suite(
+        "medcurate.shard." + "+".join(suite_name(s).split(".", 1)[1] for s in suites),
+        {"medcurate_suites": {s: SUITE_VERSIONS[s] for s in suites}, "tolerances": tolerances.as_dict()},
+        expectations,
     )
-    for expectation in expectations:
-        result.add_expectation(expectation)
-    return result
 
 
 def _tagged(expectations: list[Any], suite: str) -> list[Any]:
@@ -321,12 +355,8 @@ def modality_mix_suite(tolerances: Tolerances) -> Any:
     import great_expectations.expectations as gxe
 
     limit = tolerances.max_modality_share_change
-    exps = [gxe.ExpectColumnValuesToBeBetween(column="share_change", min_value=0.0, max_value=limit)]
-    gx = import_gx()
-    suite = gx.ExpectationSuite(
-        name=f"medcurate.modality_mix.v{SUITE_VERSIONS['build']}",
-        meta={"medcurate_suite": "modality_mix", "suite_version": SUITE_VERSIONS["build"], "tolerances": tolerances.as_dict()},
+    return _suite(
+        f"medcurate.modality_mix.v{SUITE_VERSIONS['build']}",
+        {"medcurate_suite": "modality_mix", "suite_version": SUITE_VERSIONS["build"], "tolerances": tolerances.as_dict()},
+        [gxe.ExpectColumnValuesToBeBetween(column="share_change", min_value=0.0, max_value=limit)],
     )
-    for expectation in exps:
-        suite.add_expectation(expectation)
-    return suite

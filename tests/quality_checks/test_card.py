@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
 from PIL import Image
 from qc_samples import FAMILY_ROWS, TEST_BANDS, table_of, write_shard
 
@@ -61,3 +63,35 @@ def test_histograms_use_the_gate_metrics_when_given(tmp_path: Path) -> None:
     write_dataset_card(table, str(tmp_path / "card"), name="ophora", version="v1", metrics=str(path))
     assert (tmp_path / "card" / "metric_histograms.png").exists()
     assert "| SURG | 2 | 100.0% |" in (tmp_path / "card" / "README.md").read_text()
+
+
+def test_pictures_come_from_the_first_rows_and_counts_from_every_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A big shard is not decoded whole for a few pictures: full rows are read batch by
+    batch up to SAMPLE_ROWS_PER_CARD, while the count columns cover every row of every shard."""
+    from quality_checks import card
+
+    monkeypatch.setattr(card, "SAMPLE_ROWS_PER_CARD", 4)
+    imed = FAMILY_ROWS["imed"]() + FAMILY_ROWS["imed"]()  # 6 rows, row groups of 2
+    path = tmp_path / "shards" / "imed.parquet"
+    path.parent.mkdir(parents=True)
+    pq.write_table(table_of(imed), path, row_group_size=2)
+    medq = write_shard(FAMILY_ROWS["medq_uni"](), tmp_path / "shards" / "medq.parquet")
+    light, full = card._load([str(path), medq])
+    assert light.num_rows == 6 + len(FAMILY_ROWS["medq_uni"]())
+    assert set(light.schema.names) == {"modality", "task", "split", "source", "dataset", "subject_key"}
+    assert full.num_rows == 4 and set(full.column("modality").to_pylist()) == {"CT"}
+    assert "images" in full.schema.names
+
+
+def test_histogram_bars_are_drawn_in_proportion(tmp_path: Path) -> None:
+    """caption_length of 9 rows at 10 and 3 at 30: the tall bar is three times the short one."""
+    metrics = pa.table({"caption_length": [10] * 9 + [30] * 3})
+    from quality_checks.card import BAR_COLOUR, _histograms
+
+    assert _histograms(metrics, str(tmp_path / "h.png"))
+    pixels = np.asarray(Image.open(tmp_path / "h.png").convert("RGB"))
+    bars = np.all(pixels == BAR_COLOUR, axis=2)
+    columns = np.nonzero(bars.any(axis=0))[0]
+    runs = np.split(columns, np.nonzero(np.diff(columns) > 1)[0] + 1)  # one run of columns per bar
+    heights = [int(bars[:, run].sum(axis=0).max()) for run in runs]
+    assert len(runs) == 2 and abs(heights[0] / heights[1] - 3.0) < 0.1, heights  # to a pixel

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -231,9 +232,9 @@ def count_gx_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     labels: list[str] = []
     original = gate._GxSession.validate
 
-    def counting(self: Any, asset_label: str, frame: Any, suite: Any) -> Any:
+    def counting(self: Any, asset_label: str, frame: Any, suite: Any, **options: Any) -> Any:
         labels.append(asset_label)
-        return original(self, asset_label, frame, suite)
+        return original(self, asset_label, frame, suite, **options)
 
     monkeypatch.setattr(gate._GxSession, "validate", counting)
     return labels
@@ -277,3 +278,74 @@ def test_rows_tolerated_in_the_union_are_still_judged_per_shard(tmp_path: Path, 
     assert {r for r in runs[1:5]} == {"good-0.parquet", "good-1.parquet", "good-2.parquet", "bad.parquet"}
     assert report.passed_shards == good_paths and len(report.quarantined) == 1
     assert failures_of(report, "bad.parquet") == {("retinalogos", "expect_column_values_to_be_in_set", "grounding_ok")}
+
+
+def test_a_clean_single_shard_costs_one_gx_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = count_gx_runs(monkeypatch)
+    shard = write_shard(FAMILY_ROWS["imed"](), tmp_path / "build" / "a.parquet")
+    report = run_gate(tmp_path, [shard], "imed", cache_passed=False)
+    assert report.passed, report.failed_expectations
+    assert runs == ["a.parquet", "build_rows"]
+
+
+def test_a_broken_single_shard_is_judged_by_a_full_summary_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The screening run asks GX for BASIC results; the verdict of a shard that is not
+    clean comes from its own SUMMARY run, whose value counts land in the quarantine record."""
+    runs = count_gx_runs(monkeypatch)
+    rows = FAMILY_ROWS["imed"]()
+    duplicated_ids(rows)
+    bad = write_shard(rows, tmp_path / "build" / "bad.parquet")
+    report = run_gate(tmp_path, [bad], "imed", cache_passed=False)
+    assert runs[:2] == ["bad.parquet", "bad.parquet"]
+    assert failures_of(report, "bad.parquet") == {("common", "expect_column_values_to_be_unique", "sample_id")}
+    record = json.loads((tmp_path / "work" / "quarantine" / "build-1" / "bad.parquet.validation.json").read_text())
+    unique = next(
+        r for r in record["validation_results"][0]["results"]
+        if r["expectation_config"]["type"] == "expect_column_values_to_be_unique"
+    )
+    assert unique["result"]["unexpected_count"] == 2
+    assert unique["result"]["partial_unexpected_counts"] == [{"value": rows[0]["sample_id"], "count": 2}]
+
+
+def test_data_docs_of_a_second_build_render_the_same_pages(tmp_path: Path) -> None:
+    """The Jinja templates are compiled once per process (a bytecode cache shared by the
+    views of every build): the second build's pages must be the first build's pages."""
+    shard = FAMILY_ROWS["imed"]()
+    pages: list[dict[str, int]] = []
+    for build in ("build-a", "build-b"):
+        path = write_shard(shard, tmp_path / build / "imed.parquet")
+        report = gate_build([path], family="imed", workdir=str(tmp_path / "work"), build_id=build,
+                            severity_bands=TEST_BANDS, cache_passed=False)
+        assert report.passed and report.data_docs_path
+        docs = Path(report.data_docs_path).parent
+        rendered = {  # validation pages sit in a run-time folder (20261124T000741.713286Z): drop it
+            "/".join(part for part in p.relative_to(docs).parts if not re.fullmatch(r"\d{8}T\d{6}\.\d+Z", part)):
+            len(p.read_text())
+            for p in docs.rglob("*.html") if "static" not in p.parts
+        }
+        assert any("validations" in name for name in rendered) and "index.html" in rendered
+        assert "Expectation Validation Result" in next(
+            p.read_text() for p in docs.rglob("*.html") if "validations" in p.parts and "imed.parquet" in p.name
+        )
+        pages.append(rendered)
+    assert pages[0].keys() == pages[1].keys()
+    # same content up to the build's own timestamps and ids (same length of text)
+    assert all(abs(pages[0][name] - pages[1][name]) <= 64 for name in pages[0]), (pages[0], pages[1])
+
+
+def test_a_repeated_expectation_is_kept_once_as_gx_would() -> None:
+    """Suites are built in one constructor call; a family rule equal to a common one
+    (retinalogos' caption_length range when min_text_length is 0) is kept once, under
+    the suite that declared it first, as ``ExpectationSuite.add_expectation`` does."""
+    from quality_checks.suites import shard_suite
+
+    def caption_ranges(tolerances: Tolerances) -> list[str]:
+        suite = shard_suite("retinalogos", tolerances)
+        return [
+            e.meta["suite"] for e in suite.expectations
+            if e.expectation_type == "expect_column_values_to_be_between" and e.column == "caption_length"
+        ]
+
+    assert caption_ranges(Tolerances()) == ["medcurate.common.v1", "medcurate.retinalogos.v1"]
+    assert caption_ranges(Tolerances(min_text_length=0)) == ["medcurate.common.v1"]
+    assert len(shard_suite("retinalogos", Tolerances(min_text_length=0)).expectations) == 33
