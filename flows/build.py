@@ -232,9 +232,20 @@ def previous_version_table(settings: Settings, dataset: str) -> pa.Table | None:
     return catalog.to_arrow(dataset, columns=["modality", "task", "split"])
 
 
-def run_gate(plan: BuildPlan, settings: Settings, run_id: str, shards: list[str]) -> Any:
-    """Validate the build's shards; failing shards are quarantined by the gate."""
+def run_gate(plan: BuildPlan, settings: Settings, run_id: str, shards: list[str], processes: int = 1) -> Any:
+    """Validate the build's shards; failing shards are quarantined by the gate.
+
+    With local worker processes (``processes`` > 1) they also read back and measure the
+    new shards, one shard per task.
+    """
     from quality_checks.gate import gate_build
+
+    shard_map = None
+    if processes > 1:
+        from flows.engines import local_process_pool
+
+        pool = local_process_pool(processes)
+        shard_map = pool.map if pool is not None else None
 
     return gate_build(
         shards,
@@ -244,6 +255,7 @@ def run_gate(plan: BuildPlan, settings: Settings, run_id: str, shards: list[str]
         previous=previous_version_table(settings, plan.dataset),
         build_id=run_id,
         data_docs="://" not in settings.workdir,
+        shard_map=shard_map,
     )
 
 
@@ -275,6 +287,7 @@ def finish(
     timings: dict[str, float] | None = None,
     *,
     gate: bool = True,
+    processes: int = 1,
 ) -> BuildOutcome:
     """Gate, publish (the catalog last) and write the run record.
 
@@ -297,7 +310,7 @@ def finish(
     }
     if gate and shards:
         tick = time.perf_counter()
-        report = run_gate(plan, settings, run_id, shards)
+        report = run_gate(plan, settings, run_id, shards, processes)
         timings["gate"] = time.perf_counter() - tick
         extra["gate"] = {
             "passed": report.passed,
@@ -403,4 +416,4 @@ def run_build_inline(request: BuildRequest) -> BuildOutcome:
         results += [build_partition(plan, p, shard_dir, settings.workdir) for p in pending]
     results.sort(key=lambda r: r.key)
     timings = {"plan": planned - started, "partitions": time.perf_counter() - planned}
-    return finish(request, settings, plan, run_id, started, results, timings)
+    return finish(request, settings, plan, run_id, started, results, timings, processes=processes)

@@ -177,6 +177,7 @@ def _run(request: BuildRequest, progress: BuildProgress | None = None) -> BuildO
             "engine_start": engine_ready - engine_started,
             "partitions": converted - engine_ready,
         },
+        processes=processes,
     )
     _artifacts(outcome)
     logger.info("run %s: %s", run_id, outcome.summary)

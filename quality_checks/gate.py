@@ -17,12 +17,13 @@ moving anything.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import fsspec
@@ -344,20 +345,7 @@ class _ShardValidator:
 
     def prepare(self, path: str, family: str | None) -> _PreparedShard:
         """Read one shard, check its structure and compute its metrics (no GX yet)."""
-        scope = os.path.basename(path.rstrip("/"))
-        try:
-            table = _read_table(path)
-        except Exception as exc:  # noqa: BLE001 - an unreadable shard fails, it does not crash the gate
-            failure = FailedExpectation(SCHEMA_SUITE, "shard_is_readable_parquet", None, f"error: {exc}", scope)
-            return _PreparedShard(path, scope, 0, family, None, [failure])
-        failures = _schema_failures(table, scope)
-        try:
-            metrics = self.stage.compute(table)
-            flat = _with_subject_split_count(validation_table(table, metrics))
-        except Exception as exc:  # noqa: BLE001
-            failures.append(FailedExpectation(SCHEMA_SUITE, "metrics_computable", None, f"error: {exc}", scope))
-            return _PreparedShard(path, scope, table.num_rows, family, None, failures)
-        return _PreparedShard(path, scope, table.num_rows, family or infer_family(table), flat, failures)
+        return _prepare_shard(self.stage, path, family)
 
     def validate_many(self, prepared: list[_PreparedShard]) -> list[tuple[ShardResult, pa.Table | None, list[dict[str, Any]]]]:
         """GX verdicts for prepared shards: one GX run over all shards of a family when
@@ -418,6 +406,31 @@ class _ShardValidator:
             for sid, why in zip(explained.column("sample_id").to_pylist(), explained.column("metric_errors").to_pylist(), strict=True)
         ]
         return ShardResult(shard.path, shard.rows, not failures, failures, row_problems=problems), flat, raw
+
+
+def _prepare_shard(stage: MetricsStage, path: str, family: str | None) -> _PreparedShard:
+    scope = os.path.basename(path.rstrip("/"))
+    try:
+        table = _read_table(path)
+    except Exception as exc:  # noqa: BLE001 - an unreadable shard fails, it does not crash the gate
+        failure = FailedExpectation(SCHEMA_SUITE, "shard_is_readable_parquet", None, f"error: {exc}", scope)
+        return _PreparedShard(path, scope, 0, family, None, [failure])
+    failures = _schema_failures(table, scope)
+    try:
+        metrics = stage.compute(table)
+        flat = _with_subject_split_count(validation_table(table, metrics))
+    except Exception as exc:  # noqa: BLE001
+        failures.append(FailedExpectation(SCHEMA_SUITE, "metrics_computable", None, f"error: {exc}", scope))
+        return _PreparedShard(path, scope, table.num_rows, family, None, failures)
+    return _PreparedShard(path, scope, table.num_rows, family or infer_family(table), flat, failures)
+
+
+def prepare_shard(path: str, family: str | None = None, severity_bands: SeverityBands | None = None) -> _PreparedShard:
+    """Read, verify (page checksums) and measure one shard, standalone: the unit
+    ``gate_build``'s ``shard_map`` runs elsewhere (another process: picklable, no GX)."""
+    stage = MetricsStage(severity_bands=severity_bands)
+    stage.setup()
+    return _prepare_shard(stage, path, family)
 
 
 @dataclasses.dataclass
@@ -586,6 +599,7 @@ def gate_build(
     severity_bands: SeverityBands | None = None,
     data_docs: bool = True,
     cache_passed: bool = True,
+    shard_map: Callable[[Callable[[str], Any], list[str]], Iterable[Any]] | None = None,
 ) -> GateReport:
     """Validate a build's shards, quarantine failing ones, and decide whether it may publish.
 
@@ -595,6 +609,10 @@ def gate_build(
     ``tolerances`` is the recipe's ``quality:`` mapping (see :class:`Tolerances`);
     ``previous`` the previous published version's table (at least ``modality``) for the
     drift checks; ``severity_bands`` overrides ``synthesis.SEVERITY_BANDS`` (tests).
+
+    ``shard_map``: how the new shards are read, verified and measured — reading back every
+    byte is the gate's main per-row cost, and shards are independent, so a build with
+    worker processes passes its pool's ``map`` (results in order); default: here, in turn.
     """
     started = time.perf_counter()
     if family is not None and family not in FAMILIES:
@@ -612,7 +630,7 @@ def gate_build(
     # the workdir URL, not ``root``: ``root`` has lost the protocol (s3://) and would resolve locally
     cache = PassedShardCache(f"{workdir.rstrip('/')}/cache/gate", family, limits) if cache_passed else None
     reused = 0
-    to_validate: list[_PreparedShard] = []
+    new_paths: list[str] = []
     for path in shard_paths:
         hit = cache.get(path) if cache is not None else None
         if hit is not None:
@@ -621,7 +639,11 @@ def gate_build(
             all_flats.append((path, hit))
             passed_flats.append((path, hit))
         else:
-            to_validate.append(validator.prepare(path, family))
+            new_paths.append(path)
+    if shard_map is not None and len(new_paths) > 1:
+        to_validate = list(shard_map(functools.partial(prepare_shard, family=family, severity_bands=severity_bands), new_paths))
+    else:
+        to_validate = [validator.prepare(path, family) for path in new_paths]
     for result, flat, raw in validator.validate_many(to_validate):
         if cache is not None and result.passed and flat is not None:
             cache.put(result.path, flat)

@@ -54,6 +54,8 @@ def test_worker_processes_write_the_same_samples_and_shards_as_one_process(tmp_p
     assert alone.summary["workers"] and all(w.endswith(me) for w in alone.summary["workers"])
     assert len(pooled.summary["workers"]) == 2 and not any(w.endswith(me) for w in pooled.summary["workers"])
     assert pooled.summary["partitions"] == alone.summary["partitions"] >= 4
+    # the gate read back and measured the new shards in the same workers
+    assert pooled.summary["gate"]["passed"] and pooled.summary["gate"]["shards_validated"] == len(pooled.shards)
     assert sorted(Path(s).name for s in pooled.shards) == sorted(Path(s).name for s in alone.shards)
     one, two = _samples(tmp_path / "one"), _samples(tmp_path / "two")
     assert one.num_rows == two.num_rows == 24

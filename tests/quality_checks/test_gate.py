@@ -349,3 +349,27 @@ def test_a_repeated_expectation_is_kept_once_as_gx_would() -> None:
     assert caption_ranges(Tolerances()) == ["medcurate.common.v1", "medcurate.retinalogos.v1"]
     assert caption_ranges(Tolerances(min_text_length=0)) == ["medcurate.common.v1"]
     assert len(shard_suite("retinalogos", Tolerances(min_text_length=0)).expectations) == 33
+
+
+def test_shards_measured_in_other_processes_get_the_same_verdicts(tmp_path: Path) -> None:
+    """``shard_map`` (a process pool's map in a build with worker processes) reads and
+    measures each new shard elsewhere; the verdicts and metrics equal a run in turn."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    def shards(folder: Path) -> list[str]:
+        good = write_shard(FAMILY_ROWS["imed"](), folder / "good.parquet")
+        rows = FAMILY_ROWS["imed"]()
+        mask_off_by_one_row(rows)
+        return [good, write_shard(rows, folder / "bad.parquet")]
+
+    here = run_gate(tmp_path / "here", shards(tmp_path / "here" / "build"), "imed")
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        there = run_gate(tmp_path / "there", shards(tmp_path / "there" / "build"), "imed", shard_map=pool.map)
+
+    assert [os.path.basename(p) for p in there.passed_shards] == ["good.parquet"]
+    assert failures_of(there, "bad.parquet") == failures_of(here, "bad.parquet") != set()
+    assert there.failed_expectations == [f.replace("/here/", "/there/") for f in here.failed_expectations]
+    assert pa.parquet.read_table(there.metrics_path).drop_columns(["shard"]).equals(
+        pa.parquet.read_table(here.metrics_path).drop_columns(["shard"])
+    )
