@@ -85,7 +85,8 @@ def bare_codec(files: list[Path], baseline: str = "stored") -> float:
         hu = apply_modality_lut(stored, ds)
         if "WindowCenter" in ds:  # the file's VOI window through pydicom's LUT, as the spec asks of conversion
             voi = apply_voi_lut(hu, ds, index=0)
-            eight_bit = np.clip(voi * (255.0 / voi.max(initial=1.0)), 0, 255).astype(np.uint8)
+            low, high = (float(v) for v in apply_voi_lut(np.array([-1e12, 1e12]), ds, index=0))
+            eight_bit = to_uint8_window(voi, low, high)  # the LUT's output range onto 0..255
         else:
             eight_bit = to_uint8_window(hu, -160.0, 240.0)
         encode(eight_bit)
