@@ -2,12 +2,14 @@
 
 The same N 512×512 8-bit CT slices (the real CT in tests/data, windowed W400/L40, each
 with seeded Gaussian HU noise and a random shift so no two PNGs are equal) are stored
-four ways, all in this run's temporary folder (so all sit in the page cache):
+four ways, all in this run's temporary folder, each reader's files read once right before
+each of its passes (untimed) so that all sit in the page cache, and the bytes a pass still
+reads from disk are reported:
 
-* ``catalog``: our zstd Parquet shards (ShardWriter defaults: ~32 MiB row groups) holding
-  the images as medcurate stores them (``encode_png``: unfiltered PNG, compressed by the
-  shard's zstd pages), published and read through ``cat.to_torch`` (row-group split,
-  shuffle buffer 512);
+* ``catalog``: our zstd Parquet shards (one variant per ``--row-group-mib``; 32 is the
+  ShardWriter default) holding the images as medcurate stores them (``encode_png``:
+  unfiltered PNG, compressed by the shard's zstd pages), published and read through
+  ``cat.to_torch`` with its defaults (row-group split, shuffle buffer of 512 rows / 64 MiB);
 * ``png-files``: one PNG file per sample as datasets ship them (deflate-compressed,
   Pillow's default level 6), a map-style dataset with a shuffling sampler: the baseline;
 * ``webdataset``: the same compressed PNGs in tar shards of 200 samples,
@@ -19,10 +21,12 @@ four ways, all in this run's temporary folder (so all sit in the page cache):
 Every reader yields ``{"sample_id", "image"}`` with the image decoded by the same
 ``curation.images.decode_png`` to a (1, 512, 512) uint8 tensor, batched by the same
 collate function, with 0, 2 and 4 DataLoader workers; each configuration runs three
-times, interleaved with the others, and its fastest pass counts. Because the machine is
-shared, each pass also reports CPU-ms per sample (main process + reaped workers, from
-getrusage), which other processes' load does not inflate; the least counts. The ratio is against PNG files
-at the same worker count. Usage: ``python bench/read.py [--samples 2000]``.
+times (``--repeats``), interleaved with the others and the order rotated each round, and
+its fastest pass counts. Because the machine is shared, each pass also reports CPU-ms per sample (main process + reaped workers, from
+getrusage), which other processes' load inflates less; the least counts. The ratio is
+against PNG files at the same worker count; the per-round ratios (catalog and PNG files
+measured in the same round) show the spread. The load average is printed at
+the start and after each worker count. Usage: ``python bench/read.py [--samples 2000]``.
 """
 
 from __future__ import annotations
@@ -157,21 +161,46 @@ def webdataset_loader(urls: list[str], workers: int) -> DataLoader:  # type: ign
     return DataLoader(dataset, batch_size=BATCH, num_workers=workers, collate_fn=collate_samples)
 
 
+def load() -> str:
+    """The 1/5/15-minute load averages (other engineers' jobs share this machine)."""
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
 def cpu_seconds() -> float:
     """CPU time of this process plus its reaped children (DataLoader workers, once joined)."""
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return time.process_time() + children.ru_utime + children.ru_stime
 
 
-def timed(loader: Any) -> tuple[int, float, float]:
-    """(samples, wall seconds, CPU seconds of main process + workers) for one full pass."""
-    start, cpu_start = time.perf_counter(), cpu_seconds()
+def disk_read_bytes() -> int:
+    """Bytes this process and its reaped children read from the block device."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return 512 * (own.ru_inblock + children.ru_inblock)
+
+
+def warm_page_cache(paths: list[str]) -> None:
+    """Read a reader's files once, untimed, so its pass reads from the page cache.
+
+    The comparison is of readers whose data is cached; on VMs that drop pages unused for a
+    while (here DAMON's ``pageout`` scheme, after ~60 s), a reader whose files went cold
+    would otherwise pay disk reads that the others, read more recently, do not.
+    """
+    for path in paths:
+        with open(path, "rb") as handle:
+            while handle.read(8 * 2**20):
+                pass
+
+
+def timed(loader: Any) -> tuple[int, float, float, int]:
+    """(samples, wall seconds, CPU seconds of main process + workers, bytes read from
+    disk) for one full pass."""
+    start, cpu_start, disk_start = time.perf_counter(), cpu_seconds(), disk_read_bytes()
     seen = 0
     for batch in loader:
         seen += len(batch["sample_id"])
         assert batch["image"].dtype == torch.uint8
     del batch
-    return seen, time.perf_counter() - start, cpu_seconds() - cpu_start
+    return seen, time.perf_counter() - start, cpu_seconds() - cpu_start, disk_read_bytes() - disk_start
 
 
 def main() -> None:
@@ -180,13 +209,21 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2, 4])
     parser.add_argument("--repeats", type=int, default=3, help="passes per configuration; the best counts")
     parser.add_argument(
-        "--row-group-mib", type=int, nargs="+", default=[32, 8],
-        help="catalog variants by row-group size (32 = the ShardWriter default)",
+        "--row-group-mib", type=int, nargs="+", default=[32, 16],
+        help="catalog variants by the writer's row-group budget (32 = the ShardWriter default)",
+    )
+    parser.add_argument(
+        "--shuffle-buffer-mib", type=int, default=None,
+        help="catalog loaders' shuffle_buffer_bytes in MiB (default: the loader's, 64; 0: no byte bound, "
+        "only the 512-row bound, as before the byte bound existed)",
     )
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message=".*worker processes in total.*")  # 4 workers on 2 cores is the point
 
     with tempfile.TemporaryDirectory(prefix="bench-read-") as tmp:
+        print(f"load average at start: {load()}", flush=True)
+        if args.shuffle_buffer_mib is not None:
+            print(f"catalog shuffle_buffer_bytes: {args.shuffle_buffer_mib} MiB (0: none, 512 rows only)")
         t0 = time.perf_counter()
         pngs = make_pngs(args.samples)
         stored = as_stored(pngs)
@@ -204,39 +241,55 @@ def main() -> None:
         for label, cat in catalogs.items():
             groups = cat.to_torch("bench", "v1").row_groups
             size = sum(os.path.getsize(f) for f in cat.files("bench"))
-            print(f"  {label}: {len(cat.files('bench'))} shard(s), {len(groups)} row groups, {size / mib:.1f} MiB")
+            rows = [g.num_rows for g in groups]
+            row_mib = sum(len(p) for _, p in stored) / len(stored) / mib
+            print(
+                f"  {label}: {len(cat.files('bench'))} shard(s), {size / mib:.1f} MiB, {len(groups)} row groups of "
+                f"{min(rows)}-{max(rows)} rows ({min(rows) * row_mib:.0f}-{max(rows) * row_mib:.0f} MiB of image bytes)"
+            )
         results: list[dict[str, Any]] = []
         for workers in args.workers:
-            loaders: list[tuple[str, Any]] = []
+            loaders: list[tuple[str, Any, list[str]]] = []  # (label, loader, the files it reads)
             for label, cat in catalogs.items():
                 dataset = cat.to_torch("bench", "v1", columns=["images"], seed=0)
-                loaders.append((label, DataLoader(dataset, batch_size=BATCH, num_workers=workers, collate_fn=collate_samples)))
+                if args.shuffle_buffer_mib is not None:
+                    dataset.shuffle_buffer_bytes = args.shuffle_buffer_mib * 2**20 or None
+                loaders.append(
+                    (label, DataLoader(dataset, batch_size=BATCH, num_workers=workers, collate_fn=collate_samples), cat.files("bench"))
+                )
             loaders.append(
                 ("png-files", DataLoader(
                     PngFiles(files), batch_size=BATCH, shuffle=True, num_workers=workers, collate_fn=collate_samples,
                     generator=torch.Generator().manual_seed(0),
-                ))
+                ), [str(f) for f in files])
             )
-            loaders.append(("webdataset", webdataset_loader(urls, workers)))
+            loaders.append(("webdataset", webdataset_loader(urls, workers), urls))
             loaders.append(
                 ("png-files-stored", DataLoader(
                     PngFiles(stored_files), batch_size=BATCH, shuffle=True, num_workers=workers,
                     collate_fn=collate_samples, generator=torch.Generator().manual_seed(0),
-                ))
+                ), [str(f) for f in stored_files])
             )
             row: dict[str, Any] = {"workers": workers}
             cpu_row: dict[str, float] = {}
-            # passes interleaved (A B C D A B C D ...) so that load from other processes on
-            # this shared machine hits every reader alike; the best pass counts (the first
+            passes: dict[str, list[tuple[float, float]]] = {}  # label -> [(samples/s, CPU-ms/sample)] per round
+            disk: dict[str, int] = {}  # label -> most bytes read from disk in one pass
+            # passes interleaved, the order rotated each round (A B C D, B C D A, ...), so
+            # that load from other processes on this shared machine and any effect of the
+            # position in a round hit every reader alike; the best pass counts (the first
             # also pays warm-up: thread pools, allocations)
-            for _ in range(args.repeats):
-                for label, loader in loaders:
-                    seen, seconds, cpu = timed(loader)
+            for round_index in range(args.repeats):
+                shift = round_index % len(loaders)
+                for label, loader, paths in loaders[shift:] + loaders[:shift]:
+                    warm_page_cache(paths)
+                    seen, seconds, cpu, read = timed(loader)
+                    disk[label] = max(disk.get(label, 0), read)
                     if seen != args.samples:
                         raise SystemExit(f"{label} with {workers} workers delivered {seen} of {args.samples} samples")
                     row[label] = max(row.get(label, 0.0), seen / seconds)
                     cpu_row[label] = min(cpu_row.get(label, float("inf")), 1000.0 * cpu / seen)
-            results.append({**row, "cpu_ms_per_sample": cpu_row})
+                    passes.setdefault(label, []).append((seen / seconds, 1000.0 * cpu / seen))
+            results.append({**row, "cpu_ms_per_sample": cpu_row, "passes": passes, "disk_bytes_max": disk, "load": load()})
             rates = ", ".join(f"{k} {v:.0f}/s ({cpu_row[k]:.2f} CPU-ms)" for k, v in row.items() if k != "workers")
             ratios = ", ".join(
                 f"{k}/png-files {v / row['png-files']:.2f}x wall {cpu_row['png-files'] / cpu_row[k]:.2f}x CPU, "
@@ -244,6 +297,12 @@ def main() -> None:
                 for k, v in row.items() if k.startswith("catalog")
             )
             print(f"workers={workers}: {rates}; {ratios}", flush=True)
+            for label in (k for k in row if k.startswith("catalog")):
+                rounds = zip(passes[label], passes["png-files"], strict=True)
+                per_round = "; ".join(f"{c[0] / p[0]:.2f}x wall {p[1] / c[1]:.2f}x CPU" for c, p in rounds)
+                print(f"  {label}/png-files per round: {per_round}", flush=True)
+            print(f"  most read from disk in one pass (MiB): {', '.join(f'{k} {v / 2**20:.0f}' for k, v in disk.items())}")
+            print(f"  load average: {load()}", flush=True)
         print(json.dumps({"machine": f"{os.cpu_count()} CPU, {platform.machine()}", "results": results}))
 
 

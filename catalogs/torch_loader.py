@@ -17,7 +17,16 @@ Splitting policy (exactly once per epoch, deterministic):
   after a fixed number of steps (``min_rows_per_rank()`` gives a safe bound when no
   row-level filter is set) or use ``torch.distributed.algorithms.Join``;
 * inside a stream, rows pass through a bounded shuffle buffer seeded by
-  ``(seed, epoch, stream)``.
+  ``(seed, epoch, stream)``, bounded both in rows (``shuffle_buffer``) and in payload
+  bytes (``shuffle_buffer_bytes``, 64 MiB by default), whichever is reached first.
+
+Memory per DataLoader worker is about ``shuffle_buffer_bytes`` plus one decompressed row
+group plus the batches in flight. It matters for speed too: workers are new processes
+every epoch, and every page a worker touches for the first time is a page fault
+(measured 3-6 µs per 4 KiB page on a VM, ~1 ms per MiB of a worker's peak memory,
+every epoch). In ``bench/read.py`` (500 CT slices per worker per epoch) the 512-row
+buffer alone (128 MiB) cost more in page faults than decoding the slices
+(docs/benchmarks.md, "Reading (training loaders)").
 
 Resuming: every item carries ``_stream`` (its stream id) and ``_streams`` (how many). The
 dataset (or :class:`CatalogDataLoader`, which does it for you) counts, in the training
@@ -40,6 +49,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from catalogs.reading import (
     FilterLike,
+    FooterCache,
     RowGroup,
     as_filter,
     filesystem_for,
@@ -51,6 +61,10 @@ from curation.images import decode_png
 STREAM_KEY = "_stream"
 STREAMS_KEY = "_streams"
 DEFAULT_SHUFFLE_BUFFER = 512
+#: payload bytes a stream's shuffle buffer holds at most: 256 CT slices of 512×512 uint8
+#: (stored as unfiltered PNG, 256 KiB each); smaller rows (128×128 slices, text) stay
+#: bounded by ``DEFAULT_SHUFFLE_BUFFER`` rows first
+DEFAULT_SHUFFLE_BUFFER_BYTES = 64 * 2**20
 STATE_FORMAT = 1
 
 Transform = Callable[[dict[str, Any]], Any]
@@ -75,19 +89,57 @@ def assign_row_groups(
     return [groups[int(i)] for i in order[stream::streams]]
 
 
-def bounded_shuffle(rows: Iterable[Any], buffer_size: int, rng: np.random.Generator) -> Iterator[Any]:
-    """Shuffle a stream with a buffer of ``buffer_size`` items (memory stays bounded)."""
-    if buffer_size <= 1:
+def payload_bytes(value: Any) -> int:
+    """Bytes of the payload of a row as ``to_pylist`` makes it: the lengths of its bytes
+    and strings (images, masks, video, text), nested lists and dicts included. Python's
+    per-object overhead is not counted (small next to image bytes)."""
+    if isinstance(value, bytes | bytearray | str):
+        return len(value)
+    if isinstance(value, memoryview):
+        return value.nbytes
+    if isinstance(value, dict):
+        value = value.values()
+    elif not isinstance(value, list | tuple):
+        return 0
+    total = 0
+    for item in value:  # a loop, not sum(genexpr): this runs once per row in every worker
+        if item is not None and not isinstance(item, int | float | bool):
+            total += payload_bytes(item)
+    return total
+
+
+def bounded_shuffle(
+    rows: Iterable[Any],
+    buffer_size: int,
+    rng: np.random.Generator,
+    *,
+    max_bytes: int | None = None,
+    size_of: Callable[[Any], int] = payload_bytes,
+) -> Iterator[Any]:
+    """Shuffle a stream with a buffer of at most ``buffer_size`` items and, if given,
+    ``max_bytes`` bytes (``size_of`` each item): memory stays bounded either way.
+
+    Each incoming item first evicts uniformly random buffered items (yielding them) until
+    it fits both bounds, then joins the buffer. Bytes held never exceed ``max_bytes``,
+    except by a single item larger than the whole bound, which is then held alone.
+    """
+    if buffer_size <= 1 or (max_bytes is not None and max_bytes <= 0):
         yield from rows
         return
     buffer: list[Any] = []
+    sizes: list[int] = []
+    held = 0
     for row in rows:
-        if len(buffer) < buffer_size:
-            buffer.append(row)
-            continue
-        j = int(rng.integers(buffer_size))
-        yield buffer[j]
-        buffer[j] = row
+        size = size_of(row) if max_bytes is not None else 0
+        while buffer and (len(buffer) >= buffer_size or (max_bytes is not None and held + size > max_bytes)):
+            j = int(rng.integers(len(buffer)))
+            buffer[j], buffer[-1] = buffer[-1], buffer[j]
+            sizes[j], sizes[-1] = sizes[-1], sizes[j]
+            held -= sizes.pop()
+            yield buffer.pop()
+        buffer.append(row)
+        sizes.append(size)
+        held += size
     for j in rng.permutation(len(buffer)):
         yield buffer[int(j)]
 
@@ -248,6 +300,9 @@ class CatalogIterableDataset(StatefulStreams):
     """Samples of one pinned version, split by row group across ranks × workers.
 
     Made by ``DatasetCatalog.to_torch``; see the module docstring for the policy.
+    ``shuffle_buffer`` bounds a stream's shuffle buffer in rows, ``shuffle_buffer_bytes``
+    in payload bytes (``payload_bytes``; None for no byte bound); the first bound reached
+    applies. Set the attribute after ``to_torch`` to change the byte bound there.
     """
 
     def __init__(
@@ -263,6 +318,7 @@ class CatalogIterableDataset(StatefulStreams):
         filter: FilterLike = None,  # noqa: A002 - the public API's word
         shuffle: bool = True,
         shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+        shuffle_buffer_bytes: int | None = DEFAULT_SHUFFLE_BUFFER_BYTES,
         decode: bool = True,
         transform: Transform | None = None,
         filesystem: Any = None,
@@ -275,6 +331,11 @@ class CatalogIterableDataset(StatefulStreams):
         self.filter = as_filter(filter)
         self.shuffle = shuffle
         self.shuffle_buffer = shuffle_buffer if shuffle else 0
+        if shuffle_buffer_bytes is not None and shuffle_buffer_bytes <= 0:
+            raise ValueError(f"shuffle_buffer_bytes must be positive or None (no byte bound), got {shuffle_buffer_bytes}")
+        #: payload bytes a stream's shuffle buffer holds at most (None: rows bound only)
+        self.shuffle_buffer_bytes = shuffle_buffer_bytes
+        self.footers = FooterCache()
         self.decode = decode
         self.transform = transform
         self.filesystem, stripped = filesystem_for(self.paths, filesystem)
@@ -308,7 +369,12 @@ class CatalogIterableDataset(StatefulStreams):
         """Undecoded rows of row groups, in order."""
         for group in groups:
             table: pa.Table = read_row_group(
-                group, self.filesystem.get(), self.columns, self.filter, use_threads=get_worker_info() is None
+                group,
+                self.filesystem.get(),
+                self.columns,
+                self.filter,
+                use_threads=get_worker_info() is None,
+                footers=self.footers,
             )
             # to Python in small slices: the whole group at once allocates every image's bytes
             # up front (tens of MiB of fresh pages per group in each worker)
@@ -319,7 +385,7 @@ class CatalogIterableDataset(StatefulStreams):
         """One stream's undecoded rows for an epoch, in its deterministic shuffled order."""
         groups = assign_row_groups(self.row_groups, stream, streams, self.seed, epoch_key, self.shuffle)
         rng = np.random.default_rng([self.seed, *epoch_key, stream, 1])
-        return bounded_shuffle(self.read_rows(groups), self.shuffle_buffer, rng)
+        return bounded_shuffle(self.read_rows(groups), self.shuffle_buffer, rng, max_bytes=self.shuffle_buffer_bytes)
 
     def make_item(self, row: dict[str, Any]) -> dict[str, Any]:
         """Decode (if asked) and transform one row into a training item."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from collections import Counter
 from typing import Any
 
@@ -12,7 +13,8 @@ import torch
 from catalog_rows import ids
 from fsspec.implementations.local import LocalFileSystem
 
-from catalogs.torch_loader import CatalogDataLoader, collate_samples
+from catalogs.reading import FooterCache, read_row_group
+from catalogs.torch_loader import CatalogDataLoader, bounded_shuffle, collate_samples, payload_bytes
 from curation.images import decode_png
 
 
@@ -136,7 +138,7 @@ def test_filter_pushdown_prunes_row_groups_and_reads_fewer_bytes(mixed: Any) -> 
 
 
 def test_collate_keeps_nulls_and_ragged_values_as_lists() -> None:
-    items = [
+    items: list[dict[str, Any]] = [
         {"sample_id": "a", "caption": None, "image": torch.zeros(1, 4, 4), "masks": torch.zeros(0, 4, 4)},
         {"sample_id": "b", "caption": "x", "image": torch.ones(1, 4, 4), "masks": torch.zeros(2, 4, 4)},
     ]
@@ -148,6 +150,149 @@ def test_collate_keeps_nulls_and_ragged_values_as_lists() -> None:
     assert paired["image"] is paired["images"]["input"] and paired["image"].shape == (2, 1, 4, 4)
     assert batch["image"].shape == (2, 1, 4, 4)
     assert isinstance(batch["masks"], list) and batch["masks"][1].shape == (2, 4, 4)
+
+
+class HeldBytes:
+    """Wraps a row source and records, at every pull, the payload bytes pulled but not yet
+    yielded: what a shuffle buffer holds at that moment."""
+
+    def __init__(self, rows: Any):
+        self.rows = rows
+        self.pulled = 0
+        self.yielded = 0
+        self.max_held = 0
+        self.max_held_rows = 0
+        self.pulled_rows = 0
+        self.yielded_rows = 0
+
+    def __iter__(self) -> Any:
+        for row in self.rows:
+            self.max_held = max(self.max_held, self.pulled - self.yielded)
+            self.max_held_rows = max(self.max_held_rows, self.pulled_rows - self.yielded_rows)
+            self.pulled += payload_bytes(row)
+            self.pulled_rows += 1
+            yield row
+
+    def taken(self, row: Any) -> None:
+        self.yielded += payload_bytes(row)
+        self.yielded_rows += 1
+
+
+def test_byte_bounded_shuffle_holds_at_most_the_bound_and_loses_nothing() -> None:
+    sizes = np.random.default_rng(0).integers(1_000, 50_000, size=400)
+    rows: list[dict[str, Any]] = [{"sample_id": f"s{i}", "images": [{"data": b"x" * int(n)}]} for i, n in enumerate(sizes)]
+    source = HeldBytes(rows)
+    out: list[str] = []
+    for row in bounded_shuffle(source, 10_000, np.random.default_rng(1), max_bytes=200_000):
+        source.taken(row)
+        out.append(row["sample_id"])
+    assert sorted(out) == sorted(r["sample_id"] for r in rows) and len(out) == len(rows)
+    assert out != [r["sample_id"] for r in rows]  # shuffled
+    # the byte bound held, and it was the binding one (the row bound is 10,000)
+    assert 200_000 - int(sizes.max()) < source.max_held <= 200_000
+    assert source.max_held_rows < 200_000 // int(sizes.min())
+
+    # the row bound still applies when rows are small
+    small = HeldBytes([{"data": b"y" * 10, "i": i} for i in range(300)])
+    for row in bounded_shuffle(small, 16, np.random.default_rng(2), max_bytes=10**9):
+        small.taken(row)
+    assert small.max_held_rows == 16 and small.yielded_rows == 300
+
+    # a row larger than the whole bound is held alone, never dropped
+    big = HeldBytes([{"data": b"z" * n} for n in (10, 500, 10, 10)])
+    got = []
+    for row in bounded_shuffle(big, 100, np.random.default_rng(3), max_bytes=100):
+        big.taken(row)
+        got.append(len(row["data"]))
+    assert sorted(got) == [10, 10, 10, 500] and big.max_held <= 500
+
+
+def test_byte_bound_on_a_real_version_keeps_exactly_once_and_resume(mixed: Any) -> None:
+    cat, rows = mixed
+    row_bytes = [payload_bytes(r) for r in _stored_rows(cat)]
+    bound = 4 * max(row_bytes)  # ~4 rows of the ~50 KB each (two images and a mask)
+
+    # memory: what the buffer holds never exceeds the bound
+    dataset = cat.to_torch("mixed", "v1", seed=5, decode=False)
+    dataset.shuffle_buffer_bytes = bound
+    counted: dict[str, HeldBytes] = {}
+    plain_read_rows = dataset.read_rows
+
+    def counting_read_rows(groups: Any) -> Any:
+        counted["source"] = HeldBytes(plain_read_rows(groups))
+        return iter(counted["source"])
+
+    dataset.read_rows = counting_read_rows  # type: ignore[method-assign]
+    order = []
+    for item in dataset:
+        counted["source"].taken({k: v for k, v in item.items() if not k.startswith("_")})
+        order.append(item["sample_id"])
+    assert sorted(order) == sorted(ids(rows))
+    assert bound - max(row_bytes) < counted["source"].max_held <= bound
+    unbounded = cat.to_torch("mixed", "v1", seed=5, decode=False, shuffle_buffer=512)
+    unbounded.shuffle_buffer_bytes = None
+    assert order != [item["sample_id"] for item in unbounded]  # the bound changed the buffer
+
+    # exactly once over 2 ranks x 2 workers, and a mid-epoch resume yields the rest
+    per_rank = []
+    for rank in range(2):
+        ranked = cat.to_torch("mixed", "v1", rank=rank, world_size=2, seed=7, decode=False)
+        ranked.shuffle_buffer_bytes = bound
+        per_rank.append([sid for batch in CatalogDataLoader(ranked, batch_size=5, num_workers=2) for sid in batch["sample_id"]])
+    assert Counter(per_rank[0] + per_rank[1]) == Counter(ids(rows))
+    first = cat.to_torch("mixed", "v1", seed=11, decode=False)
+    first.shuffle_buffer_bytes = bound
+    loader = CatalogDataLoader(first, batch_size=4, num_workers=2)
+    consumed: list[str] = []
+    for step, batch in enumerate(loader):
+        consumed += batch["sample_id"]
+        if step == 6:
+            break
+    fresh = cat.to_torch("mixed", "v1", seed=11, decode=False)
+    fresh.shuffle_buffer_bytes = bound
+    resumed = CatalogDataLoader(fresh, batch_size=4, num_workers=2)
+    resumed.load_state_dict(loader.state_dict())
+    rest = [sid for batch in resumed for sid in batch["sample_id"]]
+    assert Counter(consumed + rest) == Counter(ids(rows)) and len(consumed) == 28
+
+
+def _stored_rows(cat: Any) -> list[dict[str, Any]]:
+    return cat.to_arrow("mixed", "v1").to_pylist()
+
+
+def test_shuffle_buffer_bytes_must_be_positive(mixed: Any) -> None:
+    from catalogs.torch_loader import CatalogIterableDataset
+
+    cat, _ = mixed
+    with pytest.raises(ValueError, match="shuffle_buffer_bytes"):
+        CatalogIterableDataset(cat.files("mixed", "v1"), shuffle_buffer_bytes=0)
+
+
+def test_footer_cache_parses_each_file_once_and_reads_the_same_rows(mixed: Any) -> None:
+    cat, _ = mixed
+    groups = cat.to_torch("mixed", "v1", decode=False).row_groups
+    files = {g.path for g in groups}
+    assert len(groups) == 12 and len(files) == 3
+
+    def read_all(footers: FooterCache | None) -> tuple[list[str], int]:
+        counting = CountingFileSystem()
+        handle = cat.to_torch("mixed", "v1", decode=False, filesystem=counting).filesystem.get()
+        ids_read = [
+            sid
+            for g in groups
+            for sid in read_row_group(g, handle, ["sample_id", "images"], None, footers=footers)["sample_id"].to_pylist()
+        ]
+        return ids_read, counting.bytes_read
+
+    cache = FooterCache(max_files=2)
+    cached_ids, cached_bytes = read_all(cache)
+    plain_ids, plain_bytes = read_all(None)
+    assert cached_ids == plain_ids and len(cached_ids) == 72
+    # 12 footer reads become 3 (one per file): fewer bytes read for the same rows
+    assert cached_bytes < plain_bytes, (cached_bytes, plain_bytes)
+    assert len(cache) == 2  # bounded: least recently used file dropped
+    clone = pickle.loads(pickle.dumps(cache))
+    assert len(clone) == 0 and clone.max_files == 2  # parsed footers stay in their process
 
 
 def test_rank_outside_world_is_an_error(mixed: Any) -> None:
