@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 from fsspec.core import url_to_fs
 
+from catalogs.reading import DEFAULT_SHUFFLE_BUFFER, DEFAULT_SHUFFLE_BUFFER_BYTES
 from curation.schema import SAMPLE_SCHEMA
 
 # pyiceberg warns once per nested column that Parquet keeps no statistics for it
@@ -346,17 +347,19 @@ class DatasetCatalog:
         columns: builtins.list[str] | None = None,
         filter: Any = None,  # noqa: A002 - the public API's word
         shuffle: bool = True,
-        shuffle_buffer: int | None = None,
+        shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+        shuffle_buffer_bytes: int | None = DEFAULT_SHUFFLE_BUFFER_BYTES,
         decode: bool = True,
         transform: Any = None,
         filesystem: Any = None,
     ) -> Any:
         """A torch ``IterableDataset`` over the version (pinned now: later builds change nothing).
 
-        See ``catalogs/torch_loader.py`` for the split/shuffle/resume policy and
-        docs/training.md for DDP use.
+        The shuffle buffer holds at most ``shuffle_buffer`` rows and ``shuffle_buffer_bytes``
+        of payload (None: rows only). See ``catalogs/torch_loader.py`` for the
+        split/shuffle/resume policy and docs/training.md for DDP use.
         """
-        from catalogs.torch_loader import DEFAULT_SHUFFLE_BUFFER, CatalogIterableDataset
+        from catalogs.torch_loader import CatalogIterableDataset
 
         info = self.version_info(name, version)
         return CatalogIterableDataset(
@@ -369,7 +372,8 @@ class DatasetCatalog:
             columns=columns,
             filter=filter,
             shuffle=shuffle,
-            shuffle_buffer=DEFAULT_SHUFFLE_BUFFER if shuffle_buffer is None else shuffle_buffer,
+            shuffle_buffer=shuffle_buffer,
+            shuffle_buffer_bytes=shuffle_buffer_bytes,
             decode=decode,
             transform=transform,
             filesystem=filesystem,

@@ -120,6 +120,13 @@ def plan_row_groups(paths: Sequence[str], filesystem: Any, filter: pads.Expressi
 
 _FORMAT = pads.ParquetFileFormat()
 
+#: rows a training stream's shuffle buffer holds at most
+DEFAULT_SHUFFLE_BUFFER = 512
+#: payload bytes a stream's shuffle buffer holds at most: 256 CT slices of 512×512 uint8
+#: (stored as unfiltered PNG, 256 KiB each); smaller rows (128×128 slices, text) stay
+#: bounded by ``DEFAULT_SHUFFLE_BUFFER`` rows first
+DEFAULT_SHUFFLE_BUFFER_BYTES = 64 * 2**20
+
 #: parsed footers a reading process keeps (a footer parses to ~50 KiB per row group:
 #: ~1.8 MiB for a shard of 35 row groups)
 FOOTER_CACHE_FILES = 8

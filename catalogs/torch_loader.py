@@ -48,6 +48,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from catalogs.reading import (
+    DEFAULT_SHUFFLE_BUFFER,
+    DEFAULT_SHUFFLE_BUFFER_BYTES,
     FilterLike,
     FooterCache,
     RowGroup,
@@ -60,11 +62,6 @@ from curation.images import decode_png
 
 STREAM_KEY = "_stream"
 STREAMS_KEY = "_streams"
-DEFAULT_SHUFFLE_BUFFER = 512
-#: payload bytes a stream's shuffle buffer holds at most: 256 CT slices of 512×512 uint8
-#: (stored as unfiltered PNG, 256 KiB each); smaller rows (128×128 slices, text) stay
-#: bounded by ``DEFAULT_SHUFFLE_BUFFER`` rows first
-DEFAULT_SHUFFLE_BUFFER_BYTES = 64 * 2**20
 STATE_FORMAT = 1
 
 Transform = Callable[[dict[str, Any]], Any]

@@ -213,8 +213,8 @@ def test_byte_bound_on_a_real_version_keeps_exactly_once_and_resume(mixed: Any) 
     bound = 4 * max(row_bytes)  # ~4 rows of the ~50 KB each (two images and a mask)
 
     # memory: what the buffer holds never exceeds the bound
-    dataset = cat.to_torch("mixed", "v1", seed=5, decode=False)
-    dataset.shuffle_buffer_bytes = bound
+    dataset = cat.to_torch("mixed", "v1", seed=5, decode=False, shuffle_buffer_bytes=bound)
+    assert dataset.shuffle_buffer_bytes == bound
     counted: dict[str, HeldBytes] = {}
     plain_read_rows = dataset.read_rows
 
@@ -229,27 +229,23 @@ def test_byte_bound_on_a_real_version_keeps_exactly_once_and_resume(mixed: Any) 
         order.append(item["sample_id"])
     assert sorted(order) == sorted(ids(rows))
     assert bound - max(row_bytes) < counted["source"].max_held <= bound
-    unbounded = cat.to_torch("mixed", "v1", seed=5, decode=False, shuffle_buffer=512)
-    unbounded.shuffle_buffer_bytes = None
+    unbounded = cat.to_torch("mixed", "v1", seed=5, decode=False, shuffle_buffer=512, shuffle_buffer_bytes=None)
     assert order != [item["sample_id"] for item in unbounded]  # the bound changed the buffer
 
     # exactly once over 2 ranks x 2 workers, and a mid-epoch resume yields the rest
     per_rank = []
     for rank in range(2):
-        ranked = cat.to_torch("mixed", "v1", rank=rank, world_size=2, seed=7, decode=False)
-        ranked.shuffle_buffer_bytes = bound
+        ranked = cat.to_torch("mixed", "v1", rank=rank, world_size=2, seed=7, decode=False, shuffle_buffer_bytes=bound)
         per_rank.append([sid for batch in CatalogDataLoader(ranked, batch_size=5, num_workers=2) for sid in batch["sample_id"]])
     assert Counter(per_rank[0] + per_rank[1]) == Counter(ids(rows))
-    first = cat.to_torch("mixed", "v1", seed=11, decode=False)
-    first.shuffle_buffer_bytes = bound
+    first = cat.to_torch("mixed", "v1", seed=11, decode=False, shuffle_buffer_bytes=bound)
     loader = CatalogDataLoader(first, batch_size=4, num_workers=2)
     consumed: list[str] = []
     for step, batch in enumerate(loader):
         consumed += batch["sample_id"]
         if step == 6:
             break
-    fresh = cat.to_torch("mixed", "v1", seed=11, decode=False)
-    fresh.shuffle_buffer_bytes = bound
+    fresh = cat.to_torch("mixed", "v1", seed=11, decode=False, shuffle_buffer_bytes=bound)
     resumed = CatalogDataLoader(fresh, batch_size=4, num_workers=2)
     resumed.load_state_dict(loader.state_dict())
     rest = [sid for batch in resumed for sid in batch["sample_id"]]
