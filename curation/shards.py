@@ -90,11 +90,18 @@ class ShardWriter:
         if self.validate:
             validate_batch(table)
         table = table.cast(self.schema) if not table.schema.equals(self.schema) else table
-        # split big inputs so one row group never exceeds its budget by much
+        # take only the rows that fit the row group's remaining room, so a group ends near
+        # its budget instead of at up to twice it (a buffer just under the budget plus a
+        # whole budget-sized chunk); a single row larger than the budget is a group alone
         per_row = max(1, table.nbytes // max(table.num_rows, 1))
-        rows_per_chunk = max(1, self.row_group_bytes // per_row)
-        for offset in range(0, table.num_rows, rows_per_chunk):
-            chunk = table.slice(offset, rows_per_chunk)
+        offset = 0
+        while offset < table.num_rows:
+            room = (self.row_group_bytes - self._buffer_bytes) // per_row
+            if room < 1 and self._buffer:
+                self._flush_row_group()
+                continue
+            chunk = table.slice(offset, max(1, room))
+            offset += chunk.num_rows
             self._buffer.append(chunk)
             self._buffer_bytes += chunk.nbytes
             if self._buffer_bytes >= self.row_group_bytes:

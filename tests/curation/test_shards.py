@@ -105,3 +105,19 @@ def test_the_shard_target_is_a_size_on_disk_for_compressible_images(tmp_path):
     assert in_memory_per_row * 400 > 10 * sum(on_disk)  # the images did compress
     assert len(on_disk) <= 1 + sum(on_disk) // 300_000  # so few shards, each filled up to the target
     assert all(size >= 300_000 for size in on_disk[:-1])
+
+
+def test_row_groups_end_near_their_budget_whatever_the_batch_sizes(tmp_path):
+    """Batches of ~0.9 of the budget used to make groups of up to ~1.8x it (a buffer just
+    under the budget plus a whole chunk); now a group ends within one row of it."""
+    budget = 1_000_000
+    per_row = rows(0, 1, size=256).nbytes  # ~66 KB: one 256x256 image and the row's strings
+    with ShardWriter(str(tmp_path), "p", target_bytes=10**9, row_group_bytes=budget) as writer:
+        for start in range(0, 140, 14):  # 10 batches of 14 rows, ~0.92 MB each
+            writer.write(rows(start, 14, size=256))
+    (shard,) = writer.shards
+    meta = pq.ParquetFile(shard.path).metadata
+    groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    assert sum(groups) == 140
+    assert max(groups) * per_row <= budget + per_row  # never more than one row over
+    assert all(g * per_row >= budget - per_row for g in groups[:-1])  # and none cut short
