@@ -6,7 +6,7 @@ four ways, all in this run's temporary folder, each reader's files read once rig
 each of its passes (untimed) so that all sit in the page cache, and the bytes a pass still
 reads from disk are reported:
 
-* ``catalog``: our zstd Parquet shards (one variant per ``--row-group-mib``; 32 is the
+* ``catalog``: our zstd Parquet shards (one variant per ``--row-group-mib``; 16 is the
   ShardWriter default) holding the images as medcurate stores them (``encode_png``:
   unfiltered PNG, compressed by the shard's zstd pages), published and read through
   ``cat.to_torch`` with its defaults (row-group split, shuffle buffer of 512 rows / 64 MiB);
@@ -209,8 +209,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2, 4])
     parser.add_argument("--repeats", type=int, default=3, help="passes per configuration; the best counts")
     parser.add_argument(
-        "--row-group-mib", type=int, nargs="+", default=[32, 16],
-        help="catalog variants by the writer's row-group budget (32 = the ShardWriter default)",
+        "--row-group-mib", type=int, nargs="+", default=[16, 32],
+        help="catalog variants by the writer's row-group budget (16 = the ShardWriter default)",
     )
     parser.add_argument(
         "--shuffle-buffer-mib", type=int, default=None,

@@ -1,6 +1,6 @@
 """Row-group planning and reading shared by the training loaders (no torch, no Ray here).
 
-A loader's unit of work is a Parquet **row group** (~32 MiB, see ``curation.shards``),
+A loader's unit of work is a Parquet **row group** (~16 MiB, see ``curation.shards``),
 not a file: a build often has fewer shards than there are DDP ranks × DataLoader
 workers, and a row group is the smallest unit Parquet can read and prune on its own.
 Planning reads only footers: the row groups a filter cannot match (by their min/max

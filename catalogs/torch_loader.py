@@ -3,7 +3,7 @@
 Why our own: torch's samplers split *indices* of a map-style dataset, which would mean
 random access into Parquet (one footer + page read per sample), and webdataset-style
 loaders split *files*, which leaves ranks idle when a build has few big shards. Here the
-unit of work is a Parquet row group (~32 MiB), planned from footers once.
+unit of work is a Parquet row group (~16 MiB), planned from footers once.
 
 Splitting policy (exactly once per epoch, deterministic):
 
