@@ -112,7 +112,7 @@ def decode_png(data: bytes) -> np.ndarray:
         return np.asarray(img)
 
 
-def _inflate(stream: bytes) -> bytes:
+def _inflate(stream: bytes | memoryview) -> bytes:
     """The zlib stream of IDAT, inflated. Deflate *stored* blocks (what we write) are
     sliced out directly: zlib would spend most of its time on the adler32, which the fast
     path skips (block lengths and their complements are still checked, and the shard's
@@ -178,7 +178,7 @@ def _decode_unfiltered_png(data: bytes) -> np.ndarray | None:
         pos += 12 + length
     else:
         raise ValueError("truncated PNG: no IEND chunk")
-    raw = _inflate(b"".join(idat))
+    raw = _inflate(idat[0] if len(idat) == 1 else b"".join(idat))  # one IDAT (ours): no copy
     row_bytes = (width * channels * bit_depth + 7) // 8
     if len(raw) != height * (row_bytes + 1):
         raise ValueError(
