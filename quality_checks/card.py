@@ -38,7 +38,10 @@ HISTOGRAM_METRICS: dict[str, str] = {
     "video_duration_s": "clip duration (s)",
 }
 CONTACT_SHEET_SAMPLES = 12
-SAMPLE_ROWS_PER_CARD = 256
+#: full rows read to pick the pictures from: enough for 12 contact-sheet samples round-robin
+#: over kinds and 3 degradation parents with their severities, few enough that a card of
+#: CT (~0.8 MB a row with the raw copy) or video rows does not read hundreds of MB
+SAMPLE_ROWS_PER_CARD = 64
 MASK_COLOURS = np.array(
     [[230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180], [70, 240, 240], [240, 50, 230]],
     dtype=np.float32,
