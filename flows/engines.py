@@ -34,6 +34,12 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> No
     import ray
 
     if ray.is_initialized():
+        running = int(ray.cluster_resources().get("CPU", 0))
+        if address is None and num_cpus and running != num_cpus:
+            log.warning(
+                "Ray already runs in this process with %d CPUs; the %d asked for apply only after ray.shutdown()",
+                running, num_cpus,
+            )
         return
     env_vars = {"GX_ANALYTICS_ENABLED": "false"}
     kwargs: dict[str, Any] = {"include_dashboard": False, "ignore_reinit_error": True}

@@ -58,3 +58,15 @@ def test_ray_pool_matches_local_run(ray_local):
     assert len(remote.rejects) == 25
     # two actors, each set up once, both did work
     assert len(set(remote.table.column("pid").to_pylist())) == 2
+
+
+def test_asking_a_running_local_ray_for_other_cpus_warns(ray_local, caplog):
+    """Ray keeps the CPU count it started with for the life of the process: a later build
+    asking for another count must hear so instead of silently running on the old one."""
+    from flows.engines import ensure_ray
+
+    with caplog.at_level("WARNING", logger="flows.engines"):
+        ensure_ray(num_cpus=2)
+        assert not caplog.records  # the same count: nothing to say
+        ensure_ray(num_cpus=1)
+    assert "already runs in this process with 2 CPUs; the 1 asked for" in caplog.text
