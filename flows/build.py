@@ -9,6 +9,7 @@ from the finished partitions' manifests.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import time
@@ -159,26 +160,17 @@ def build_partition_here_or_in(
     processes: int, plan: BuildPlan, partition: Partition, shard_dir: str, workdir: str, remote: RemoteStages | None = None
 ) -> PartitionResult:
     """:func:`build_partition` in a worker of the local process pool when ``processes`` > 1,
-    else here.
+    else (or when the pool breaks) here; see :func:`flows.engines.local_pool_map`."""
+    from flows.engines import local_pool_map
 
-    A pool that cannot run it (a worker killed for memory; a script that starts builds
-    without the ``if __name__ == "__main__":`` guard that spawned workers need, as with
-    Dask's LocalCluster) is given up for the rest of this process and the partition runs
-    here: slower, never lost.
-    """
-    if processes > 1:
-        from concurrent.futures.process import BrokenProcessPool
+    build = functools.partial(build_partition, plan, shard_dir=shard_dir, workdir=workdir, remote=remote)
+    return local_pool_map(processes, build, [partition])[0]  # type: ignore[no-any-return]
 
-        from flows.engines import give_up_local_process_pool, local_process_pool
 
-        pool = local_process_pool(processes)
-        if pool is not None:
-            try:
-                return pool.submit(build_partition, plan, partition, shard_dir, workdir, remote).result()  # type: ignore[no-any-return]
-            except BrokenProcessPool as exc:
-                log.warning("local worker processes failed (%s); partitions run in this process from now on", exc)
-                give_up_local_process_pool()
-    return build_partition(plan, partition, shard_dir, workdir, remote)
+def plan_for_tasks(plan: BuildPlan) -> BuildPlan:
+    """The plan a partition task carries: without the full item list (each task has its
+    partition's items), which Prefect would inspect and every worker would receive."""
+    return dataclasses.replace(plan, items=[], rejects=[])
 
 
 def warm_up_gate() -> None:
@@ -238,14 +230,10 @@ def run_gate(plan: BuildPlan, settings: Settings, run_id: str, shards: list[str]
     With local worker processes (``processes`` > 1) they also read back and measure the
     new shards, one shard per task.
     """
+    from flows.engines import local_pool_map
     from quality_checks.gate import gate_build
 
-    shard_map = None
-    if processes > 1:
-        from flows.engines import local_process_pool
-
-        pool = local_process_pool(processes)
-        shard_map = pool.map if pool is not None else None
+    shard_map = functools.partial(local_pool_map, processes) if processes > 1 else None
 
     return gate_build(
         shards,
@@ -407,7 +395,7 @@ def run_build_inline(request: BuildRequest) -> BuildOutcome:
         from concurrent.futures import ThreadPoolExecutor
 
         warm_up_gate()
-        task_plan = dataclasses.replace(plan, items=[], rejects=[])
+        task_plan = plan_for_tasks(plan)
         with ThreadPoolExecutor(processes) as threads:
             results += threads.map(
                 lambda p: build_partition_here_or_in(processes, task_plan, p, shard_dir, settings.workdir), pending

@@ -18,7 +18,7 @@ import os
 import sys
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -235,6 +235,7 @@ class LocalStagePool:
 _WORKER_PRELOAD = ["flows.build", "converters.stage", "curation.partitions"]
 _PROCESS_POOL: tuple[tuple[Any, ...], Any] | None = None
 _PROCESS_POOL_LOCK = threading.Lock()
+_PROCESS_POOL_GIVEN_UP = False
 
 
 def _init_partition_worker(environ: dict[str, str], path: list[str]) -> None:
@@ -246,9 +247,6 @@ def _init_partition_worker(environ: dict[str, str], path: list[str]) -> None:
     from flows.storage import configure_object_storage
 
     configure_object_storage()
-
-
-_PROCESS_POOL_GIVEN_UP = False
 
 
 def local_process_pool(workers: int) -> Any:
@@ -303,3 +301,24 @@ def give_up_local_process_pool() -> None:
     global _PROCESS_POOL_GIVEN_UP
     shutdown_local_process_pool(wait=False)
     _PROCESS_POOL_GIVEN_UP = True
+
+
+def local_pool_map(processes: int, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    """``[fn(item) for item in items]``, in a pool of ``processes`` local workers when that
+    is more than one (results in order; an exception in ``fn`` is raised here as usual).
+
+    A pool that cannot run them (a worker killed for memory; a script that starts builds
+    without the ``if __name__ == "__main__":`` guard that spawned workers need, as with
+    Dask's LocalCluster) is given up for the rest of this process and the items run here:
+    slower, never lost.
+    """
+    pool = local_process_pool(processes) if processes > 1 else None
+    if pool is not None:
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            return list(pool.map(fn, items))
+        except BrokenProcessPool as exc:
+            log.warning("local worker processes failed (%s); partitions run in this process from now on", exc)
+            give_up_local_process_pool()
+    return [fn(item) for item in items]

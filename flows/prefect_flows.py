@@ -11,7 +11,6 @@ A recipe's GPU stages run on a Ray actor pool when Ray is in play, in-process ot
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 from typing import Any
 
@@ -29,6 +28,7 @@ from flows.build import (
     build_partition_here_or_in,
     finish,
     local_processes,
+    plan_for_tasks,
     prepare,
     reuse_finished,
     settings_for,
@@ -138,9 +138,7 @@ def _run(request: BuildRequest, progress: BuildProgress | None = None) -> BuildO
     if pending and (processes > 1 or request.executor != "local"):
         warm_up_gate()  # this process only waits while the partitions convert elsewhere
     pool = gpu_pool_for(request, plan) if pending else None
-    # each task gets its partition's items; the plan it carries is stripped of the full
-    # item list, which Prefect would otherwise inspect and ship with every task run
-    task_plan = dataclasses.replace(plan, items=[], rejects=[])
+    task_plan = plan_for_tasks(plan)
     engine_started = time.perf_counter()
     runner_context: Any = task_runner_for(request, processes) if pending else contextlib.nullcontext()
     try:

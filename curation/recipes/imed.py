@@ -51,7 +51,7 @@ from curation.recipes.common import (
     register_family,
     work_item,
 )
-from curation.recipes.model import Recipe
+from curation.recipes.model import Recipe, SliceSpec
 from curation.recipes.readers import IMAGE_SUFFIXES, find_files
 from curation.stages import Reject
 
@@ -66,7 +66,7 @@ class ImedOptions(BaseModel):
     min_area_fraction: float = Field(default=0.0005, ge=0, lt=1)  # IMed-361M: masks < 0.05% of the image dropped
     clicks: int = Field(default=1, ge=1, le=20)  # click prompts per mask
     box_jitter_px: int = Field(default=5, ge=0, le=100)
-    slices: str = "all"  # all | every:N | middle
+    slices: SliceSpec = "all"  # all | every:N | middle
     keep_empty_slices: bool = False
     category_table: str = "imed_categories"
     category_version: int = Field(default=1, ge=1)

@@ -45,7 +45,7 @@ from curation.recipes.common import (
     register_family,
     work_item,
 )
-from curation.recipes.model import Recipe, RecipeError
+from curation.recipes.model import Recipe, RecipeError, SliceSpec
 from curation.recipes.readers import IMAGE_SUFFIXES, MIRROR_MANIFEST, locked
 from curation.schema import SAMPLE_SCHEMA
 from curation.stages import Reject, Resources, Stage, StageOutput
@@ -66,7 +66,7 @@ class MedqOptions(BaseModel):
 
     kinds: dict[str, list[str]] | None = None  # modality -> kinds; None: every kind synthesis.KINDS has
     severities: list[int] = Field(default_factory=lambda: [1, 2, 3])
-    slices: str = "middle"  # which slices of a volume become clean images
+    slices: SliceSpec = "middle"  # which slices of a volume become clean images
     seed: int = 0
     conversations: bool = True  # add the QA and comparison samples
 
@@ -91,12 +91,6 @@ class MedqOptions(BaseModel):
             unknown = [k for k in kinds if k not in known]
             if unknown:
                 raise ValueError(f"{modality}: unknown kind(s) {unknown}; expected some of {list(known)}")
-        return value
-
-    @field_validator("slices")
-    @classmethod
-    def _slices(cls, value: str) -> str:
-        SlicePolicy.parse(value)
         return value
 
 

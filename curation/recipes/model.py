@@ -12,15 +12,34 @@ import copy
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from converters.base import SlicePolicy
 from curation.schema import MODALITIES
 
 FAMILY_NAMES: tuple[str, ...] = ("unimed", "imed", "retinalogos", "ophora", "medq_uni")
 DEFAULTS_DIR = Path(__file__).resolve().parent / "defaults"
+
+
+def _slice_policy_text(value: str) -> str:
+    SlicePolicy.parse(value)
+    return value
+
+
+#: a recipe option naming which slices of a 3D input are used (``all | every:N | middle``),
+#: checked when the recipe loads
+SliceSpec = Annotated[str, AfterValidator(_slice_policy_text)]
 
 
 class RecipeError(ValueError):
@@ -148,9 +167,10 @@ def validate_recipe(data: Mapping[str, Any], origin: str) -> Recipe:
             raise RecipeError(format_validation_error(exc, origin, prefix="options.")) from None
     check = SOURCE_OPTIONS_CHECKS.get(recipe.family)
     for number, spec in enumerate(recipe.sources):
+        if check is None:
+            break
         try:
-            if check is not None:
-                check(spec)
+            check(spec)
         except ValidationError as exc:
             raise RecipeError(format_validation_error(exc, origin, prefix=f"sources.{number}.options.")) from None
     return recipe

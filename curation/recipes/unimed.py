@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from converters.base import ConversionError, SlicePolicy
 from converters.io import read_bytes
@@ -41,7 +41,7 @@ from curation.recipes.common import (
     work_item,
 )
 from curation.recipes.imed import fitting_annotations, imed_layout, label_files, msd_labels
-from curation.recipes.model import SOURCE_OPTIONS_CHECKS, Recipe, SourceSpec
+from curation.recipes.model import SOURCE_OPTIONS_CHECKS, Recipe, SliceSpec, SourceSpec
 from curation.recipes.readers import (
     IMAGE_SUFFIXES,
     csv_header,
@@ -92,7 +92,7 @@ LABEL_COLUMNS = ("diagnosis", "label", "level", "class", "dx", "Finding Labels",
 class UnimedOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    region_slices: str = "all"  # slices of segmentation volumes that become region questions
+    region_slices: SliceSpec = "all"  # slices of segmentation volumes that become region questions
     max_regions_per_image: int = Field(default=4, ge=1)
     vqa_language: str | None = "en"  # SLAKE ships en and zh questions: keep one (None: all)
 
@@ -109,13 +109,7 @@ class SuperResolutionOptions(BaseModel):
     task: Literal["super_resolution"] = "super_resolution"
     scale: Literal[2, 3, 4] = 2
     downsample: Literal["lanczos", "box"] = "lanczos"  # Pillow resize(LANCZOS) | Image.reduce (box mean)
-    slices: str = "all"  # slices of volumes / DICOM series that become pairs: all | every:N | middle
-
-    @field_validator("slices")
-    @classmethod
-    def _slices(cls, value: str) -> str:
-        SlicePolicy.parse(value)
-        return value
+    slices: SliceSpec = "all"  # slices of volumes / DICOM series that become pairs: all | every:N | middle
 
 
 def is_super_resolution(spec: SourceSpec) -> bool:

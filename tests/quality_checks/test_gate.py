@@ -240,14 +240,20 @@ def count_gx_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return labels
 
 
-def test_clean_shards_are_validated_in_one_gx_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    runs = count_gx_runs(monkeypatch)
+def distinct_shards(family: str, count: int, folder: Path, prefix: str) -> list[str]:
+    """``count`` valid shards of ``family`` (``<prefix>-<i>.parquet``) whose sample ids differ."""
     paths = []
-    for index in range(3):
-        rows = FAMILY_ROWS["imed"]()
+    for index in range(count):
+        rows = FAMILY_ROWS[family]()
         for row in rows:
             row["sample_id"] = f"{row['sample_id']}-{index}"
-        paths.append(write_shard(rows, tmp_path / "build" / f"imed-{index}.parquet"))
+        paths.append(write_shard(rows, folder / f"{prefix}-{index}.parquet"))
+    return paths
+
+
+def test_clean_shards_are_validated_in_one_gx_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = count_gx_runs(monkeypatch)
+    paths = distinct_shards("imed", 3, tmp_path / "build", "imed")
     report = run_gate(tmp_path, paths, "imed", cache_passed=False)
     assert report.passed and report.passed_shards == paths, report.failed_expectations
     assert [r for r in runs if r.startswith(("imed-", "3_shards"))] == ["3_shards"]
@@ -263,12 +269,7 @@ def test_rows_tolerated_in_the_union_are_still_judged_per_shard(tmp_path: Path, 
     bad_rows = FAMILY_ROWS["retinalogos"]()
     for row in bad_rows:
         row["provenance"] = ungrounded
-    good_paths = []
-    for index in range(3):
-        rows = FAMILY_ROWS["retinalogos"]()
-        for row in rows:
-            row["sample_id"] = f"{row['sample_id']}-{index}"
-        good_paths.append(write_shard(rows, tmp_path / "build" / f"good-{index}.parquet"))
+    good_paths = distinct_shards("retinalogos", 3, tmp_path / "build", "good")
     bad = write_shard(bad_rows, tmp_path / "build" / "bad.parquet")
     report = run_gate(
         tmp_path, [*good_paths, bad], "retinalogos", cache_passed=False,

@@ -27,6 +27,8 @@ def write(tmp_path: Path, text: str) -> Path:
         ("family: retinalogos\ndedup: {near: maybe}\n", "dedup.near: Input should be a valid boolean"),
         ("family: medq_uni\noptions: {kinds: {CT: [blur]}}\n", "options.kinds: Value error, CT: unknown kind(s) ['blur']"),
         ("family: medq_uni\noptions: {severities: [4]}\n", "options.severities: Value error, expected a non-empty list"),
+        ("family: imed\noptions: {slices: sometimes}\n", "options.slices: Value error, --slices must be 'all', 'middle' or 'every:N'"),
+        ("family: unimed\noptions: {region_slices: every:0}\n", "options.region_slices: Value error, --slices must be"),
         ("family: imagenet\n", "family: expected one of"),
         ("- just\n- a list\n", "a recipe must be a mapping"),
     ],
