@@ -22,7 +22,6 @@ from typing import Any
 import pyarrow as pa
 import pydicom
 from fsspec.core import url_to_fs
-from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from converters.base import WORK_ITEM_SCHEMA, ConversionError
 from converters.dicom import read_dicom
@@ -345,7 +344,8 @@ def _dicom_header(file: _File, known_ext: bool) -> tuple[DicomFacts, str]:
     with a damaged element is a ``bad_header`` reject of its own and the converters
     parse the files discovery accepted without checking them again. Facts are stored in
     the hash cache by content hash only after that check passed, so an unchanged file
-    on a rebuild is not opened at all.
+    on a rebuild is not opened at all (one whose hash is known without its facts, e.g.
+    from a cache older than them, is read once more).
     """
     cache = hash_cache.active()
     ident = hash_cache.identity(file.uri, file.info) if cache is not None and cache.enabled else None
@@ -356,12 +356,6 @@ def _dicom_header(file: _File, known_ext: bool) -> tuple[DicomFacts, str]:
         if known is not None:
             cache.hits += 1
             return DicomFacts(**json.loads(known)), digest
-        head = _header_bytes(file)
-        if head is not None and (known_ext or _looks_like_dicom(head)):
-            cache.hits += 1
-            facts = DicomFacts.of(read_dicom(head, file.key, headers_only=True))
-            cache.remember_derived(digest, DICOM_FACTS_KIND, json.dumps(dataclasses.asdict(facts)))
-            return facts, digest
     data = _read(file)
     if not known_ext and not _looks_like_dicom(data):
         raise ConversionError("unsupported_format", f"{file.key}: not a known image format")
@@ -372,24 +366,6 @@ def _dicom_header(file: _File, known_ext: bool) -> tuple[DicomFacts, str]:
         if cache.remember(ident, digest):
             cache.remember_derived(digest, DICOM_FACTS_KIND, json.dumps(dataclasses.asdict(facts)))
     return facts, digest
-
-
-def _header_bytes(file: _File) -> bytes | None:
-    """The file's bytes up to its pixel data, as pydicom reads them; None when that cannot
-    be told without the whole file (not plain Part 10, deflated, damaged): read it all."""
-    try:
-        fs, path = url_to_fs(file.uri)
-        with fs.open(path, "rb") as fh:
-            ds = pydicom.dcmread(fh, stop_before_pixels=True)
-            syntax = getattr(ds, "file_meta", pydicom.Dataset()).get("TransferSyntaxUID")
-            if syntax == DeflatedExplicitVRLittleEndian:
-                return None  # the dataset was read from a decompressed copy
-            end = fh.tell()
-            fh.seek(0)
-            head = fh.read(end)
-    except Exception:  # any doubt: the caller reads the whole file as before
-        return None
-    return head if len(head) == end else None
 
 
 def _item(file: _File, kind: str, digest: str, members: list[str] | None = None) -> dict[str, Any]:
