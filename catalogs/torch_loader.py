@@ -299,7 +299,7 @@ class CatalogIterableDataset(StatefulStreams):
     Made by ``DatasetCatalog.to_torch``; see the module docstring for the policy.
     ``shuffle_buffer`` bounds a stream's shuffle buffer in rows, ``shuffle_buffer_bytes``
     in payload bytes (``payload_bytes``; None for no byte bound); the first bound reached
-    applies. Set the attribute after ``to_torch`` to change the byte bound there.
+    applies (``cat.to_torch`` takes both).
     """
 
     def __init__(
