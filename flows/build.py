@@ -173,10 +173,28 @@ def plan_for_tasks(plan: BuildPlan) -> BuildPlan:
     return dataclasses.replace(plan, items=[], rejects=[])
 
 
+#: Dask LocalCluster workers when ``--workers`` is not given
+DEFAULT_DASK_LOCAL_WORKERS = 2
+
+
+def leaves_a_core_idle(request: BuildRequest, processes: int) -> bool:
+    """Whether this machine keeps a core free while the partitions convert: they run on
+    a remote cluster, or on fewer local workers than cores. Only then is importing the
+    gate's libraries during conversion free; on cores that all convert it only takes
+    time from the partitions (the total stays the same)."""
+    cores = os.cpu_count() or 1
+    if request.executor == "local":
+        return 1 < processes < cores
+    if request.dask_address or request.ray_address:
+        return True
+    workers = request.workers or (DEFAULT_DASK_LOCAL_WORKERS if request.executor == "dask" else cores)
+    return workers < cores
+
+
 def warm_up_gate() -> None:
     """Import Great Expectations (seconds) in a background thread while partitions convert
-    elsewhere (worker processes, a cluster): this process would only be waiting. The gate's
-    own import then finds it done (Python's import lock makes it wait if not)."""
+    elsewhere on cores this process does not need (see :func:`leaves_a_core_idle`). The
+    gate's own import then finds it done (Python's import lock makes it wait if not)."""
     import threading
 
     from quality_checks.suites import import_gx
@@ -394,7 +412,8 @@ def run_build_inline(request: BuildRequest) -> BuildOutcome:
     if processes > 1:
         from concurrent.futures import ThreadPoolExecutor
 
-        warm_up_gate()
+        if leaves_a_core_idle(request, processes):
+            warm_up_gate()
         task_plan = plan_for_tasks(plan)
         with ThreadPoolExecutor(processes) as threads:
             results += threads.map(

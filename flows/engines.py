@@ -322,3 +322,72 @@ def local_pool_map(processes: int, fn: Callable[[Any], Any], items: Sequence[Any
             log.warning("local worker processes failed (%s); partitions run in this process from now on", exc)
             give_up_local_process_pool()
     return [fn(item) for item in items]
+
+
+#: what a Dask or Ray worker imports before the first partition task reaches it
+_TASK_WORKER_PRELOAD = [*_WORKER_PRELOAD, "flows.prefect_flows"]
+
+
+def preload_pipeline() -> int:
+    """Import the conversion code and Prefect's task engine in this (worker) process;
+    returns its pid. Seconds of imports, once per worker process."""
+    import importlib
+
+    for module in _TASK_WORKER_PRELOAD:
+        importlib.import_module(module)
+    return os.getpid()
+
+
+def warm_up_dask_workers(client: Any) -> int:
+    """Have every worker of a Dask cluster import the pipeline before partitions are
+    scheduled; returns how many workers did.
+
+    Without it each worker imports on its first task (~3 s of a spawned interpreter
+    importing Prefect and the converters), inside the conversion phase, while the
+    scheduler already counts the worker as busy with that partition. Import errors (a
+    worker without the package) then surface here, before any partition ran.
+    """
+    return len(client.run(preload_pipeline))
+
+
+def warm_up_ray_workers(workers: int | None = None) -> int:
+    """The same for Ray: one task per CPU (or ``workers``) imports the pipeline, held at
+    a barrier until all have started so that each lands in its own worker process;
+    returns how many distinct worker processes were warmed."""
+    import ray
+
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    slots = max(1, min(workers or cpus, cpus))
+    barrier = _ray_barrier_class().remote(slots)
+
+    @ray.remote(num_cpus=1)
+    def warm(barrier: Any) -> int:
+        pid = preload_pipeline()
+        ray.get(barrier.arrive.remote())
+        ray.get(barrier.wait_all.remote())
+        return pid
+
+    return len(set(ray.get([warm.remote(barrier) for _ in range(slots)], timeout=120)))
+
+
+def _ray_barrier_class() -> Any:
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Barrier:
+        """Counts arrivals; ``wait_all`` returns once ``parties`` have arrived."""
+
+        def __init__(self, parties: int):
+            self.parties = parties
+            self.arrived = 0
+
+        def arrive(self) -> None:
+            self.arrived += 1
+
+        async def wait_all(self) -> None:
+            import asyncio
+
+            while self.arrived < self.parties:
+                await asyncio.sleep(0.01)
+
+    return Barrier

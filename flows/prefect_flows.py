@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -19,14 +20,17 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from curation.build import BuildPlan
 from curation.partitions import Partition, PartitionResult, RemoteStages
 from flows.build import (
+    DEFAULT_DASK_LOCAL_WORKERS,
     BuildOutcome,
     BuildRequest,
     build_partition_here_or_in,
     finish,
+    leaves_a_core_idle,
     local_processes,
     plan_for_tasks,
     prepare,
@@ -56,7 +60,7 @@ def task_runner_for(request: BuildRequest, processes: int = 1) -> Any:
         if request.dask_address:
             return DaskTaskRunner(address=request.dask_address)
         return DaskTaskRunner(
-            cluster_kwargs={"n_workers": request.workers or 2, "threads_per_worker": 1, "processes": True}
+            cluster_kwargs={"n_workers": request.workers or DEFAULT_DASK_LOCAL_WORKERS, "threads_per_worker": 1, "processes": True}
         )
     if request.executor == "ray":
         from prefect_ray import RayTaskRunner
@@ -68,6 +72,39 @@ def task_runner_for(request: BuildRequest, processes: int = 1) -> Any:
     if request.executor != "local":
         raise ValueError(f"executor must be local, dask or ray, got {request.executor!r}")
     return ThreadPoolTaskRunner(max_workers=max(processes, request.workers or 1))
+
+
+def opaque_to_prefect(request: BuildRequest) -> Callable[[Any], Any]:
+    """How task parameters are wrapped so that Prefect does not walk them.
+
+    Prefect visits every element of a task's parameters (each item dict of the plan and
+    the partition, twice per task) looking for futures to track: ~35 ms of this process's
+    CPU per 300-item partition, 1.2 s of a 34-task build (bench/scale.py). No partition
+    task takes another's future, so ``quote`` (Prefect's documented opt-out) loses
+    nothing. Local executor only: prefect-dask and prefect-ray ship parameters in a way
+    that turns ``quote`` (a tuple subclass) into a plain tuple, so the task would receive
+    ``(value,)`` (both seen in tests/flows/test_clusters.py); there the walk happens in
+    the workers.
+    """
+    if request.executor != "local":
+        return lambda value: value
+    return quote
+
+
+def warm_up_workers(request: BuildRequest, runner: Any) -> None:
+    """Dask and Ray workers import the pipeline before the first partition is scheduled
+    (counted in the ``engine_start`` phase, as the cluster's start is). A worker that
+    cannot is only logged here: its first task then imports, or fails with the reason."""
+    from flows.engines import warm_up_dask_workers, warm_up_ray_workers
+
+    logger = get_run_logger()
+    try:
+        if request.executor == "dask":
+            logger.info("dask: %d workers imported the pipeline", warm_up_dask_workers(runner.client))
+        elif request.executor == "ray":
+            logger.info("ray: %d worker processes imported the pipeline", warm_up_ray_workers(request.workers))
+    except Exception as exc:  # noqa: BLE001 - an optimisation; the tasks report real failures
+        logger.warning("%s workers could not be warmed up (%s); they import on their first task", request.executor, exc)
 
 
 def gpu_pool_for(request: BuildRequest, plan: BuildPlan) -> Any:
@@ -135,7 +172,7 @@ def _run(request: BuildRequest, progress: BuildProgress | None = None) -> BuildO
     if len(results):
         logger.info("run %s: %d of %d partitions unchanged, reused without a task", run_id, len(results), len(partitions))
     processes = local_processes(request, plan, pending)
-    if pending and (processes > 1 or request.executor != "local"):
+    if pending and leaves_a_core_idle(request, processes):
         warm_up_gate()  # this process only waits while the partitions convert elsewhere
     pool = gpu_pool_for(request, plan) if pending else None
     task_plan = plan_for_tasks(plan)
@@ -143,16 +180,19 @@ def _run(request: BuildRequest, progress: BuildProgress | None = None) -> BuildO
     runner_context: Any = task_runner_for(request, processes) if pending else contextlib.nullcontext()
     try:
         with runner_context as runner:
+            if pending:
+                warm_up_workers(request, runner)
             engine_ready = time.perf_counter()  # a Dask LocalCluster or Ray takes seconds to start
+            opaque = opaque_to_prefect(request)
             futures = [
                 runner.submit(
                     build_partition_task,
                     parameters={
-                        "plan": task_plan,
-                        "partition": p,
+                        "plan": opaque(task_plan),
+                        "partition": opaque(p),
                         "shard_dir": shard_dir,
                         "workdir": settings.workdir,
-                        "remote": pool,
+                        "remote": opaque(pool),
                         "processes": processes,
                     },
                 )

@@ -70,3 +70,34 @@ def test_asking_a_running_local_ray_for_other_cpus_warns(ray_local, caplog):
         assert not caplog.records  # the same count: nothing to say
         ensure_ray(num_cpus=1)
     assert "already runs in this process with 2 CPUs; the 1 asked for" in caplog.text
+
+
+def test_ray_workers_are_warmed_in_distinct_processes(ray_local):
+    import ray
+
+    from flows.engines import warm_up_ray_workers
+
+    assert warm_up_ray_workers(2) == 2  # one per CPU, each its own worker process
+    assert warm_up_ray_workers(8) == 2  # never more than the cluster's CPUs (no barrier deadlock)
+
+    @ray.remote(num_cpus=1)
+    def imported() -> bool:
+        import sys
+
+        return {"flows.prefect_flows", "converters.stage"} <= set(sys.modules)
+
+    assert all(ray.get([imported.remote() for _ in range(4)]))  # later tasks land on warmed workers
+
+
+def test_dask_workers_import_the_pipeline_before_tasks():
+    from distributed import Client, LocalCluster
+
+    from flows.engines import warm_up_dask_workers
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(
+        cluster
+    ) as client:
+        assert warm_up_dask_workers(client) == 2
+        imported = client.run(lambda: sorted(m for m in __import__("sys").modules if m.startswith(("flows.", "converters."))))
+        for modules in imported.values():
+            assert {"flows.prefect_flows", "converters.stage", "flows.build"} <= set(modules)

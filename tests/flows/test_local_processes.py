@@ -15,6 +15,7 @@ from curation.partitions import Partition
 from flows.build import (
     LOCAL_PROCESSES_MIN_BYTES,
     BuildRequest,
+    leaves_a_core_idle,
     local_processes,
     prepare,
     reuse_finished,
@@ -98,6 +99,23 @@ def test_how_many_local_processes():
     assert local_processes(asked, gpu, _partitions(8, big)) == 1  # GPU stages stay in this process
     dask = BuildRequest(recipe="convert", sources=[], dataset="d", executor="dask", workers=2)
     assert local_processes(dask, cpu, _partitions(8, big)) == 1  # Dask has its own workers
+
+
+def test_the_gate_is_imported_during_conversion_only_on_a_core_left_idle(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+
+    def req(executor: str = "local", workers: int | None = None, **kw: str) -> BuildRequest:
+        return BuildRequest(recipe="convert", sources=[], dataset="d", executor=executor, workers=workers, **kw)
+
+    assert leaves_a_core_idle(req(), 2)  # 2 workers of 4 cores
+    assert not leaves_a_core_idle(req(), 4)  # every core converts
+    assert not leaves_a_core_idle(req(), 1)  # this process converts itself
+    assert leaves_a_core_idle(req("dask"), 1)  # LocalCluster's default 2 workers
+    assert not leaves_a_core_idle(req("dask", 4), 1)
+    assert not leaves_a_core_idle(req("ray"), 1)  # local Ray takes every core by default
+    assert leaves_a_core_idle(req("ray", 3), 1)
+    assert leaves_a_core_idle(req("dask", 64, dask_address="tcp://scheduler:8786"), 1)  # remote cluster
+    assert leaves_a_core_idle(req("ray", 64, ray_address="ray://head:10001"), 1)
 
 
 def test_a_script_without_the_main_guard_still_builds_in_one_process(tmp_path):
