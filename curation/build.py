@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -53,6 +53,8 @@ class PlanContext:
     run_id: str
     options: dict[str, Any]
     workdir: str = ""  # the build's workdir: its cache/hashes/ spares re-reading unchanged files
+    #: runs discovery's per-file reading and hashing on other cores (``converters.discover``)
+    parallel_map: Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]] | None = None
 
 
 Planner = Callable[[PlanContext], BuildPlan]
@@ -113,7 +115,7 @@ def plan_convert(ctx: PlanContext) -> BuildPlan:
     from curation.hash_cache import open_cache
 
     with open_cache(ctx.workdir) as hashes:
-        found = discover(ctx.sources, hashes)
+        found = discover(ctx.sources, hashes, ctx.parallel_map)
     return BuildPlan(
         dataset=ctx.dataset,
         recipe="convert",

@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -83,11 +84,25 @@ def prepare(request: BuildRequest, settings: Settings, run_id: str) -> tuple[Bui
         run_id=run_id,
         options=dict(request.options),
         workdir=settings.workdir,
+        parallel_map=discovery_map(request),
     )
     plan = make_plan(request.recipe, ctx)
     per_partition = plan.partition_items or items_per_partition(plan.items, min(plan.shard_bytes, PARTITION_INPUT_BYTES))
     partitions = plan_partitions(plan.items, per_partition, plan.fingerprint + pipeline_version())
     return plan, partitions
+
+
+def discovery_map(request: BuildRequest) -> Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]] | None:
+    """The local executor's worker processes for discovery's per-file reading, hashing and
+    DICOM header checks (used only for ``PARALLEL_MIN_BYTES`` of files the hash cache does
+    not know; the pool then serves the conversion as well). None with ``--workers 1``,
+    one core, or Dask/Ray (whose workers exist only once the plan is made)."""
+    from flows.engines import local_pool_map, local_process_pool_usable
+
+    processes = request.workers or os.cpu_count() or 1
+    if request.executor != "local" or processes < 2 or not local_process_pool_usable():
+        return None
+    return functools.partial(local_pool_map, processes)
 
 
 def build_partition(
