@@ -21,12 +21,25 @@ Splitting policy (exactly once per epoch, deterministic):
   bytes (``shuffle_buffer_bytes``, 64 MiB by default), whichever is reached first.
 
 Memory per DataLoader worker is about ``shuffle_buffer_bytes`` plus one decompressed row
-group plus the batches in flight. It matters for speed too: workers are new processes
-every epoch, and every page a worker touches for the first time is a page fault
-(measured 3-6 µs per 4 KiB page on a VM, ~1 ms per MiB of a worker's peak memory,
-every epoch). In ``bench/read.py`` (500 CT slices per worker per epoch) the 512-row
-buffer alone (128 MiB) cost more in page faults than decoding the slices
-(docs/benchmarks.md, "Reading (training loaders)").
+group plus the batches in flight. It matters for speed too: every page a worker touches
+for the first time is a page fault (measured 3-6 µs per 4 KiB page on a VM, ~1 ms per
+MiB of a worker's peak memory). Workers that are new processes every epoch pay that
+every epoch: in ``bench/read.py`` (500 CT slices per worker per epoch) the 512-row buffer
+alone (128 MiB) cost more in page faults than decoding the slices (docs/benchmarks.md,
+"Reading (training loaders)"). :class:`CatalogDataLoader` therefore keeps its workers
+between epochs (``persistent_workers``, on by default with workers), which is correct
+only because it sends each pass's *iteration plan* to the running workers.
+
+Persistent workers: a worker keeps the dataset copy it was started with, so
+``set_epoch`` / ``end_epoch`` / ``load_state_dict`` done later in the trainer never reach
+it. What a pass needs from the trainer is small: the epoch and, per stream, how many
+samples to skip. :class:`CatalogDataLoader` keeps these in a shared-memory int64 tensor
+``[epoch, streams, skip_0 .. skip_{S-1}]`` (``new_iteration_plan``), writes it right
+before each ``iter()`` of its DataLoader, and a worker reads it when its pass starts
+(torch restarts the workers' dataset iterators only after that ``iter()``). Forked
+workers map the same pages; spawned/forkserver workers receive the storage by handle
+(torch's multiprocessing reductions); a plain ``pickle`` copies the values. Any other
+change to the dataset (a new transform, say) still does not reach persistent workers.
 
 Resuming: every item carries ``_stream`` (its stream id) and ``_streams`` (how many). The
 dataset (or :class:`CatalogDataLoader`, which does it for you) counts, in the training
@@ -39,6 +52,8 @@ are required on resume (the split depends on them; a mismatch raises).
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -69,6 +84,21 @@ Transform = Callable[[dict[str, Any]], Any]
 
 #: rows converted from Arrow to Python objects at a time
 PYLIST_ROWS = 16
+
+#: slots of an iteration plan before the per-stream skip counts: epoch, streams
+PLAN_HEADER = 2
+
+
+def new_iteration_plan(streams: int) -> torch.Tensor:
+    """A zeroed iteration plan ``[epoch, streams, skip_0 .. skip_{S-1}]`` in shared memory.
+
+    Shared because persistent DataLoader workers keep the dataset copy they started with:
+    this tensor is the one part of that copy the trainer can still write (see the module
+    docstring). int64, so skip counts and epochs never overflow.
+    """
+    if streams < 1:
+        raise ValueError(f"an iteration plan needs at least one stream, got {streams}")
+    return torch.zeros(PLAN_HEADER + streams, dtype=torch.int64).share_memory_()
 
 
 def worker_stream(rank: int, world_size: int) -> tuple[int, int]:
@@ -214,6 +244,10 @@ class StatefulStreams(IterableDataset):  # type: ignore[type-arg]
         self.epoch = 0
         self._consumed: dict[int, int] = {}
         self._streams: int | None = None
+        #: the loader's shared iteration plan while it starts workers (they keep it)
+        self._plan: torch.Tensor | None = None
+        #: pid of the DataLoader worker that iterated this copy without a plan
+        self._iterated_in_worker: int | None = None
 
     # -- what a subclass provides ------------------------------------------------------
     def iter_stream(self, stream: int, streams: int, epoch_key: Sequence[int], skip: int) -> Iterator[dict[str, Any]]:
@@ -229,13 +263,69 @@ class StatefulStreams(IterableDataset):  # type: ignore[type-arg]
             )
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        # a generator: the plan is read at the first ``next``, after the trainer wrote it
         stream, streams = worker_stream(self.rank, self.world_size)
-        self.check_resumable(streams)
-        skip = self._consumed.get(stream, 0)
-        for item in self.iter_stream(stream, streams, (self.epoch,), skip):
+        epoch, skip = self.pass_plan(stream, streams)
+        for item in self.iter_stream(stream, streams, (epoch,), skip):
             item[STREAM_KEY] = stream
             item[STREAMS_KEY] = streams
             yield item
+
+    def pass_plan(self, stream: int, streams: int) -> tuple[int, int]:
+        """(epoch, samples to skip) for ``stream``'s pass starting now.
+
+        In a DataLoader worker started by :class:`CatalogDataLoader`, from the shared
+        iteration plan (what the trainer wrote for this pass); otherwise from this copy's
+        own ``epoch`` and consumed counts.
+        """
+        in_worker = get_worker_info() is not None
+        if in_worker and self._plan is not None:
+            plan = self._plan.tolist()
+            if plan[1] != streams:
+                raise RuntimeError(
+                    f"the iteration plan is for {plan[1]} streams but this worker is stream {stream} "
+                    f"of {streams} (world_size x num_workers); the loader and its workers disagree"
+                )
+            return int(plan[0]), int(plan[PLAN_HEADER + stream])
+        if in_worker:
+            self._warn_if_worker_reused()
+        self.check_resumable(streams)
+        return self.epoch, self._consumed.get(stream, 0)
+
+    def _warn_if_worker_reused(self) -> None:
+        """Warn when one worker iterates its copy a second time without a plan: a plain
+        DataLoader with ``persistent_workers=True``, whose workers never see set_epoch or
+        load_state_dict (each pass would repeat the epoch they started with)."""
+        pid = os.getpid()
+        if self._iterated_in_worker == pid:
+            warnings.warn(
+                f"{type(self).__name__} is iterated again in the same DataLoader worker (persistent_workers=True "
+                f"on a plain DataLoader?): this worker's copy still has epoch {self.epoch} and its old resume "
+                "state, and does not see set_epoch/end_epoch/load_state_dict made in the trainer. Use "
+                "catalogs.torch_loader.CatalogDataLoader, which sends them to persistent workers.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        self._iterated_in_worker = pid
+
+    def write_plan(self, plan: torch.Tensor, streams: int) -> None:
+        """Write the next pass's epoch and per-stream skip counts into ``plan``, for the
+        workers of a loader that splits this dataset into ``streams`` streams."""
+        self.check_resumable(streams)
+        if plan.dtype != torch.int64 or plan.numel() != PLAN_HEADER + streams:
+            raise ValueError(
+                f"an iteration plan for {streams} streams is {PLAN_HEADER + streams} int64 values, "
+                f"got {plan.numel()} of {plan.dtype}"
+            )
+        outside = sorted(s for s in self._consumed if not 0 <= s < streams)
+        if outside:
+            raise ValueError(f"cannot resume: consumed counts for streams {outside}, this run has streams 0..{streams - 1}")
+        values = [self.epoch, streams, *(self._consumed.get(s, 0) for s in range(streams))]
+        plan.copy_(torch.tensor(values, dtype=torch.int64))
+
+    def attach_plan(self, plan: torch.Tensor | None) -> None:
+        """Let workers started from now on read ``plan`` (None: their own attributes)."""
+        self._plan = plan
 
     def set_epoch(self, epoch: int) -> None:
         """Start epoch ``epoch`` (new row-group order and shuffle); forgets consumed counts."""
@@ -470,7 +560,17 @@ class CatalogDataLoader:
     """A torch ``DataLoader`` that records what it delivered, so training can resume.
 
     ``state_dict()`` / ``load_state_dict()`` go to the dataset; a completed pass moves the
-    dataset to its next epoch.
+    dataset to its next epoch. Each pass's epoch and resume skips reach the workers
+    through a shared iteration plan, so workers may outlive a pass.
+
+    ``persistent_workers`` (None: on when ``num_workers > 0``) keeps the same worker
+    processes for every pass. On by default because a new worker pays its start and the
+    first touch of every page of its shuffle buffer and row group again each epoch
+    (docs/benchmarks.md), and epochs and resume are correct either way. The price: each
+    worker's memory (about ``shuffle_buffer_bytes`` + a row group) stays resident between
+    epochs, also while another loader (validation) runs, and changes to the dataset other
+    than its epoch and resume state (a new ``transform``) do not reach running workers:
+    pass ``persistent_workers=False``, or make a new loader, for either.
     """
 
     def __init__(
@@ -480,22 +580,57 @@ class CatalogDataLoader:
         batch_size: int | None = 1,
         num_workers: int = 0,
         collate_fn: Callable[[Sequence[Any]], Any] | None = collate_samples,
+        persistent_workers: bool | None = None,
         **loader_kwargs: Any,
     ):
         self.dataset = dataset
         if batch_size is None and collate_fn is collate_samples:
             collate_fn = None  # unbatched: items pass through as they are
+        if persistent_workers is None:
+            persistent_workers = num_workers > 0
+        #: world_size x workers: the streams this loader splits the dataset into
+        self.streams = dataset.world_size * max(1, num_workers)
+        #: what workers read at the start of each pass (None without workers)
+        self.plan = new_iteration_plan(self.streams) if num_workers > 0 else None
         self.loader = DataLoader(
-            dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_fn, **loader_kwargs
+            dataset,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            collate_fn=collate_fn,
+            persistent_workers=persistent_workers,
+            **loader_kwargs,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"CatalogDataLoader({self.dataset!r}, num_workers={self.loader.num_workers}, "
+            f"persistent_workers={self.loader.persistent_workers})"
         )
 
     def __iter__(self) -> Iterator[Any]:
-        # checked here too: an error raised inside a worker takes seconds to shut down
-        self.dataset.check_resumable(self.dataset.world_size * max(1, self.loader.num_workers))
-        for batch in self.loader:
+        for batch in self._start_pass():
             self.dataset.observe(batch)
             yield batch
         self.dataset.end_epoch()
+
+    def _start_pass(self) -> Iterator[Any]:
+        """Write this pass's plan, then start the DataLoader's iterator (new workers, or a
+        reset of persistent ones, whose dataset iterators restart after this).
+
+        The plan is attached to the dataset only while the iterator starts, when new
+        workers copy the dataset: a later pickle or plain DataLoader of the dataset then
+        follows the dataset's own epoch, not a plan this loader no longer writes.
+        """
+        # checked here, not only in the workers: an error raised in a worker takes seconds to shut down
+        if self.plan is None:
+            self.dataset.check_resumable(self.streams)
+            return iter(self.loader)
+        self.dataset.write_plan(self.plan, self.streams)
+        self.dataset.attach_plan(self.plan)
+        try:
+            return iter(self.loader)
+        finally:
+            self.dataset.attach_plan(None)
 
     def state_dict(self) -> dict[str, Any]:
         return self.dataset.state_dict()

@@ -333,3 +333,170 @@ class _CountingFile:
 
     def __exit__(self, *exc: object) -> None:
         self._handle.close()
+
+
+# -- persistent DataLoader workers -------------------------------------------------------
+
+
+def _worker_pids(loader: CatalogDataLoader) -> list[int]:
+    """The pids of a persistent loader's running workers (torch keeps its iterator)."""
+    iterator: Any = loader.loader._iterator  # torch's private multiprocessing iterator
+    assert iterator is not None, "the DataLoader kept no iterator: its workers are not persistent"
+    return [int(w.pid) for w in iterator._workers]
+
+
+def _epoch_orders(cat: Any, *, persistent: bool, **loader_kwargs: Any) -> tuple[list[list[str]], list[list[int]]]:
+    """Sample orders of 3 passes of one loader (epochs 0, 1 by ``end_epoch``, then 5 by
+    ``set_epoch``), and the worker pids seen after each pass when persistent."""
+    dataset = cat.to_torch("mixed", "v1", seed=13, decode=False, shuffle_buffer=8)
+    loader = CatalogDataLoader(dataset, batch_size=4, num_workers=2, persistent_workers=persistent, **loader_kwargs)
+    orders: list[list[str]] = []
+    pids: list[list[int]] = []
+    for epoch in (0, 1, 5):
+        if epoch == 5:
+            dataset.set_epoch(5)
+        assert dataset.epoch == epoch
+        orders.append([sid for batch in loader for sid in batch["sample_id"]])
+        if persistent:
+            pids.append(_worker_pids(loader))
+    return orders, pids
+
+
+def test_persistent_workers_see_every_epoch(mixed: Any) -> None:
+    cat, rows = mixed
+    orders, pids = _epoch_orders(cat, persistent=True)
+    for order in orders:
+        assert Counter(order) == Counter(ids(rows)) and len(order) == 72  # exactly once per epoch
+    assert len({tuple(order) for order in orders}) == 3  # a new order every epoch
+    assert pids[0] == pids[1] == pids[2] and len(set(pids[0])) == 2  # the same two workers throughout
+    fresh_workers, _ = _epoch_orders(cat, persistent=False)
+    assert orders == fresh_workers  # the same orders as workers started anew every epoch
+
+
+def test_persistent_is_the_default_with_workers(mixed: Any) -> None:
+    cat, _ = mixed
+    dataset = cat.to_torch("mixed", "v1", decode=False)
+    assert CatalogDataLoader(dataset, num_workers=2).loader.persistent_workers is True
+    assert CatalogDataLoader(dataset, num_workers=0).loader.persistent_workers is False
+    assert CatalogDataLoader(dataset, num_workers=2, persistent_workers=False).loader.persistent_workers is False
+
+
+def test_persistent_workers_resume_mid_epoch(mixed: Any) -> None:
+    cat, rows = mixed
+    dataset = cat.to_torch("mixed", "v1", seed=11, decode=False, shuffle_buffer=10)
+    dataset.set_epoch(2)
+    loader = CatalogDataLoader(dataset, batch_size=4, num_workers=2, persistent_workers=True)
+    consumed: list[str] = []
+    for step, batch in enumerate(loader):
+        consumed += batch["sample_id"]
+        if step == 4:
+            break
+    state = json.loads(json.dumps(loader.state_dict()))
+    assert state["epoch"] == 2 and sum(state["consumed"].values()) == len(consumed) == 20
+
+    # the same loader, iterated again after the break: its running workers skip what was delivered
+    rest_here = [sid for batch in loader for sid in batch["sample_id"]]
+    assert Counter(consumed + rest_here) == Counter(ids(rows)) and len(rest_here) == 52
+    assert dataset.epoch == 3
+
+    # another loader whose workers already ran a whole epoch loads the checkpoint
+    other = cat.to_torch("mixed", "v1", seed=11, decode=False, shuffle_buffer=10)
+    running = CatalogDataLoader(other, batch_size=4, num_workers=2, persistent_workers=True)
+    assert len([sid for batch in running for sid in batch["sample_id"]]) == 72  # epoch 0 starts the workers
+    pids = _worker_pids(running)
+    running.load_state_dict(state)
+    rest = [sid for batch in running for sid in batch["sample_id"]]
+    assert Counter(consumed + rest) == Counter(ids(rows)) and len(rest) == 52
+    assert sorted(rest) == sorted(rest_here)
+    assert other.epoch == 3 and _worker_pids(running) == pids
+    # and the next epoch is whole, in the order fresh workers give epoch 3
+    next_epoch = [sid for batch in running for sid in batch["sample_id"]]
+    reference = cat.to_torch("mixed", "v1", seed=11, decode=False, shuffle_buffer=10)
+    reference.set_epoch(3)
+    fresh = CatalogDataLoader(reference, batch_size=4, num_workers=2, persistent_workers=False)
+    assert next_epoch == [sid for batch in fresh for sid in batch["sample_id"]]
+
+
+def _ct_mr_mixture(cat: Any) -> Any:
+    from catalogs.mixtures import MixtureComponent
+
+    return cat.mixture(
+        [MixtureComponent("mixed", "v1", 3.0, filter={"modality": "CT"}, label="ct"),
+         MixtureComponent("mixed", "v1", 1.0, filter={"modality": "MR"}, label="mr")],
+        num_samples=40, seed=3, decode=False, shuffle_buffer=4,
+    )
+
+
+def test_persistent_workers_with_a_mixture_follow_epochs_and_resume(mixed: Any) -> None:
+    from catalogs.mixtures import MIXTURE_KEY
+
+    cat, _ = mixed
+
+    def passes(persistent: bool) -> list[list[tuple[str, str]]]:
+        loader = CatalogDataLoader(_ct_mr_mixture(cat), batch_size=5, num_workers=2, persistent_workers=persistent)
+        return [[(c, s) for b in loader for c, s in zip(b[MIXTURE_KEY], b["sample_id"], strict=True)] for _ in range(3)]
+
+    persistent = passes(True)
+    assert all(len(p) == 40 for p in persistent) and len({tuple(p) for p in persistent}) == 3
+    assert persistent == passes(False)
+
+    mix = _ct_mr_mixture(cat)
+    loader = CatalogDataLoader(mix, batch_size=5, num_workers=2, persistent_workers=True)
+    full_epoch_0 = [(c, s) for b in loader for c, s in zip(b[MIXTURE_KEY], b["sample_id"], strict=True)]
+    assert full_epoch_0 == persistent[0]
+    state = {**mix.state_dict(), "epoch": 1, "streams": 2, "consumed": {"0": 5, "1": 10}}
+    loader.load_state_dict(state)
+    rest = [(c, s) for b in loader for c, s in zip(b[MIXTURE_KEY], b["sample_id"], strict=True)]
+    # epoch 1 without the first 5 items of stream 0 and the first 10 of stream 1
+    reference = _ct_mr_mixture(cat)
+    reference.set_epoch(1)
+    by_stream: dict[int, list[tuple[str, str]]] = {0: [], 1: []}
+    for b in CatalogDataLoader(reference, batch_size=5, num_workers=2, persistent_workers=False):
+        for c, s, stream in zip(b[MIXTURE_KEY], b["sample_id"], b["_stream"], strict=True):
+            by_stream[stream].append((c, s))
+    assert Counter(rest) == Counter(by_stream[0][5:] + by_stream[1][10:]) and len(rest) == 25
+
+
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+def test_persistent_spawned_workers_get_the_plan_by_handle(mixed: Any, start_method: str) -> None:
+    cat, _ = mixed
+    spawned, pids = _epoch_orders(cat, persistent=True, multiprocessing_context=start_method)
+    forked, _ = _epoch_orders(cat, persistent=False)
+    assert spawned == forked and pids[0] == pids[2]
+
+
+def test_a_dataset_after_a_loader_carries_no_stale_plan(mixed: Any) -> None:
+    from torch.utils.data import DataLoader
+
+    cat, rows = mixed
+    dataset = cat.to_torch("mixed", "v1", seed=2, decode=False, shuffle_buffer=8)
+    loader = CatalogDataLoader(dataset, batch_size=4, num_workers=2)
+    first = [sid for batch in loader for sid in batch["sample_id"]]
+    dataset.set_epoch(4)
+    # a plain DataLoader (new workers) and a pickled copy follow the dataset's own epoch
+    plain = [sid for batch in DataLoader(dataset, batch_size=4, num_workers=2, collate_fn=collate_samples) for sid in batch["sample_id"]]
+    copied = pickle.loads(pickle.dumps(dataset))
+    in_process = [item["sample_id"] for item in copied]
+    assert Counter(plain) == Counter(ids(rows)) and plain != first
+    assert plain == [sid for batch in loader for sid in batch["sample_id"]]  # epoch 4 through the loader
+    assert sorted(in_process) == sorted(ids(rows)) and copied.epoch == 4
+
+
+def _runtime_warnings_raise(worker_id: int) -> None:
+    import warnings
+
+    warnings.simplefilter("error", RuntimeWarning)
+
+
+def test_a_plain_persistent_dataloader_warns_that_epochs_do_not_reach_it(mixed: Any) -> None:
+    from torch.utils.data import DataLoader
+
+    cat, _ = mixed
+    dataset = cat.to_torch("mixed", "v1", decode=False)
+    plain = DataLoader(
+        dataset, batch_size=8, num_workers=1, persistent_workers=True, collate_fn=collate_samples,
+        worker_init_fn=_runtime_warnings_raise,  # the worker's warning comes back as an error
+    )
+    assert len([sid for batch in plain for sid in batch["sample_id"]]) == 72  # first pass: nothing to warn about
+    with pytest.raises(RuntimeWarning, match="set_epoch"):
+        next(iter(plain))
