@@ -113,9 +113,12 @@ def overhead_and_incremental(tmp: Path, samples: int, rounds: int) -> list[str]:
     run_build_inline(request(source, tmp / "warm-inline", "ten_k"))
     run_build(request(source, tmp / "warm-flow", "ten_k"), progress=False)
     for i in range(rounds):  # interleaved: the machine's load drifts
-        inline_runs.append(timed(run_build_inline, request(source, tmp / f"inline{i}", "ten_k"))[0])
+        inline_s, inline_outcome = timed(run_build_inline, request(source, tmp / f"inline{i}", "ten_k"))
+        inline_runs.append(inline_s)
         flow_s, outcome = timed(run_build, request(source, tmp / f"flow{i}", "ten_k"), progress=False)
         flow_runs.append(flow_s)
+        print(f"  round {i}: in-process {inline_s:.2f} s {inline_outcome.summary['phases']}; "
+              f"flow {flow_s:.2f} s {outcome.summary['phases']}", flush=True)
     partitions = outcome.summary["partitions"]
     # 1% of the sources change: one block of files is re-exported with new content
     # (a study corrected or re-acquired), the usual shape of a nightly change
@@ -148,11 +151,13 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory(prefix="medcurate-scale-") as tmp, prefect_server():
-        if not args.skip_speedup:
-            for line in speedup(Path(tmp), args.slices):
-                print(line, flush=True)
+        # overhead first: after the Dask/Ray runs this process and the server carry their
+        # threads and history, which made the in-process builds measurably slower
         if not args.skip_overhead:
             for line in overhead_and_incremental(Path(tmp), args.samples, args.rounds):
+                print(line, flush=True)
+        if not args.skip_speedup:
+            for line in speedup(Path(tmp), args.slices):
                 print(line, flush=True)
 
 

@@ -28,6 +28,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
@@ -281,9 +282,38 @@ METADATA_KEYWORDS = (
 )
 
 
+def deidentified_subset(
+    ds: Dataset, keywords: tuple[str, ...], *, salt: str, subject: str, dates: str = "shift"
+) -> Dataset:
+    """Only ``keywords`` of ``ds`` (top level), with the values :func:`deidentify_dataset`
+    would give them: what to read when a converter needs a few attributes, not a header.
+
+    Exact because the profile acts element by element (its action depends on the
+    element's keyword, VR and value, the salt and the subject's date offset) and none of
+    these attributes is private or a sequence. ~50x cheaper than de-identifying a deep
+    copy of the whole header, which was ~3.5 ms per DICOM series: per image for
+    radiographs, one image per series, more than decoding it.
+    """
+    if dates not in ("shift", "remove"):
+        raise ValueError(f"dates must be 'shift' or 'remove', got {dates!r}")
+    subset = Dataset()
+    for keyword in keywords:
+        tag = tag_for_keyword(keyword)
+        if tag is None:
+            raise ValueError(f"{keyword!r} is not a DICOM keyword")
+        if tag in ds:
+            elem = ds[tag]
+            if elem.VR == "SQ":
+                raise ValueError(f"{keyword} is a sequence: de-identify the whole dataset instead")
+            subset.add(copy.deepcopy(elem))
+    offset = date_offset_days(subject, salt)
+    _apply_profile(subset, salt, offset if dates == "shift" else None, set())
+    return subset
+
+
 def dicom_metadata(ds: Dataset, *, salt: str, subject: str, dates: str = "shift") -> dict[str, Any]:
     """The header values a sample's provenance may carry, read from the de-identified header."""
-    clean = deidentify_dataset(ds, salt=salt, subject=subject, dates=dates)
+    clean = deidentified_subset(ds, (*METADATA_KEYWORDS, "BodyPartExamined"), salt=salt, subject=subject, dates=dates)
     out: dict[str, Any] = {}
     for keyword in METADATA_KEYWORDS:
         value = clean.get(keyword)

@@ -13,7 +13,9 @@ from pydicom.dataelem import DataElement
 
 from converters.deid import (
     BASIC_PROFILE,
+    METADATA_KEYWORDS,
     date_offset_days,
+    deidentified_subset,
     deidentify_dataset,
     dicom_metadata,
     replacement_uid,
@@ -86,6 +88,25 @@ def test_metadata_only_carries_profile_safe_values(ct_header):
     assert meta["Modality"] == "CT"
     assert "PatientName" not in meta and "InstitutionName" not in meta
     assert meta["StudyDate"] != str(ct_header.StudyDate)
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "rtdose.dcm", "rtplan.dcm"])
+@pytest.mark.parametrize("dates", ["shift", "remove"])
+def test_a_subset_is_de_identified_exactly_as_the_whole_header(name, dates, ct_header):
+    from pydicom.data import get_testdata_file
+
+    keywords = (*METADATA_KEYWORDS, "BodyPartExamined", "PatientName", "AccessionNumber", "SeriesDate", "SOPInstanceUID")
+    for ds in (pydicom.dcmread(get_testdata_file(name), stop_before_pixels=True), ct_header):
+        ds.BodyPartExamined = "CHEST"
+        whole = deidentify_dataset(ds, salt=TEST_SALT, subject="p7", dates=dates)
+        subset = deidentified_subset(ds, keywords, salt=TEST_SALT, subject="p7", dates=dates)
+        for keyword in keywords:
+            assert (keyword in subset) == (keyword in whole), (name, keyword)
+            if keyword in whole:
+                assert subset[keyword].value == whole[keyword].value, (name, keyword)
+        assert str(subset.get("PatientName", "")) == "" and str(subset.get("AccessionNumber", "")) == ""  # emptied
+    with pytest.raises(ValueError, match="a sequence"):
+        deidentified_subset(ct_header, ("ReferencedStudySequence",), salt=TEST_SALT, subject="p7")
 
 
 def test_profile_table_covers_the_main_attributes():
