@@ -91,6 +91,24 @@ def opaque_to_prefect(request: BuildRequest) -> Callable[[Any], Any]:
     return quote
 
 
+def local_dask_worker_environment(request: BuildRequest) -> contextlib.AbstractContextManager[Any]:
+    """While a LocalCluster starts: its workers keep glibc's own malloc tuning.
+
+    distributed's nanny sets ``MALLOC_TRIM_THRESHOLD_=65536`` in every worker it spawns
+    (to hand freed memory back to the OS). Setting it switches off glibc's adaptive mmap
+    threshold, so every array over 128 KiB (each 512x512 slice's pixels, LUT outputs,
+    PNG buffers) is a fresh mapping whose pages fault in again: measured on this VM, a
+    worker spent 2x the CPU per CT slice (14.7 vs 7.8 s for 480 slices, docs/benchmarks.md).
+    A partition's memory is bounded by its shard size anyway. Clusters started by hand
+    keep their own configuration (docs/operations.md says how to set the same).
+    """
+    if request.executor != "dask" or request.dask_address:
+        return contextlib.nullcontext()
+    import dask
+
+    return dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
+
+
 def warm_up_workers(request: BuildRequest, runner: Any) -> None:
     """Dask and Ray workers import the pipeline before the first partition is scheduled
     (counted in the ``engine_start`` phase, as the cluster's start is). A worker that
@@ -179,7 +197,7 @@ def _run(request: BuildRequest, progress: BuildProgress | None = None) -> BuildO
     engine_started = time.perf_counter()
     runner_context: Any = task_runner_for(request, processes) if pending else contextlib.nullcontext()
     try:
-        with runner_context as runner:
+        with local_dask_worker_environment(request), runner_context as runner:
             if pending:
                 warm_up_workers(request, runner)
             engine_ready = time.perf_counter()  # a Dask LocalCluster or Ray takes seconds to start

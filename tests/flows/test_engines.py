@@ -89,14 +89,19 @@ def test_ray_workers_are_warmed_in_distinct_processes(ray_local):
     assert all(ray.get([imported.remote() for _ in range(4)]))  # later tasks land on warmed workers
 
 
-def test_dask_workers_import_the_pipeline_before_tasks():
+def test_dask_workers_import_the_pipeline_before_tasks_and_keep_glibc_malloc_tuning():
     from distributed import Client, LocalCluster
 
+    from flows.build import BuildRequest
     from flows.engines import warm_up_dask_workers
+    from flows.prefect_flows import local_dask_worker_environment
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(
-        cluster
-    ) as client:
+    request = BuildRequest(recipe="convert", sources=[], dataset="d", executor="dask")
+    with local_dask_worker_environment(request), LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster, Client(cluster) as client:
+        trim = client.run(lambda: __import__("os").environ.get("MALLOC_TRIM_THRESHOLD_"))
+        assert list(trim.values()) == [None, None]  # distributed's default (65536) is not set
         assert warm_up_dask_workers(client) == 2
         imported = client.run(lambda: sorted(m for m in __import__("sys").modules if m.startswith(("flows.", "converters."))))
         for modules in imported.values():
