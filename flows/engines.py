@@ -350,15 +350,21 @@ def warm_up_dask_workers(client: Any) -> int:
     return len(client.run(preload_pipeline))
 
 
+#: longest a Ray warm-up task waits at the barrier for the others (a busy cluster may
+#: never start them all; the started ones must not hold their CPUs for long)
+RAY_WARM_UP_BARRIER_S = 15.0
+
+
 def warm_up_ray_workers(workers: int | None = None) -> int:
-    """The same for Ray: one task per CPU (or ``workers``) imports the pipeline, held at
-    a barrier until all have started so that each lands in its own worker process;
-    returns how many distinct worker processes were warmed."""
+    """The same for Ray: one task per CPU (at most ``workers``) imports the pipeline, held
+    at a barrier until all have started (or ``RAY_WARM_UP_BARRIER_S`` passed: on a busy
+    cluster some may never start) so that each lands in its own worker process; returns
+    how many distinct worker processes were warmed."""
     import ray
 
     cpus = int(ray.cluster_resources().get("CPU", 1))
     slots = max(1, min(workers or cpus, cpus))
-    barrier = _ray_barrier_class().remote(slots)
+    barrier = _ray_barrier_class().remote(slots, RAY_WARM_UP_BARRIER_S)
 
     @ray.remote(num_cpus=1)
     def warm(barrier: Any) -> int:
@@ -375,19 +381,24 @@ def _ray_barrier_class() -> Any:
 
     @ray.remote(num_cpus=0)
     class Barrier:
-        """Counts arrivals; ``wait_all`` returns once ``parties`` have arrived."""
+        """Counts arrivals; ``wait_all`` returns once ``parties`` have arrived, or after
+        ``deadline_s`` from the barrier's creation, whichever comes first."""
 
-        def __init__(self, parties: int):
+        def __init__(self, parties: int, deadline_s: float):
+            import time
+
             self.parties = parties
             self.arrived = 0
+            self.deadline = time.monotonic() + deadline_s
 
         def arrive(self) -> None:
             self.arrived += 1
 
         async def wait_all(self) -> None:
             import asyncio
+            import time
 
-            while self.arrived < self.parties:
+            while self.arrived < self.parties and time.monotonic() < self.deadline:
                 await asyncio.sleep(0.01)
 
     return Barrier

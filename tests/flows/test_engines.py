@@ -106,3 +106,19 @@ def test_dask_workers_import_the_pipeline_before_tasks_and_keep_glibc_malloc_tun
         imported = client.run(lambda: sorted(m for m in __import__("sys").modules if m.startswith(("flows.", "converters."))))
         for modules in imported.values():
             assert {"flows.prefect_flows", "converters.stage", "flows.build"} <= set(modules)
+
+
+def test_ray_warm_up_barrier_gives_up_after_its_deadline(ray_local):
+    """On a busy cluster not every warm-up task starts: those that did must not hold
+    their CPUs waiting for the others."""
+    import time
+
+    import ray
+
+    from flows.engines import _ray_barrier_class
+
+    barrier = _ray_barrier_class().remote(3, 0.5)
+    ray.get(barrier.arrive.remote())
+    started = time.monotonic()
+    ray.get(barrier.wait_all.remote(), timeout=30)  # two parties never arrive
+    assert 0.3 < time.monotonic() - started < 10
