@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -21,6 +21,9 @@ from converters.base import WORK_ITEM_SCHEMA, ConvertOptions, SlicePolicy
 from curation.shards import DEFAULT_SHARD_BYTES
 from curation.stages import Reject, Stage
 from curation.version import pipeline_version
+
+if TYPE_CHECKING:
+    from converters.discover import ParallelMap
 
 
 @dataclasses.dataclass
@@ -54,7 +57,7 @@ class PlanContext:
     options: dict[str, Any]
     workdir: str = ""  # the build's workdir: its cache/hashes/ spares re-reading unchanged files
     #: runs discovery's per-file reading and hashing on other cores (``converters.discover``)
-    parallel_map: Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]] | None = None
+    parallel_map: ParallelMap | None = None
 
 
 Planner = Callable[[PlanContext], BuildPlan]

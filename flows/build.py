@@ -13,8 +13,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -36,6 +35,9 @@ from curation.version import pipeline_version
 from flows.runs import run_summary, write_run_record
 from flows.settings import Settings, configure_prefect, ensure_prefect_api
 from flows.storage import configure_object_storage
+
+if TYPE_CHECKING:
+    from converters.discover import ParallelMap
 
 log = logging.getLogger("medcurate.build")
 
@@ -92,7 +94,7 @@ def prepare(request: BuildRequest, settings: Settings, run_id: str) -> tuple[Bui
     return plan, partitions
 
 
-def discovery_map(request: BuildRequest) -> Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]] | None:
+def discovery_map(request: BuildRequest) -> ParallelMap | None:
     """The local executor's worker processes for discovery's per-file reading, hashing and
     DICOM header checks (used only for ``PARALLEL_MIN_BYTES`` of files the hash cache does
     not know; the pool then serves the conversion as well). None with ``--workers 1``,
