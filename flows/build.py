@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -104,7 +105,14 @@ def discovery_map(request: BuildRequest) -> ParallelMap | None:
     processes = request.workers or os.cpu_count() or 1
     if request.executor != "local" or processes < 2 or not local_process_pool_usable():
         return None
-    return functools.partial(local_pool_map, processes)
+
+    def on_workers(fn: Callable[[Any], Any], chunks: Sequence[Any]) -> list[Any]:
+        # this process only waits now (for the pool to start, then for the workers):
+        # the core the starting pool leaves idle imports the gate's libraries
+        warm_up_gate()
+        return local_pool_map(processes, fn, chunks)
+
+    return on_workers
 
 
 def build_partition(
@@ -212,11 +220,19 @@ def warm_up_gate() -> None:
     """Import Great Expectations (seconds) in a background thread while partitions convert
     elsewhere on cores this process does not need (see :func:`leaves_a_core_idle`). The
     gate's own import then finds it done (Python's import lock makes it wait if not)."""
+    import sys
     import threading
 
     from quality_checks.suites import import_gx
 
+    global _GX_WARM_UP_STARTED
+    if _GX_WARM_UP_STARTED or "great_expectations" in sys.modules:
+        return
+    _GX_WARM_UP_STARTED = True
     threading.Thread(target=import_gx, name="medcurate-gx-import", daemon=True).start()
+
+
+_GX_WARM_UP_STARTED = False
 
 
 def stage_summary(results: list[PartitionResult]) -> dict[str, dict[str, float | None]]:
