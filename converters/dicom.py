@@ -456,7 +456,7 @@ def iter_dicom_item(item: dict[str, Any], opts: ConvertOptions) -> Iterator[dict
 
 def _iter_dicom_rows(item: dict[str, Any], opts: ConvertOptions) -> Iterator[dict[str, Any]]:
     members: list[str] = list(item.get("members") or [item["uri"]])
-    # discovery converted every header element of these files (``_dicom_header``), so a
+    # discovery converted every header element of these files (``converters.discover._read_dicom_facts``), so a
     # damaged element already rejected its file there; not again here (~1 ms a file)
     headers = [(uri, read_dicom(read_bytes(uri), uri, headers_only=True, check_elements=False)) for uri in members]
     ordered = order_series(headers)

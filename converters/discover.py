@@ -179,9 +179,10 @@ def _expand_archives(files: list[_File]) -> tuple[list[_File], list[Reject]]:
 def _discover_files(
     files: list[_File], parallel_map: ParallelMap | None = None
 ) -> tuple[list[dict[str, Any]], list[Reject]]:
-    examined = _examine_elsewhere(files, parallel_map) if parallel_map is not None else {}
-    rejects: list[Reject] = []
     by_name = {f.key: f for f in files}
+    roles = {f.key: _role(f, by_name) for f in files}
+    examined = _examine([(f, roles[f.key]) for f in files], parallel_map)
+    rejects: list[Reject] = []
     series: dict[tuple[str, str], list[tuple[_File, str]]] = defaultdict(list)
     singles: list[dict[str, Any]] = []
     volumes: list[dict[str, Any]] = []
@@ -193,47 +194,35 @@ def _discover_files(
     specs: dict[str, dict[str, Any]] = {}
 
     for file in files:
-        ext = _ext(file.key)
+        role = roles[file.key]
         try:
-            if posixpath.basename(file.key) == "dataset.json":
+            if role == "spec":
                 specs[posixpath.dirname(file.key)] = _dataset_spec(file)
                 continue
-            if ext in COMPANION_EXTENSIONS and _has_header(file.key, by_name):
+            if role == "companion":
                 continue  # read through its header file
-            if ext in VOLUME_EXTENSIONS:
-                digest = _hash_file(file, examined)
-                if looks_like_label_map(file.key):
-                    label_maps.append((file, digest))
-                else:
-                    volumes.append(_volume_item(file, digest, by_name))
-                continue
-            if ext in RASTER_EXTENSIONS:
-                if is_mask_raster(file.key):
-                    raster_masks.append((file, _hash_file(file, examined)))
-                else:
-                    rasters.append(_item(file, "raster", _hash_file(file, examined)))
-                continue
-            if ext == ".npz":
-                raster_masks.append((file, _hash_file(file, examined)))
-                continue
-            if ext in VIDEO_EXTENSIONS:
-                singles.append(_item(file, "video", _hash_file(file, examined)))
-                continue
-            if ext in DICOM_EXTENSIONS or ext == "":
-                facts, digest = _dicom_header(file, known_ext=ext in DICOM_EXTENSIONS, examined=examined)
-                if facts.annotation is not None:
-                    dicom_annotations.append((file, digest, facts.referenced_series))
-                    continue
-                uid, frames = facts.series_uid, facts.frames
-                if uid and frames == 1:
-                    series[(posixpath.dirname(file.key), uid)].append((file, digest))
-                else:
-                    item = _item(file, "dicom", digest)
-                    singles.append(item)
-                    if uid:
-                        dicom_by_uid[uid] = item
-                continue
-            raise ConversionError("unsupported_format", f"{file.key}: extension {ext or '(none)'} is not a supported input")
+            if role == "unsupported":
+                raise ConversionError(
+                    "unsupported_format", f"{file.key}: extension {_ext(file.key) or '(none)'} is not a supported input"
+                )
+            facts, digest = examined[file.key].result()
+            if role == "label_map":
+                label_maps.append((file, digest))
+            elif role == "volume":
+                volumes.append(_volume_item(file, digest, by_name, examined))
+            elif role == "mask":
+                raster_masks.append((file, digest))
+            elif role in ("raster", "video"):
+                (rasters if role == "raster" else singles).append(_item(file, role, digest))
+            elif facts is not None and facts.annotation is not None:
+                dicom_annotations.append((file, digest, facts.referenced_series))
+            elif facts is not None and facts.series_uid and facts.frames == 1:
+                series[(posixpath.dirname(file.key), facts.series_uid)].append((file, digest))
+            else:
+                item = _item(file, "dicom", digest)
+                singles.append(item)
+                if facts is not None and facts.series_uid:
+                    dicom_by_uid[facts.series_uid] = item
         except Exception as exc:  # one damaged file must never stop discovery of the others
             rejects.append(Reject(file.key, STAGE, *_reason_of(file, exc)))
 
@@ -334,8 +323,9 @@ def _reason_of(file: _File, exc: Exception) -> tuple[str, str]:
 
 @dataclasses.dataclass(frozen=True)
 class _Examined:
-    """What a worker learnt of one file: its content hash and, for DICOM, the header's
-    grouping facts; or why it is a reject."""
+    """What discovery learnt of one file (from the hash cache, or by reading it here or in
+    a worker): its content hash and, for DICOM, the header's grouping facts; or why it
+    is a reject."""
 
     digest: str | None = None
     facts: DicomFacts | None = None
@@ -348,82 +338,98 @@ class _Examined:
         return self.facts, self.digest
 
 
-def _hash_file(file: _File, examined: dict[str, _Examined] | None = None) -> str:
-    """Content hash, read in chunks (videos and volumes can be gigabytes) unless the
-    hash cache knows the file unchanged (or a worker already hashed it)."""
-    if examined and file.key in examined:
-        return examined[file.key].result()[1]
-    return hash_cache.file_sha256(file.uri, file.info)
-
-
-#: what :func:`examine_files` does with a file: hash it, or also check its DICOM header
-#: ("dicom-sniff": no DICOM extension, so the preamble must say DICM first)
-_HASH, _DICOM, _DICOM_SNIFF = "hash", "dicom", "dicom-sniff"
-
-
-def _examination(file: _File) -> str | None:
-    """Which per-file work discovery's loop would do for ``file`` (None: none)."""
+def _role(file: _File, by_name: dict[str, _File]) -> str:
+    """What discovery does with ``file``, by its name alone: the one rule for which files
+    are read (and how) and for how they become items."""
     ext = _ext(file.key)
-    if posixpath.basename(file.key) == "dataset.json" or ext in COMPANION_EXTENSIONS:
-        return None
-    if ext in VOLUME_EXTENSIONS or ext in RASTER_EXTENSIONS or ext == ".npz" or ext in VIDEO_EXTENSIONS:
-        return _HASH
+    if posixpath.basename(file.key) == "dataset.json":
+        return "spec"
+    if ext in COMPANION_EXTENSIONS and _has_header(file.key, by_name):
+        return "companion"  # part of its header file's volume
+    if ext in VOLUME_EXTENSIONS:
+        return "label_map" if looks_like_label_map(file.key) else "volume"
+    if ext in RASTER_EXTENSIONS:
+        return "mask" if is_mask_raster(file.key) else "raster"
+    if ext == ".npz":
+        return "mask"
+    if ext in VIDEO_EXTENSIONS:
+        return "video"
     if ext in DICOM_EXTENSIONS:
-        return _DICOM
-    return _DICOM_SNIFF if ext == "" else None
+        return "dicom"
+    return "dicom-sniff" if ext == "" else "unsupported"  # no extension: DICOM if its preamble says so
+
+
+#: roles whose files are only hashed (DICOM files are also header-checked; specs are parsed
+#: in the loop; unsupported files are not read)
+_HASHED_ROLES = frozenset({"companion", "label_map", "volume", "mask", "raster", "video"})
 
 
 def examine_files(jobs: Sequence[tuple[_File, str]]) -> list[_Examined]:
-    """Read, hash and (DICOM) header-check files in a worker: no cache here, the
-    discovering process keeps what is learnt. Runs in other processes: module level."""
+    """Read and hash files, DICOM ones with their header checked element by element (by
+    role, see :func:`_role`). No cache here: it runs in worker processes too (module
+    level), and the discovering process keeps what is learnt."""
     examined = []
-    for file, what in jobs:
+    for file, role in jobs:
         try:
-            if what == _HASH:
+            if role in _HASHED_ROLES:
                 examined.append(_Examined(digest=hash_cache.read_sha256(file.uri)))
             else:
-                facts, digest = _read_dicom_facts(file, known_ext=what == _DICOM)
+                facts, digest = _read_dicom_facts(file, known_ext=role == "dicom")
                 examined.append(_Examined(digest=digest, facts=facts))
         except Exception as exc:  # noqa: BLE001 - a reject of this file, raised again in discovery's loop
             examined.append(_Examined(reject=_reason_of(file, exc)))
     return examined
 
 
-def _examine_elsewhere(files: list[_File], parallel_map: ParallelMap) -> dict[str, _Examined]:
-    """Files the hash cache does not know, examined through ``parallel_map`` when they are
-    ``PARALLEL_MIN_BYTES`` or more; what is learnt is stored in the cache here, as the
-    serial path would (identities are taken before the workers read the files)."""
+def _examine(files: list[tuple[_File, str]], parallel_map: ParallelMap | None) -> dict[str, _Examined]:
+    """Content hash (and DICOM facts) of every file that needs reading, by key.
+
+    Files the hash cache knows are answered from it (an unchanged DICOM file is not
+    opened: its facts are cached by content, stored only after its header check passed).
+    The others are read here, or through ``parallel_map`` when they add up to
+    ``PARALLEL_MIN_BYTES``; what is learnt is stored in the cache here, with identities
+    taken before the files were read (a file changed meanwhile is not stored).
+    """
     cache = hash_cache.active()
+    examined: dict[str, _Examined] = {}
     jobs: list[tuple[_File, str]] = []
     idents: list[hash_cache.Identity | None] = []
-    for file in files:
-        what = _examination(file)
-        if what is None:
+    for file, role in files:
+        if role not in _HASHED_ROLES and role not in ("dicom", "dicom-sniff"):
             continue
         ident = hash_cache.identity(file.uri, file.info) if cache is not None and cache.enabled else None
-        if ident is not None and _cached(cache, ident, what) is not None:
+        known = _cached(cache, ident, role) if ident is not None else None
+        if known is not None:
+            assert cache is not None
+            cache.hits += 1
+            examined[file.key] = known
             continue
-        jobs.append((file, what))
+        jobs.append((file, role))
         idents.append(ident)
-    if sum(file.size for file, _ in jobs) < PARALLEL_MIN_BYTES:
-        return {}  # the serial loop reads these few itself
-    chunks = [jobs[i : i + PARALLEL_CHUNK_FILES] for i in range(0, len(jobs), PARALLEL_CHUNK_FILES)]
-    results = [e for chunk in parallel_map(examine_files, chunks) for e in chunk]
-    for ident, found in zip(idents, results, strict=True):
-        if cache is not None and ident is not None and found.digest is not None:
-            cache.misses += 1
-            if cache.remember(ident, found.digest) and found.facts is not None:
-                cache.remember_derived(found.digest, DICOM_FACTS_KIND, json.dumps(dataclasses.asdict(found.facts)))
-    return {file.key: found for (file, _), found in zip(jobs, results, strict=True)}
+    if parallel_map is not None and sum(file.size for file, _ in jobs) >= PARALLEL_MIN_BYTES:
+        chunks = [jobs[i : i + PARALLEL_CHUNK_FILES] for i in range(0, len(jobs), PARALLEL_CHUNK_FILES)]
+        results = [e for chunk in parallel_map(examine_files, chunks) for e in chunk]
+    else:
+        results = examine_files(jobs)
+    for (file, _), ident, found in zip(jobs, idents, results, strict=True):
+        examined[file.key] = found
+        if cache is None or found.digest is None:
+            continue
+        cache.misses += 1
+        if ident is not None and cache.remember(ident, found.digest) and found.facts is not None:
+            cache.remember_derived(found.digest, DICOM_FACTS_KIND, json.dumps(dataclasses.asdict(found.facts)))
+    return examined
 
 
-def _cached(cache: HashCache | None, ident: hash_cache.Identity, what: str) -> str | None:
-    """The cached content hash when it is all the loop needs (DICOM: with its facts)."""
+def _cached(cache: HashCache | None, ident: hash_cache.Identity, role: str) -> _Examined | None:
+    """What the cache knows of an unchanged file: its hash and, for DICOM, its facts (a
+    DICOM file whose facts are not stored, e.g. from an older cache, is read again)."""
     assert cache is not None
     digest = cache.lookup(ident)
-    if digest is None or what == _HASH:
-        return digest
-    return digest if digest in cache.derived([digest], DICOM_FACTS_KIND) else None
+    if digest is None or role in _HASHED_ROLES:
+        return None if digest is None else _Examined(digest=digest)
+    known = cache.derived([digest], DICOM_FACTS_KIND).get(digest)
+    return None if known is None else _Examined(digest=digest, facts=DicomFacts(**json.loads(known)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -451,39 +457,6 @@ class DicomFacts:
 DICOM_FACTS_KIND = f"dicom-facts-v1:pydicom-{pydicom.__version__}"
 
 
-def _dicom_header(
-    file: _File, known_ext: bool, examined: dict[str, _Examined] | None = None
-) -> tuple[DicomFacts, str]:
-    """The grouping facts of a DICOM file's header and the file's content hash.
-
-    Every header element is converted here (``read_dicom``'s element check), so a file
-    with a damaged element is a ``bad_header`` reject of its own and the converters
-    parse the files discovery accepted without checking them again. Facts are stored in
-    the hash cache by content hash only after that check passed, so an unchanged file
-    on a rebuild is not opened at all (one whose hash is known without its facts, e.g.
-    from a cache older than them, is read once more).
-    """
-    if examined and file.key in examined:
-        found, content = examined[file.key].result()
-        assert found is not None
-        return found, content
-    cache = hash_cache.active()
-    ident = hash_cache.identity(file.uri, file.info) if cache is not None and cache.enabled else None
-    digest = cache.lookup(ident) if cache is not None and ident is not None else None
-    if digest is not None:
-        assert cache is not None
-        known = cache.derived([digest], DICOM_FACTS_KIND).get(digest)
-        if known is not None:
-            cache.hits += 1
-            return DicomFacts(**json.loads(known)), digest
-    facts, digest = _read_dicom_facts(file, known_ext)
-    if cache is not None and ident is not None:
-        cache.misses += 1
-        if cache.remember(ident, digest):
-            cache.remember_derived(digest, DICOM_FACTS_KIND, json.dumps(dataclasses.asdict(facts)))
-    return facts, digest
-
-
 def _read_dicom_facts(file: _File, known_ext: bool) -> tuple[DicomFacts, str]:
     """Read a DICOM file once: its header checked element by element and its content hash."""
     data = _read(file)
@@ -505,7 +478,7 @@ def _item(file: _File, kind: str, digest: str, members: list[str] | None = None)
     }
 
 
-def _volume_item(file: _File, digest: str, by_name: dict[str, _File]) -> dict[str, Any]:
+def _volume_item(file: _File, digest: str, by_name: dict[str, _File], examined: dict[str, _Examined]) -> dict[str, Any]:
     item = _item(file, "volume", digest)
     if file.key.lower().endswith((".mhd", ".nhdr")):
         companions = [
@@ -513,9 +486,16 @@ def _volume_item(file: _File, digest: str, by_name: dict[str, _File]) -> dict[st
         ]
         if companions:
             item["members"] = [file.uri] + [c.uri for c in companions]
-            item["sha256"] = combine_hashes([digest] + [_hash_file(c) for c in companions])
+            item["sha256"] = combine_hashes([digest] + [_companion_sha256(c, examined) for c in companions])
             item["size_bytes"] += sum(c.size for c in companions)
     return item
+
+
+def _companion_sha256(file: _File, examined: dict[str, _Examined]) -> str:
+    """A volume's data file: examined with the others, unless its name only resembles the
+    header's (the prefix match is looser than :func:`_has_header`)."""
+    found = examined.get(file.key)
+    return found.result()[1] if found is not None else hash_cache.file_sha256(file.uri, file.info)
 
 
 def _series_item(directory: str, uid: str, members: list[tuple[_File, str]]) -> dict[str, Any]:
