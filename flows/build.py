@@ -216,23 +216,16 @@ def leaves_a_core_idle(request: BuildRequest, processes: int) -> bool:
     return workers < cores
 
 
+@functools.cache  # one import per process is all there is to warm up
 def warm_up_gate() -> None:
     """Import Great Expectations (seconds) in a background thread while partitions convert
     elsewhere on cores this process does not need (see :func:`leaves_a_core_idle`). The
     gate's own import then finds it done (Python's import lock makes it wait if not)."""
-    import sys
     import threading
 
     from quality_checks.suites import import_gx
 
-    global _GX_WARM_UP_STARTED
-    if _GX_WARM_UP_STARTED or "great_expectations" in sys.modules:
-        return
-    _GX_WARM_UP_STARTED = True
     threading.Thread(target=import_gx, name="medcurate-gx-import", daemon=True).start()
-
-
-_GX_WARM_UP_STARTED = False
 
 
 def stage_summary(results: list[PartitionResult]) -> dict[str, dict[str, float | None]]:
@@ -443,15 +436,12 @@ def run_build_inline(request: BuildRequest) -> BuildOutcome:
     results, pending = reuse_finished(partitions, settings.workdir)
     processes = local_processes(request, plan, pending)
     if processes > 1:
-        from concurrent.futures import ThreadPoolExecutor
+        from flows.engines import local_pool_map
 
         if leaves_a_core_idle(request, processes):
             warm_up_gate()
-        task_plan = plan_for_tasks(plan)
-        with ThreadPoolExecutor(processes) as threads:
-            results += threads.map(
-                lambda p: build_partition_here_or_in(processes, task_plan, p, shard_dir, settings.workdir), pending
-            )
+        build = functools.partial(build_partition, plan_for_tasks(plan), shard_dir=shard_dir, workdir=settings.workdir)
+        results += local_pool_map(processes, build, pending)
     else:
         results += [build_partition(plan, p, shard_dir, settings.workdir) for p in pending]
     results.sort(key=lambda r: r.key)

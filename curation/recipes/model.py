@@ -166,13 +166,12 @@ def validate_recipe(data: Mapping[str, Any], origin: str) -> Recipe:
         except ValidationError as exc:
             raise RecipeError(format_validation_error(exc, origin, prefix="options.")) from None
     check = SOURCE_OPTIONS_CHECKS.get(recipe.family)
-    for number, spec in enumerate(recipe.sources):
-        if check is None:
-            break
-        try:
-            check(spec)
-        except ValidationError as exc:
-            raise RecipeError(format_validation_error(exc, origin, prefix=f"sources.{number}.options.")) from None
+    if check is not None:
+        for number, spec in enumerate(recipe.sources):
+            try:
+                check(spec)
+            except ValidationError as exc:
+                raise RecipeError(format_validation_error(exc, origin, prefix=f"sources.{number}.options.")) from None
     return recipe
 
 
