@@ -218,9 +218,10 @@ def leaves_a_core_idle(request: BuildRequest, processes: int) -> bool:
 
 @functools.cache  # one import per process is all there is to warm up
 def warm_up_gate() -> None:
-    """Import Great Expectations (seconds) in a background thread while partitions convert
-    elsewhere on cores this process does not need (see :func:`leaves_a_core_idle`). The
-    gate's own import then finds it done (Python's import lock makes it wait if not)."""
+    """Import Great Expectations (seconds) in a background thread while this process
+    waits: for a temporary Prefect server to start, for discovery on the worker pool, or
+    for partitions converting on cores it does not need (see :func:`leaves_a_core_idle`).
+    The gate's own import then finds it done (Python's import lock makes it wait if not)."""
     import threading
 
     from quality_checks.suites import import_gx
@@ -408,10 +409,17 @@ def run_build(request: BuildRequest, *, progress: bool | None = None) -> BuildOu
     ``progress``: draw progress bars (default: when stderr is a terminal).
     """
     configure_prefect(settings_for(request).workdir)
+    # without a configured server a temporary one starts now (seconds: a subprocess
+    # importing Prefect's server and migrating its database) while this process waits:
+    # the core it leaves idle imports the gate's libraries
+    server_ahead = not os.environ.get("PREFECT_API_URL") and (os.cpu_count() or 1) > 1
     if request.executor != "local":
-        ensure_prefect_api()
+        ensure_prefect_api(while_starting=warm_up_gate if server_ahead else None)
     from flows.prefect_flows import build_flow
     from flows.progress import BuildProgress
+
+    if server_ahead and request.executor == "local":
+        warm_up_gate()  # Prefect starts the server at the flow's first API call
 
     with BuildProgress(request.dataset, enabled=progress) as bars:
         return build_flow(request, bars)

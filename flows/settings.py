@@ -14,6 +14,7 @@ import dataclasses
 import os
 import posixpath
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from fsspec.core import url_to_fs
@@ -88,13 +89,14 @@ def configure_prefect(workdir: str) -> None:
 _TEMPORARY_SERVER: Any = None
 
 
-def ensure_prefect_api() -> None:
+def ensure_prefect_api(*, while_starting: Callable[[], None] | None = None) -> None:
     """Give worker processes (Dask, Ray) the driver's Prefect API.
 
     Without a configured server each process would start a temporary server of its
     own (and leave it behind when the worker exits). The driver starts one temporary
     server and exports its URL, which worker processes inherit; it stops with the
-    driver process.
+    driver process. ``while_starting`` is called just before the start, which this
+    process spends waiting (seconds).
     """
     global _TEMPORARY_SERVER
     if os.environ.get("PREFECT_API_URL"):
@@ -104,6 +106,8 @@ def ensure_prefect_api() -> None:
     from prefect.server.api.server import SubprocessASGIServer
 
     server = SubprocessASGIServer()
+    if while_starting is not None:
+        while_starting()
     server.start()
     os.environ["PREFECT_API_URL"] = server.api_url
     _TEMPORARY_SERVER = server

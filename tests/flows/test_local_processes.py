@@ -118,6 +118,50 @@ def test_the_gate_is_imported_during_conversion_only_on_a_core_left_idle(monkeyp
     assert leaves_a_core_idle(req("ray", 64, ray_address="ray://head:10001"), 1)
 
 
+@pytest.mark.parametrize(
+    "executor, api_url, cores, expected",
+    [
+        ("local", "", 2, ["gx import", "flow"]),  # Prefect starts its temporary server in the flow
+        ("dask", "", 2, ["gx import", "server start", "flow"]),  # started here for the workers
+        ("local", "http://prefect:4200/api", 2, ["flow"]),  # a running server: no wait to fill
+        ("dask", "http://prefect:4200/api", 2, ["flow"]),
+        ("local", "", 1, ["flow"]),  # one core: the import would only delay the server
+    ],
+)
+def test_the_gate_is_imported_while_a_temporary_prefect_server_starts(
+    monkeypatch, tmp_path, executor, api_url, cores, expected
+):
+    from prefect.server.api import server as prefect_server
+
+    import flows.build as build
+    import flows.prefect_flows as prefect_flows
+    import flows.settings as settings
+
+    events: list[str] = []
+
+    class Server:
+        api_url = "http://127.0.0.1:1/api"
+
+        def start(self) -> None:
+            events.append("server start")
+
+        def stop(self) -> None:
+            pass
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    monkeypatch.setenv("PREFECT_API_URL", api_url)  # restored after the test, also when set here
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    monkeypatch.setattr(settings, "_TEMPORARY_SERVER", None)
+    monkeypatch.setattr(prefect_server, "SubprocessASGIServer", Server)
+    monkeypatch.setattr(build, "warm_up_gate", lambda: events.append("gx import"))
+    monkeypatch.setattr(prefect_flows, "build_flow", lambda request, bars: events.append("flow"))
+
+    build.run_build(
+        BuildRequest(recipe="convert", sources=[], dataset="d", workdir=str(tmp_path), executor=executor), progress=False
+    )
+    assert events == expected
+
+
 def test_a_script_without_the_main_guard_still_builds_in_one_process(tmp_path):
     """Spawned workers re-import the main script; without the guard they fail to start.
     The build must notice, warn, and finish in its own process."""
