@@ -39,7 +39,7 @@ from converters.deid import deidentified_subset, dicom_metadata
 from converters.dicom_labels import annotation_kind, load_dicom_labels
 from converters.imaging import auto_window, grey_images, lossless_raw
 from converters.io import member_path, read_bytes
-from converters.labels import VOLUME_SUFFIXES, load_label_volumes, masks_for_slice
+from converters.labels import VOLUME_SUFFIXES, distinct_stems, load_label_volumes, masks_for_slice
 from converters.rows import build_row
 from converters.video import encode_frames
 from curation.images import image_record, to_uint8_window
@@ -527,7 +527,7 @@ def _label_volumes(
         volumes.extend(load_label_volumes(volume_uris, series_reference(ordered), opts))
     if dicom_uris:
         volumes.extend((v.array, v.names, v.stem) for v in load_dicom_labels(dicom_uris, ordered, item["key"]))
-    return volumes
+    return distinct_stems(volumes)
 
 
 def _cine_row(

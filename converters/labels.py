@@ -101,6 +101,25 @@ def masks_for_slice(
     return masks
 
 
+def distinct_stems(
+    volumes: list[tuple[np.ndarray, dict[int, str], str]],
+) -> list[tuple[np.ndarray, dict[int, str], str]]:
+    """The label sources of one image with stems made distinct.
+
+    A mask's label is ``<stem>:<value>`` and names it within its sample; two sources
+    whose stems coincide (two DICOM-SEG objects that both number their segments from 1,
+    ``liver.nii.gz`` attached from two folders) would give two different masks one
+    label. The first keeps its stem, later ones get ``~2``, ``~3`` in the order the
+    sources are attached (discovery's sorted order: the same on every build).
+    """
+    seen: dict[str, int] = {}
+    out = []
+    for array, names, stem in volumes:
+        seen[stem] = seen.get(stem, 0) + 1
+        out.append((array, names, stem if seen[stem] == 1 else f"{stem}~{seen[stem]}"))
+    return out
+
+
 def load_label_volumes(
     label_uris: list[str], reference: sitk.Image, opts: ConvertOptions
 ) -> list[tuple[np.ndarray, dict[int, str], str]]:

@@ -28,7 +28,12 @@ import SimpleITK as sitk
 from converters.base import ConversionError, ConvertOptions
 from converters.imaging import auto_window, grey_images, lossless_raw
 from converters.io import as_local_file
-from converters.labels import load_label_volumes, masks_for_slice, strip_volume_suffix
+from converters.labels import (
+    distinct_stems,
+    load_label_volumes,
+    masks_for_slice,
+    strip_volume_suffix,
+)
 from converters.rows import build_row, subject_from_key
 from curation.images import image_record
 
@@ -114,7 +119,7 @@ def _volume_rows(
         raise ConversionError("bad_header", f"{uri}: volume has an empty axis, size {image.GetSize()}")
     plane = acquisition_plane(image)
     code = PLANE_ORIENTATION[plane]
-    labels = load_label_volumes(list(item.get("label_uris") or []), image, opts)
+    labels = distinct_stems(load_label_volumes(list(item.get("label_uris") or []), image, opts))
     oriented_labels = [
         (_orient_array(array, image, code), names, stem) for array, names, stem in labels
     ]

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from converters.base import ConversionError, SlicePolicy
 from converters.io import read_bytes
 from converters.text import read_records, read_vqa, split_report
+from curation.categories import canonical_category, load_table
 from curation.ids import sample_id, sha256_bytes, stable_hash
 from curation.recipes.common import (
     Family,
@@ -95,6 +96,10 @@ class UnimedOptions(BaseModel):
     region_slices: SliceSpec = "all"  # slices of segmentation volumes that become region questions
     max_regions_per_image: int = Field(default=4, ge=1)
     vqa_language: str | None = "en"  # SLAKE ships en and zh questions: keep one (None: all)
+    # region answers name structures through the same category table as imed
+    # ("Kidney-L" -> "left kidney"); names the table does not know are kept, normalised
+    category_table: str = "imed_categories"
+    category_version: int = Field(default=1, ge=1)
 
 
 SUPER_RESOLUTION = "super_resolution"
@@ -525,9 +530,13 @@ class Unimed(Family):
         rows, reject = convert_item(plain, convert)
         if reject is not None:
             raise ConversionError(reject.reason, reject.detail)
+        table = load_table(opts.category_table, opts.category_version)
         out: list[Produced | Reject] = []
         for row in rows:
-            masks = [m for m in row.get("masks") or [] if m.get("bbox_xyxy")]
+            masks = [
+                {**m, "category": canonical_category(m["category"], table)[0]}
+                for m in row.get("masks") or [] if m.get("bbox_xyxy")
+            ]
             if not masks:
                 continue
             width = next(img["width"] for img in row["images"] if img["role"] == "input")
@@ -542,6 +551,12 @@ class Unimed(Family):
                 question = rng.choice(PROMPTS["region"]).format(box=box)
                 turns.append({"from": "human", "value": f"<image>\n{question}" if position == 0 else question})
                 turns.append({"from": "gpt", "value": f"{mask['category']}."})
+            steps = json.loads(row["provenance"]["steps_json"])
+            steps.append({"step": "unimed.regions", "params": {
+                "table": f"{opts.category_table}.v{opts.category_version}",
+                "regions": [{"label": masks[i]["label"], "category": masks[i]["category"]} for i in chosen],
+            }})
+            row["provenance"]["steps_json"] = json.dumps(steps, sort_keys=True, separators=(",", ":"))
             row.update(
                 task="referring_seg",
                 sample_id=sample_id(row["dataset"], row["source"], row["source_uri"], "referring_seg"),

@@ -5,6 +5,7 @@ the category table, prompts as for label maps, and a Reject per SEG that cannot 
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 import warnings
 from pathlib import Path
@@ -164,6 +165,26 @@ def test_seg_segments_land_on_their_slices_with_prompts(seg_build: Built):
     assert_subject_level_splits(seg_build.rows)
 
 
+def test_two_segs_numbering_from_one_give_each_mask_its_own_label(tmp_path: Path):
+    """Two SEG objects on one series, both with a segment 1 (the usual: one SEG per
+    annotator or per structure): two masks on the slice, two labels, each mask its own
+    pixels and category."""
+    slices = ct_slices()
+    names, sources = list(slices), list(slices.values())
+    folder = copy_ct(tmp_path / "src" / "ct_two")
+    tumour, kidney = SEGMENTS[1], SEGMENTS[2]
+    write_seg(folder / "a_tumour.seg.dcm", sources, {1: tumour}, names)
+    write_seg(folder / "b_kidney.seg.dcm", sources, {1: kidney}, names)
+    built = build_family("imed", tmp_path / "work", tmp_path / "src", {"options": {"clicks": 1}})
+    row = next(r for r in built.rows if int(r["source_uri"].rsplit("=", 1)[1]) == slot_of_file()["03.dcm"])
+    masks = {m["label"]: m for m in row["masks"]}
+    assert sorted(masks) == ["seg-1:1", "seg-1~2:1"]  # discovery's sorted order: a_tumour first
+    for label, (_, truth), category in (("seg-1:1", tumour, "liver tumor"), ("seg-1~2:1", kidney, "left kidney")):
+        assert masks[label]["category"] == category
+        np.testing.assert_array_equal(decode_png(masks[label]["data"]), truth["03.dcm"])
+    assert row["labels"] == ["left kidney", "liver tumor"]
+
+
 def test_unusable_segs_are_rejects_with_reasons(seg_build: Built):
     by_uri = {r.source_uri: r for r in seg_build.rejects}
     orphan = by_uri["ct_seg/orphan.seg.dcm"]
@@ -199,7 +220,12 @@ def test_unimed_asks_region_questions_on_seg_sources(seg_build: Built, tmp_path:
     built = build_family("unimed", tmp_path / "work", seg_build.tree / "ct_seg", {"sources": [{"name": "ct_seg"}]})
     answers = sorted(t["value"] for r in built.rows for t in r["conversations"][1::2])
     assert {r["task"] for r in built.rows} == {"referring_seg"}
-    assert answers == ["kidney-l.", "liver_tumour.", "liver_tumour."]  # unimed answers with the segment labels as written
+    # the segment labels as written are Liver_Tumour and Kidney-L: answers name them
+    # through the category table, as imed does
+    assert answers == ["left kidney.", "liver tumor.", "liver tumor."]
+    assert all(m["category"] in ("left kidney", "liver tumor") for r in built.rows for m in r["masks"])
+    step = next(s for s in json.loads(built.rows[0]["provenance"]["steps_json"]) if s["step"] == "unimed.regions")
+    assert step["params"]["table"] == "imed_categories.v1"
     assert sorted((r.reason, r.source_uri.split("#")[-1]) for r in built.rejects) == [
         ("label_grid_mismatch", "label=lowres.seg.dcm"), ("orphan_label_map", "ct_seg/orphan.seg.dcm"),
     ]
