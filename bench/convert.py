@@ -15,7 +15,9 @@ and positions varied so no two files are equal), in series of 250.
   Parquet shards, Iceberg publish), in-process without Prefect's server start-up.
 
 Memory: the pipeline is run in a fresh subprocess with a shard target of 1/10 of the
-input size; its peak RSS is compared with the baseline loop's peak RSS.
+input size; its peak RSS is compared with the baseline loop's peak RSS. The process
+tree's memory is sampled in separate runs (the sampling thread costs ~5 % of a 2-core
+machine), so the timed runs carry no instrumentation.
 
 Run: .venv/bin/python bench/convert.py [--slices 1000]
 """
@@ -127,14 +129,17 @@ class TreeMemory:
         return self.peak
 
 
-def run_pipeline(source: Path, workdir: Path, shard_mb: float, workers: int | None = None) -> dict:
+def run_pipeline(
+    source: Path, workdir: Path, shard_mb: float, workers: int | None = None, *, watch_memory: bool = False
+) -> dict:
     """The build as ``medcurate convert`` runs it, without Prefect's API start-up:
     ``workers=None`` is the default (the machine's cores for a build this size), 1 keeps
-    conversion in the one process."""
+    conversion in the one process. ``watch_memory``: sample the process tree's RSS (a
+    thread polling psutil every 50 ms: ~5 % of a 2-core machine, so timed runs go without)."""
     os.environ.setdefault("MEDCURATE_SALT", "bench")
     from flows.build import BuildRequest, run_build_inline
 
-    watcher = TreeMemory()
+    watcher = TreeMemory() if watch_memory else None
     started = time.perf_counter()
     outcome = run_build_inline(
         BuildRequest(
@@ -147,7 +152,7 @@ def run_pipeline(source: Path, workdir: Path, shard_mb: float, workers: int | No
         )
     )
     seconds = time.perf_counter() - started
-    tree_peak = watcher.stop()
+    tree_peak = watcher.stop() if watcher is not None else 0
     return {
         "seconds": seconds,
         "samples": outcome.summary["samples_written"],
@@ -166,10 +171,9 @@ def child(mode: str, source: str, workdir: str, shard_mb: float) -> None:
 
         print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
         return
-    if mode == "pipeline":
-        print(json.dumps(run_pipeline(Path(source), Path(workdir), shard_mb)))
-    elif mode == "pipeline-1":
-        print(json.dumps(run_pipeline(Path(source), Path(workdir), shard_mb, workers=1)))
+    if mode.startswith("pipeline"):
+        workers = 1 if "-1" in mode else None
+        print(json.dumps(run_pipeline(Path(source), Path(workdir), shard_mb, workers, watch_memory=mode.endswith("-mem"))))
     else:
         files = sorted(Path(source).rglob("*.dcm"))
         seconds = bare_codec(files, "pillow" if mode == "bare-pillow" else "stored")
@@ -205,13 +209,16 @@ def main() -> None:
         pillow = measure("bare-pillow", source, Path(tmp) / "unused", shard_mb)
         pipe = measure("pipeline", source, Path(tmp) / "work", shard_mb)
         single = measure("pipeline-1", source, Path(tmp) / "work-1", shard_mb)
+        # memory from separate runs: the RSS watcher's polling would slow the timed ones
+        pipe_mem = measure("pipeline-mem", source, Path(tmp) / "work-mem", shard_mb)
+        single_mem = measure("pipeline-1-mem", source, Path(tmp) / "work-1-mem", shard_mb)
         imports = measure("imports", source, Path(tmp) / "unused", shard_mb)
         quarter = Path(tmp) / "quarter"  # a quarter of the series: does memory follow the input?
         quarter.mkdir()
         series = sorted(source.iterdir())
         for folder in series[: max(1, len(series) // 4)]:
             folder.rename(quarter / folder.name)
-        small = measure("pipeline", quarter, Path(tmp) / "work-quarter", shard_mb)
+        small = measure("pipeline-mem", quarter, Path(tmp) / "work-quarter", shard_mb)
     print(f"machine: {os.cpu_count()} cores, {sys.platform}, python {sys.version.split()[0]}")
     print(f"input: {args.slices} CT slices 512x512, {total / 1e6:.0f} MB; shard target {shard_mb:.1f} MiB")
     print(f"bare codec loop : {bare['seconds']:.2f} s  ({bare['samples'] / bare['seconds']:.1f} slices/s; stored PNG + zstd)")
@@ -228,14 +235,15 @@ def main() -> None:
             "  phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items())
             + f"; discovery+conversion+shards alone: {conversion:.1f} s = {conversion / bare['seconds']:.2f}x the bare loop"
         )
-    print(f"peak RSS: pipeline {pipe['peak_rss_mb']:.0f} MB vs bare loop {bare['peak_rss_mb']:.0f} MB (input {total / 1e6:.0f} MB)")
+    print(f"peak RSS: pipeline {pipe_mem['peak_rss_mb']:.0f} MB vs bare loop {bare['peak_rss_mb']:.0f} MB (input {total / 1e6:.0f} MB)")
     print(
-        f"  with its worker processes (summed, sampled every 50 ms): {pipe['tree_peak_mb']:.0f} MB for {pipe['samples']} slices, "
-        f"{small['tree_peak_mb']:.0f} MB for {small['samples']}; one process (--workers 1): {single['tree_peak_mb']:.0f} MB"
+        f"  with its worker processes (summed, sampled every 50 ms in separate, untimed runs): {pipe_mem['tree_peak_mb']:.0f} MB "
+        f"for {pipe_mem['samples']} slices, {small['tree_peak_mb']:.0f} MB for {small['samples']}; one process (--workers 1): "
+        f"{single_mem['tree_peak_mb']:.0f} MB"
     )
     print(
         f"memory growth over the libraries' {imports['peak_rss_mb']:.0f} MB: "
-        f"{pipe['peak_rss_mb'] - imports['peak_rss_mb']:.0f} MB for {pipe['samples']} slices (10x the shard size), "
+        f"{pipe_mem['peak_rss_mb'] - imports['peak_rss_mb']:.0f} MB for {pipe_mem['samples']} slices (10x the shard size), "
         f"{small['peak_rss_mb'] - imports['peak_rss_mb']:.0f} MB for {small['samples']} slices: bounded by the shard, not the input"
     )
 
