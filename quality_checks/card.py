@@ -38,10 +38,14 @@ HISTOGRAM_METRICS: dict[str, str] = {
     "video_duration_s": "clip duration (s)",
 }
 CONTACT_SHEET_SAMPLES = 12
-#: full rows read to pick the pictures from: enough for 12 contact-sheet samples round-robin
-#: over kinds and 3 degradation parents with their severities, few enough that a card of
-#: CT (~0.8 MB a row with the raw copy) or video rows does not read hundreds of MB
+#: rows the pictures are picked from: enough for 12 contact-sheet samples round-robin over
+#: kinds and 3 degradation parents with their severities; they are read without their
+#: image, mask and clip bytes, and only the picked rows are then read whole
 SAMPLE_ROWS_PER_CARD = 64
+#: columns whose ``data`` leaves are the heavy bytes left out of the rows picking reads
+HEAVY_COLUMNS = ("images", "masks", "video")
+#: the key under which a candidate row carries its place: (shard index, row in shard)
+POSITION = "_position"
 MASK_COLOURS = np.array(
     [[230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180], [70, 240, 240], [240, 50, 230]],
     dtype=np.float32,
@@ -59,39 +63,63 @@ def _read_metrics(path: str) -> pa.Table:
         return parquet.read(columns=[c for c in HISTOGRAM_METRICS if c in parquet.schema_arrow.names])
 
 
-def _load(table_or_shards: pa.Table | Sequence[str]) -> tuple[pa.Table, pa.Table]:
-    """(table of light columns of every row, table of full rows for pictures).
+def _load(table_or_shards: pa.Table | Sequence[str]) -> tuple[pa.Table, list[dict[str, Any]]]:
+    """(table of light columns of every row, candidate rows to pick the pictures from).
 
-    From shards: the light columns of every shard (counts need every row), and full rows
-    only until ``SAMPLE_ROWS_PER_CARD`` are in hand, read batch by batch so a big first
-    shard is not decoded whole for a few pictures.
+    Candidates are the first ``SAMPLE_ROWS_PER_CARD`` rows, read without the bytes of
+    their images, masks and clips (a CT row is ~0.8 MB with its raw copy, of which
+    picking needs a few fields), each with its place under ``POSITION`` for
+    :func:`_full_rows`. Counts need every row: the light columns of every shard.
     """
     if isinstance(table_or_shards, pa.Table):
         light = [c for c in LIGHT_COLUMNS if c in table_or_shards.schema.names]
-        return table_or_shards.select(light), table_or_shards.slice(0, SAMPLE_ROWS_PER_CARD)
-    light_parts, full_parts, full_rows = [], [], 0
-    for path in table_or_shards:
+        head = table_or_shards.slice(0, SAMPLE_ROWS_PER_CARD).to_pylist()
+        return table_or_shards.select(light), [{**row, POSITION: (0, i)} for i, row in enumerate(head)]
+    light_parts: list[pa.Table] = []
+    candidates: list[dict[str, Any]] = []
+    for index, path in enumerate(table_or_shards):
         fs, inner = fsspec.core.url_to_fs(path)
         with fs.open(inner, "rb") as handle:
             parquet = pq.ParquetFile(handle)
-            light_columns = [c for c in LIGHT_COLUMNS if c in parquet.schema_arrow.names]
-            wanted = SAMPLE_ROWS_PER_CARD - full_rows
-            if wanted > 0 and parquet.metadata.num_rows <= wanted:
-                part = parquet.read()
-                light_parts.append(part.select(light_columns))
-            else:
-                light_parts.append(parquet.read(columns=light_columns))
-                part = None
-                if wanted > 0:
-                    batch = next(parquet.iter_batches(batch_size=wanted), None)
-                    part = pa.Table.from_batches([batch]) if batch is not None else None
-            if part is not None:
-                full_parts.append(part)
-                full_rows += part.num_rows
+            light_parts.append(parquet.read(columns=[c for c in LIGHT_COLUMNS if c in parquet.schema_arrow.names]))
+            wanted = SAMPLE_ROWS_PER_CARD - len(candidates)
+            if wanted <= 0:
+                continue
+            batch = next(parquet.iter_batches(batch_size=wanted, columns=_metadata_paths(parquet)), None)
+            rows = batch.to_pylist() if batch is not None else []
+            candidates += [{**row, POSITION: (index, i)} for i, row in enumerate(rows)]
     if not light_parts:
         raise ValueError("write_dataset_card needs a table or at least one shard path")
-    full = pa.concat_tables(full_parts, promote_options="default").slice(0, SAMPLE_ROWS_PER_CARD)
-    return pa.concat_tables(light_parts, promote_options="default"), full
+    return pa.concat_tables(light_parts, promote_options="default"), candidates
+
+
+def _metadata_paths(parquet: pq.ParquetFile) -> list[str]:
+    """Every leaf column of the shard but the ``data`` bytes under ``HEAVY_COLUMNS``."""
+    paths = [parquet.schema.column(i).path for i in range(len(parquet.schema))]
+    return [p for p in paths if not (p.split(".", 1)[0] in HEAVY_COLUMNS and p.rsplit(".", 1)[-1] == "data")]
+
+
+def _full_rows(table_or_shards: pa.Table | Sequence[str], positions: set[tuple[int, int]]) -> pa.Table | None:
+    """The whole rows at ``positions``, in ``sorted(positions)`` order, reading only the
+    row groups that hold them."""
+    if not positions:
+        return None
+    if isinstance(table_or_shards, pa.Table):
+        return table_or_shards.take(sorted(row for _, row in positions))
+    parts = []
+    for index in sorted({shard for shard, _ in positions}):
+        rows = sorted(row for shard, row in positions if shard == index)
+        fs, inner = fsspec.core.url_to_fs(table_or_shards[index])
+        with fs.open(inner, "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            sizes = [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)]
+            first_row = np.cumsum([0, *sizes])
+            group_of = {row: int(np.searchsorted(first_row, row, side="right")) - 1 for row in rows}
+            groups = sorted(set(group_of.values()))
+            table = parquet.read_row_groups(groups)
+        read_from = dict(zip(groups, np.cumsum([0, *(sizes[g] for g in groups)]), strict=False))  # group -> first row read
+        parts.append(table.take([int(read_from[group_of[row]] + row - first_row[group_of[row]]) for row in rows]))
+    return pa.concat_tables(parts, promote_options="default")
 
 
 def _counts_markdown(table: pa.Table, column: str) -> str:
@@ -279,12 +307,12 @@ def _sample_pixels(row: Mapping[str, Any]) -> np.ndarray | None:
     return None
 
 
-def _contact_sheet(rows: list[dict[str, Any]], path: str) -> bool:
-    """Up to 12 samples: picture with masks overlaid, boxes and clicks, the modality and
-    task with the mask categories above, the caption (or last answer) below."""
+def _contact_sheet(picked: list[dict[str, Any]], path: str) -> bool:
+    """The picked samples (:func:`_pick_samples`): picture with masks overlaid, boxes and
+    clicks, the modality and task with the mask categories above, the caption (or last
+    answer) below."""
     from PIL import Image, ImageDraw
 
-    picked = _pick_samples(rows, CONTACT_SHEET_SAMPLES)
     if not picked:
         return False
     cols = min(4, len(picked))
@@ -312,16 +340,23 @@ def _contact_sheet(rows: list[dict[str, Any]], path: str) -> bool:
     return True
 
 
-def _degradation_panels(rows: list[dict[str, Any]], path: str, max_groups: int = 3) -> bool:
-    """Per degraded parent (same source and degradation type): the clean image, then each
-    degraded version by severity with its declared PSNR and quality verdict."""
-    from PIL import Image, ImageDraw
-
+def _degradation_groups(
+    rows: list[dict[str, Any]], max_groups: int = 3
+) -> list[tuple[tuple[str, str], list[dict[str, Any]]]]:
+    """The first ``max_groups`` degraded parents (same source and degradation type), each
+    with its degraded rows."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         if row.get("degradation") and row.get("images"):
             groups[(str(row.get("source_uri")), str(row["degradation"].get("type")))].append(row)
-    chosen = sorted(groups.items())[:max_groups]
+    return sorted(groups.items())[:max_groups]
+
+
+def _degradation_panels(chosen: list[tuple[tuple[str, str], list[dict[str, Any]]]], path: str) -> bool:
+    """Per degraded parent (:func:`_degradation_groups`): the clean image, then each
+    degraded version by severity with its declared PSNR and quality verdict."""
+    from PIL import Image, ImageDraw
+
     if not chosen:
         return False
     width = 1 + max(len(v) for _, v in chosen)
@@ -465,16 +500,26 @@ def write_dataset_card(
     import markdown
 
     os.makedirs(out_dir, exist_ok=True)
-    light, full = _load(table_or_shards)
-    rows = full.to_pylist()
+    light, candidates = _load(table_or_shards)
+    # pick from rows without their bytes, then read whole only the rows that are drawn
+    picked = _pick_samples(candidates, CONTACT_SHEET_SAMPLES)
+    degraded = _degradation_groups(candidates)
+    drawn = {row[POSITION] for row in picked} | {row[POSITION] for _, members in degraded for row in members}
+    full = _full_rows(table_or_shards, drawn)
+    whole = dict(zip(sorted(drawn), full.to_pylist() if full is not None else [], strict=True))
     if isinstance(metrics, str):
         metrics = _read_metrics(metrics)
     if metrics is None:
-        metrics = MetricsStage().compute(full)
+        metrics = MetricsStage().compute(full) if full is not None else pa.table({})
 
     figures = {
-        "contact_sheet.png": _contact_sheet(rows, os.path.join(out_dir, "contact_sheet.png")),
-        "degradation_panels.png": _degradation_panels(rows, os.path.join(out_dir, "degradation_panels.png")),
+        "contact_sheet.png": _contact_sheet(
+            [whole[row[POSITION]] for row in picked], os.path.join(out_dir, "contact_sheet.png")
+        ),
+        "degradation_panels.png": _degradation_panels(
+            [(key, [whole[row[POSITION]] for row in members]) for key, members in degraded],
+            os.path.join(out_dir, "degradation_panels.png"),
+        ),
         "metric_histograms.png": _histograms(metrics, os.path.join(out_dir, "metric_histograms.png")),
     }
     subjects = len(pc.unique(pc.drop_null(light.column("subject_key")))) if "subject_key" in light.schema.names else 0

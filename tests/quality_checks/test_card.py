@@ -65,9 +65,12 @@ def test_histograms_use_the_gate_metrics_when_given(tmp_path: Path) -> None:
     assert "| SURG | 2 | 100.0% |" in (tmp_path / "card" / "README.md").read_text()
 
 
-def test_pictures_come_from_the_first_rows_and_counts_from_every_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A big shard is not decoded whole for a few pictures: full rows are read batch by
-    batch up to SAMPLE_ROWS_PER_CARD, while the count columns cover every row of every shard."""
+def test_pictures_are_picked_without_bytes_and_only_drawn_rows_are_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counts cover every row of every shard; pictures are picked from the first
+    SAMPLE_ROWS_PER_CARD rows read without image/mask/clip bytes, and only the row
+    groups holding the picked rows are then read whole (a CT row is ~0.8 MB)."""
     from quality_checks import card
 
     monkeypatch.setattr(card, "SAMPLE_ROWS_PER_CARD", 4)
@@ -76,11 +79,25 @@ def test_pictures_come_from_the_first_rows_and_counts_from_every_row(tmp_path: P
     path.parent.mkdir(parents=True)
     pq.write_table(table_of(imed), path, row_group_size=2)
     medq = write_shard(FAMILY_ROWS["medq_uni"](), tmp_path / "shards" / "medq.parquet")
-    light, full = card._load([str(path), medq])
+    light, candidates = card._load([str(path), medq])
     assert light.num_rows == 6 + len(FAMILY_ROWS["medq_uni"]())
     assert set(light.schema.names) == {"modality", "task", "split", "source", "dataset", "subject_key"}
-    assert full.num_rows == 4 and set(full.column("modality").to_pylist()) == {"CT"}
-    assert "images" in full.schema.names
+    assert [row[card.POSITION] for row in candidates] == [(0, 0), (0, 1), (0, 2), (0, 3)]
+    assert all(row["images"] and all("data" not in image for image in row["images"]) for row in candidates)
+    assert all(row["masks"] and all("data" not in mask for mask in row["masks"]) for row in candidates)
+
+    groups_read: list[list[int]] = []
+    read_row_groups = pq.ParquetFile.read_row_groups
+
+    def counting(self: pq.ParquetFile, groups: list[int], *args: object, **kwargs: object) -> pa.Table:
+        groups_read.append(list(groups))
+        return read_row_groups(self, groups, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_groups", counting)
+    full = card._full_rows([str(path), medq], {(0, 3), (0, 1), (1, 0)})
+    assert groups_read == [[0, 1], [0]]  # imed rows 1 and 3 live in row groups 0 and 1
+    expected = pq.read_table(path).take([1, 3]).to_pylist() + pq.read_table(medq).take([0]).to_pylist()
+    assert full is not None and full.to_pylist() == expected  # whole rows, bytes and all, in position order
 
 
 def test_histogram_bars_are_drawn_in_proportion(tmp_path: Path) -> None:
