@@ -83,6 +83,9 @@ class ConvertOptions:
     modality: str | None = None  # for inputs without a modality header (rasters, volumes)
     subject_pattern: str | None = None  # regex on the relative key; group 1 is the subject
     allow_burned_in: bool = False
+    # "declared": reject BurnedInAnnotation=YES; "strict": also images of modalities that
+    # often carry burned-in text (converters/dicom.py BURNED_IN_PRONE) unless it is NO
+    burned_in: str = "declared"
     hash_source_uri: bool = False
     label_names: tuple[tuple[int, str], ...] = ()  # label value → name, for label maps
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
@@ -101,6 +104,18 @@ class ConvertOptions:
         data.pop("item_timeout_s")
         data["slices"] = str(self.slices)
         return json.dumps(data, sort_keys=True, default=str)
+
+
+#: ``ConvertOptions.burned_in``: what the header must say for pixels to be kept
+BURNED_IN_POLICIES = ("declared", "strict")
+
+
+def burned_in_policy(value: object) -> str:
+    """The burned-in policy named by an option (None: the default, ``declared``)."""
+    policy = str(value or "declared")
+    if policy not in BURNED_IN_POLICIES:
+        raise ValueError(f"burned_in must be one of {list(BURNED_IN_POLICIES)}, got {policy!r}")
+    return policy
 
 
 def json_dumps(value: Any) -> str:

@@ -631,11 +631,38 @@ def _caption(modality: str, part: str | None, index: int, count: int, categories
     return text
 
 
+#: modalities whose images often carry the patient's name, ID or dates as burned-in text
+#: (ultrasound, fluoroscopy, endoscopy and camera photographs, secondary captures of
+#: screens and documents) — rejected under ``burned_in="strict"`` unless the header says NO
+BURNED_IN_PRONE = frozenset({"US", "IVUS", "XA", "RF", "ES", "XC", "GM", "OT", "SC", "DOC"})
+#: Secondary Capture Image Storage SOP classes (1.2.840.10008.5.1.4.1.1.7 and .7.x)
+_SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+
+
 def _reject_burned_in(ds: Dataset, uri: str, opts: ConvertOptions) -> None:
-    if str(ds.get("BurnedInAnnotation", "")).upper() == "YES" and not opts.allow_burned_in:
+    """Reject pixels that may carry identifying text, by the header (nothing reads the
+    pixels for text): BurnedInAnnotation=YES always (unless ``allow_burned_in``); with
+    ``burned_in="strict"`` also a burned-in-prone modality or a secondary capture whose
+    header does not say NO, which is most ultrasound and screen captures."""
+    if opts.allow_burned_in:
+        return
+    declared = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
+    if declared == "YES":
         raise ConversionError(
             "burned_in_annotation",
             f"{uri}: BurnedInAnnotation (0028,0301) is YES; text in the pixels may identify the patient",
+        )
+    if opts.burned_in != "strict" or declared == "NO":
+        return
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    sop_class = str(ds.get("SOPClassUID", "") or "")
+    secondary = sop_class == _SECONDARY_CAPTURE or sop_class.startswith(_SECONDARY_CAPTURE + ".")
+    if modality in BURNED_IN_PRONE or secondary:
+        kind = "a secondary capture" if secondary else f"modality {modality}"
+        raise ConversionError(
+            "burned_in_unknown",
+            f"{uri}: {kind} often has burned-in text and BurnedInAnnotation (0028,0301) is "
+            f"{declared or 'absent'}, not NO (burned_in=strict)",
         )
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from converters.base import WORK_ITEM_SCHEMA, ConvertOptions, SlicePolicy
+from converters.base import WORK_ITEM_SCHEMA, ConvertOptions, SlicePolicy, burned_in_policy
 from curation.shards import DEFAULT_SHARD_BYTES
 from curation.stages import Reject, Stage
 from curation.version import pipeline_version
@@ -84,6 +84,7 @@ CONVERT_OPTION_KEYS = (
     "subject_pattern",
     "hash_source_uri",
     "allow_burned_in",
+    "burned_in",
     "partition_items",
     "shard_bytes",
     "label_names",
@@ -108,6 +109,7 @@ def plan_convert(ctx: PlanContext) -> BuildPlan:
         modality=ctx.options.get("modality"),
         subject_pattern=ctx.options.get("subject_pattern"),
         allow_burned_in=bool(ctx.options.get("allow_burned_in", False)),
+        burned_in=burned_in_policy(ctx.options.get("burned_in")),
         hash_source_uri=bool(ctx.options.get("hash_source_uri", False)),
         label_names=tuple(sorted((int(k), str(v)) for k, v in (ctx.options.get("label_names") or {}).items())),
         deid_dates=str(ctx.options.get("deid_dates") or "shift"),

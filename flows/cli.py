@@ -119,6 +119,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         "subject_pattern": args.subject_pattern,
         "hash_source_uri": args.hash_source_uri,
         "allow_burned_in": args.allow_burned_in,
+        "burned_in": args.burned_in,
         "shard_bytes": int(args.shard_size_mb * 1024 * 1024),
         "partition_items": args.partition_items,
         "label_names": parse_label_names(args.label_names),
@@ -269,6 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--subject-pattern", help="regex on the relative path; group 1 names the subject")
     conv.add_argument("--hash-source-uri", action="store_true", help="store salted hashes instead of paths")
     conv.add_argument("--allow-burned-in", action="store_true", help="keep DICOM with BurnedInAnnotation=YES")
+    conv.add_argument(
+        "--burned-in", choices=["declared", "strict"], default="declared",
+        help="strict: also reject ultrasound, fluoroscopy, endoscopy, photographs and secondary "
+        "captures unless BurnedInAnnotation is NO (default declared: reject only YES)",
+    )
     conv.add_argument("--label-names", help="names of label-map values, e.g. '1=liver,2=spine'")
     conv.add_argument("--deid-dates", choices=["shift", "remove"], default="shift",
                       help="DICOM dates: shift by a per-subject salted offset (default) or remove")

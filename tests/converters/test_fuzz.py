@@ -131,7 +131,7 @@ KNOWN_REASONS = {
     "unreadable", "truncated", "empty_file", "bad_header", "not_dicom", "no_pixel_data", "pixel_decode_failed",
     "unsupported_format", "unsupported_dimension", "unsupported_pixel_type", "too_large", "bad_label_map",
     "label_grid_mismatch", "orphan_label_map", "no_video_stream", "no_usable_clip", "no_samples",
-    "burned_in_annotation", "mask_size_mismatch", "bad_archive", "unsafe_archive_member", "timeout",
+    "burned_in_annotation", "burned_in_unknown", "mask_size_mismatch", "bad_archive", "unsafe_archive_member", "timeout",
 }
 
 

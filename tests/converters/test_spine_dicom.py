@@ -176,6 +176,42 @@ def test_burned_in_annotation_is_rejected_unless_allowed(tmp_path):
     assert table.num_rows == 1 and rejects == []
 
 
+def test_strict_burned_in_policy_rejects_prone_modalities_unless_the_header_says_no(tmp_path):
+    """pydicom's ultrasound and secondary-capture files carry no BurnedInAnnotation, like
+    most real ones: kept by default, rejected under strict unless the header says NO; a CT
+    without the tag stays; allow_burned_in keeps everything."""
+    src = tmp_path / "strict"
+    src.mkdir()
+    for name in ("CT_small.dcm", "examples_rgb_color.dcm", "SC_rgb_small_odd.dcm"):
+        shutil.copy2(pydicom_file(name), src / name)
+    cleared = pydicom.dcmread(pydicom_file("examples_palette.dcm"))
+    assert "BurnedInAnnotation" not in cleared
+    cleared.BurnedInAnnotation = "NO"  # an ultrasound whose header vouches for its pixels
+    cleared.save_as(src / "us_cleared.dcm")
+
+    table, rejects = convert([src])
+    assert sorted(table.column("source_uri").to_pylist()) == [
+        "CT_small.dcm", "SC_rgb_small_odd.dcm", "examples_rgb_color.dcm", "us_cleared.dcm",
+    ]
+    table, rejects = convert([src], burned_in="strict")
+    assert sorted(table.column("source_uri").to_pylist()) == ["CT_small.dcm", "us_cleared.dcm"]
+    reasons = {r.source_uri: (r.reason, r.detail) for r in rejects}
+    assert sorted(reasons) == ["SC_rgb_small_odd.dcm", "examples_rgb_color.dcm"]
+    assert reasons["examples_rgb_color.dcm"][0] == "burned_in_unknown"
+    assert "modality US" in reasons["examples_rgb_color.dcm"][1] and "absent" in reasons["examples_rgb_color.dcm"][1]
+    assert "secondary capture" in reasons["SC_rgb_small_odd.dcm"][1]
+    table, rejects = convert([src], burned_in="strict", allow_burned_in=True)
+    assert table.num_rows == 4 and rejects == []
+
+
+def test_burned_in_policy_names_are_checked():
+    from converters.base import burned_in_policy
+
+    assert burned_in_policy(None) == "declared" and burned_in_policy("strict") == "strict"
+    with pytest.raises(ValueError, match="burned_in must be one of"):
+        burned_in_policy("lenient")
+
+
 def test_pydicom_bundled_mr_ct_and_colour_ultrasound(tmp_path):
     src = tmp_path / "bundled"
     src.mkdir()

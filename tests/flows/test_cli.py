@@ -61,3 +61,21 @@ def test_label_names_and_item_timeout_reach_the_converter(tmp_path, ct_series):
     table = pq.read_table(outcome.shards[0], columns=["masks"])
     categories = {m["category"] for row in table.column("masks").to_pylist() for m in row or []}
     assert categories == {"liver"}
+
+
+def test_burned_in_policy_reaches_the_build(tmp_path, monkeypatch, capsys):
+    """``--burned-in strict`` becomes the convert build's ``burned_in`` option (the
+    converter's behaviour is tested in tests/converters/test_spine_dicom.py)."""
+    import flows.build
+
+    requests = []
+
+    class Outcome:
+        summary = {"samples_written": 0, "inputs_converted": 0, "inputs_total": 0, "inputs_rejected": 0,
+                   "seconds": 0.0, "rejects_by_reason": {}, "run_id": "r"}
+
+    monkeypatch.setattr(flows.build, "run_build", lambda request: requests.append(request) or Outcome())
+    for flags, expected in (([], "declared"), (["--burned-in", "strict"], "strict")):
+        assert main(["--workdir", str(tmp_path), "convert", str(tmp_path), "--dataset", "d", *flags]) == 0
+        assert requests.pop().options["burned_in"] == expected
+    capsys.readouterr()
