@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import multiprocessing
+import os
 import pickle
 from collections import Counter
 from typing import Any
@@ -338,38 +341,50 @@ class _CountingFile:
 # -- persistent DataLoader workers -------------------------------------------------------
 
 
-def _worker_pids(loader: CatalogDataLoader) -> list[int]:
-    """The pids of a persistent loader's running workers (torch keeps its iterator)."""
-    iterator: Any = loader.loader._iterator  # torch's private multiprocessing iterator
-    assert iterator is not None, "the DataLoader kept no iterator: its workers are not persistent"
-    return [int(w.pid) for w in iterator._workers]
+def _report_start(queue: Any, worker_id: int) -> None:
+    queue.put(os.getpid())
 
 
-def _epoch_orders(cat: Any, *, persistent: bool, **loader_kwargs: Any) -> tuple[list[list[str]], list[list[int]]]:
+def _start_recorder(start_method: str | None = None) -> tuple[Any, Any]:
+    """(queue, worker_init_fn): torch runs ``worker_init_fn`` each time it starts a worker
+    process, which reports its pid — how often workers started, through public API."""
+    queue = multiprocessing.get_context(start_method).SimpleQueue()
+    return queue, functools.partial(_report_start, queue)
+
+
+def _starts(queue: Any) -> list[int]:
+    pids = []
+    while not queue.empty():
+        pids.append(int(queue.get()))
+    return pids
+
+
+def _epoch_orders(cat: Any, *, persistent: bool, **loader_kwargs: Any) -> tuple[list[list[str]], list[int]]:
     """Sample orders of 3 passes of one loader (epochs 0, 1 by ``end_epoch``, then 5 by
-    ``set_epoch``), and the worker pids seen after each pass when persistent."""
+    ``set_epoch``), and the pid of every worker start during them."""
     dataset = cat.to_torch("mixed", "v1", seed=13, decode=False, shuffle_buffer=8)
-    loader = CatalogDataLoader(dataset, batch_size=4, num_workers=2, persistent_workers=persistent, **loader_kwargs)
+    started, record = _start_recorder(loader_kwargs.get("multiprocessing_context"))
+    loader = CatalogDataLoader(
+        dataset, batch_size=4, num_workers=2, persistent_workers=persistent, worker_init_fn=record, **loader_kwargs
+    )
     orders: list[list[str]] = []
-    pids: list[list[int]] = []
     for epoch in (0, 1, 5):
         if epoch == 5:
             dataset.set_epoch(5)
         assert dataset.epoch == epoch
         orders.append([sid for batch in loader for sid in batch["sample_id"]])
-        if persistent:
-            pids.append(_worker_pids(loader))
-    return orders, pids
+    return orders, _starts(started)
 
 
 def test_persistent_workers_see_every_epoch(mixed: Any) -> None:
     cat, rows = mixed
-    orders, pids = _epoch_orders(cat, persistent=True)
+    orders, starts = _epoch_orders(cat, persistent=True)
     for order in orders:
         assert Counter(order) == Counter(ids(rows)) and len(order) == 72  # exactly once per epoch
     assert len({tuple(order) for order in orders}) == 3  # a new order every epoch
-    assert pids[0] == pids[1] == pids[2] and len(set(pids[0])) == 2  # the same two workers throughout
-    fresh_workers, _ = _epoch_orders(cat, persistent=False)
+    assert len(starts) == len(set(starts)) == 2  # two workers, each started once for the three passes
+    fresh_workers, fresh_starts = _epoch_orders(cat, persistent=False)
+    assert len(fresh_starts) == 6  # (the recorder sees non-persistent workers restart every pass)
     assert orders == fresh_workers  # the same orders as workers started anew every epoch
 
 
@@ -401,14 +416,14 @@ def test_persistent_workers_resume_mid_epoch(mixed: Any) -> None:
 
     # another loader whose workers already ran a whole epoch loads the checkpoint
     other = cat.to_torch("mixed", "v1", seed=11, decode=False, shuffle_buffer=10)
-    running = CatalogDataLoader(other, batch_size=4, num_workers=2, persistent_workers=True)
+    started, record = _start_recorder()
+    running = CatalogDataLoader(other, batch_size=4, num_workers=2, persistent_workers=True, worker_init_fn=record)
     assert len([sid for batch in running for sid in batch["sample_id"]]) == 72  # epoch 0 starts the workers
-    pids = _worker_pids(running)
     running.load_state_dict(state)
     rest = [sid for batch in running for sid in batch["sample_id"]]
     assert Counter(consumed + rest) == Counter(ids(rows)) and len(rest) == 52
     assert sorted(rest) == sorted(rest_here)
-    assert other.epoch == 3 and _worker_pids(running) == pids
+    assert other.epoch == 3 and len(_starts(started)) == 2  # the resumed pass ran on the same two workers
     # and the next epoch is whole, in the order fresh workers give epoch 3
     next_epoch = [sid for batch in running for sid in batch["sample_id"]]
     reference = cat.to_torch("mixed", "v1", seed=11, decode=False, shuffle_buffer=10)
@@ -460,9 +475,9 @@ def test_persistent_workers_with_a_mixture_follow_epochs_and_resume(mixed: Any) 
 @pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
 def test_persistent_spawned_workers_get_the_plan_by_handle(mixed: Any, start_method: str) -> None:
     cat, _ = mixed
-    spawned, pids = _epoch_orders(cat, persistent=True, multiprocessing_context=start_method)
+    spawned, starts = _epoch_orders(cat, persistent=True, multiprocessing_context=start_method)
     forked, _ = _epoch_orders(cat, persistent=False)
-    assert spawned == forked and pids[0] == pids[2]
+    assert spawned == forked and len(starts) == 2
 
 
 def test_a_dataset_after_a_loader_carries_no_stale_plan(mixed: Any) -> None:
