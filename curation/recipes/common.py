@@ -188,6 +188,8 @@ class FamilyContext:
             salt=self.salt,
             modality=modality,
             split_ratios=self.recipe.splits.ratios(),
+            deid_dates=self.recipe.deid.dates,
+            burned_in=self.recipe.deid.burned_in,
             pipeline_version=self.pipeline_version,
             run_id=self.run_id,
             slices=extra.pop("slices", SlicePolicy()),

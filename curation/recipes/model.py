@@ -92,6 +92,15 @@ class DedupSpec(StrictModel):
     hamming_threshold: int = Field(default=12, ge=0, le=64)
 
 
+class DeidSpec(StrictModel):
+    """How DICOM sources are de-identified beyond what always happens (converters/deid.py)."""
+
+    dates: Literal["shift", "remove"] = "shift"  # per-subject salted shift, or removed
+    #: declared: reject BurnedInAnnotation=YES; strict: also ultrasound, fluoroscopy,
+    #: endoscopy, photographs and secondary captures unless the header says NO
+    burned_in: Literal["declared", "strict"] = "declared"
+
+
 class CaptionerSpec(StrictModel):
     """An LLM rewrite of the template captions (synthesis.captioning); absent: templates."""
 
@@ -108,6 +117,7 @@ class Recipe(StrictModel):
     sources: list[SourceSpec] = Field(default_factory=list)  # empty: auto-detect under --source
     splits: SplitSpec = SplitSpec()
     dedup: DedupSpec = DedupSpec()
+    deid: DeidSpec = DeidSpec()
     captioner: CaptionerSpec | None = None
     options: dict[str, Any] = Field(default_factory=dict)  # family options (validated per family)
     gate: dict[str, Any] = Field(default_factory=dict)

@@ -29,6 +29,7 @@ def write(tmp_path: Path, text: str) -> Path:
         ("family: medq_uni\noptions: {severities: [4]}\n", "options.severities: Value error, expected a non-empty list"),
         ("family: imed\noptions: {slices: sometimes}\n", "options.slices: Value error, --slices must be 'all', 'middle' or 'every:N'"),
         ("family: unimed\noptions: {region_slices: every:0}\n", "options.region_slices: Value error, --slices must be"),
+        ("family: imed\ndeid: {burned_in: lenient}\n", "deid.burned_in: Input should be 'declared' or 'strict'"),
         ("family: imagenet\n", "family: expected one of"),
         ("- just\n- a list\n", "a recipe must be a mapping"),
     ],
@@ -65,3 +66,29 @@ def test_sources_are_detected_per_sub_folder_or_as_the_folder(tmp_path):
 def test_every_default_recipe_is_valid():
     for family in FAMILIES:
         assert recipe_for(family).family == family
+
+
+def test_a_recipes_deid_section_reaches_the_dicom_converter(tmp_path):
+    """``deid: {burned_in: strict, dates: remove}`` in a family recipe: the family's
+    converter options carry both, and pydicom's ultrasound (no BurnedInAnnotation) is a
+    reject under them while the default keeps it."""
+    import shutil
+
+    from converters.discover import discover
+    from converters.stage import convert_item
+    from curation.recipes.common import FamilyContext, family_options
+    from tests.helpers import pydicom_file
+
+    shutil.copy2(pydicom_file("examples_rgb_color.dcm"), tmp_path / "us.dcm")
+    (item,) = discover([str(tmp_path)]).table().to_pylist()
+    for text, policy, dates in (("family: unimed\n", "declared", "shift"),
+                                ("family: unimed\ndeid: {burned_in: strict, dates: remove}\n", "strict", "remove")):
+        recipe = load_recipe_file(write(tmp_path, text))
+        ctx = FamilyContext(recipe, family_options(recipe), {}, "salt", "run", "0")
+        options = ctx.convert_options("us_source", "US")
+        assert (options.burned_in, options.deid_dates) == (policy, dates)
+        rows, reject = convert_item(item, options)
+        if policy == "strict":
+            assert rows == [] and reject is not None and reject.reason == "burned_in_unknown"
+        else:
+            assert reject is None and len(rows) == 1
