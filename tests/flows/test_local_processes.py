@@ -121,14 +121,14 @@ def test_the_gate_is_imported_during_conversion_only_on_a_core_left_idle(monkeyp
 @pytest.mark.parametrize(
     "executor, api_url, cores, expected",
     [
-        ("local", "", 2, ["gx import", "flow"]),  # Prefect starts its temporary server in the flow
-        ("dask", "", 2, ["gx import", "server start", "flow"]),  # started here for the workers
+        ("local", "", 2, ["imports", "flow"]),  # Prefect starts its temporary server in the flow
+        ("dask", "", 2, ["imports", "server start", "flow"]),  # started here for the workers
         ("local", "http://prefect:4200/api", 2, ["flow"]),  # a running server: no wait to fill
         ("dask", "http://prefect:4200/api", 2, ["flow"]),
         ("local", "", 1, ["flow"]),  # one core: the import would only delay the server
     ],
 )
-def test_the_gate_is_imported_while_a_temporary_prefect_server_starts(
+def test_the_build_imports_its_libraries_while_a_temporary_prefect_server_starts(
     monkeypatch, tmp_path, executor, api_url, cores, expected
 ):
     from prefect.server.api import server as prefect_server
@@ -153,7 +153,7 @@ def test_the_gate_is_imported_while_a_temporary_prefect_server_starts(
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
     monkeypatch.setattr(settings, "_TEMPORARY_SERVER", None)
     monkeypatch.setattr(prefect_server, "SubprocessASGIServer", Server)
-    monkeypatch.setattr(build, "warm_up_gate", lambda: events.append("gx import"))
+    monkeypatch.setattr(build, "warm_up_build", lambda: events.append("imports"))
     monkeypatch.setattr(prefect_flows, "build_flow", lambda request, bars: events.append("flow"))
 
     build.run_build(
@@ -184,3 +184,15 @@ def test_a_script_without_the_main_guard_still_builds_in_one_process(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "SAMPLES 12 1" in done.stdout  # every sample, all converted in the one process
     assert "partitions run in this process from now on" in done.stderr
+
+
+def test_the_warm_up_names_modules_that_exist():
+    """The warm-up imports in a daemon thread, where a misspelt module would only print a
+    traceback: every name it imports must resolve."""
+    import importlib.util
+
+    from flows.build import _BUILD_MODULES
+    from flows.engines import _WORKER_PRELOAD
+
+    missing = [m for m in (*_WORKER_PRELOAD, *_BUILD_MODULES) if importlib.util.find_spec(m) is None]
+    assert not missing
