@@ -34,7 +34,12 @@ from curation.partitions import (
 from curation.stages import Reject, rejects_to_table
 from curation.version import pipeline_version
 from flows.runs import run_summary, write_run_record
-from flows.settings import Settings, configure_prefect, ensure_prefect_api
+from flows.settings import (
+    Settings,
+    configure_prefect,
+    ensure_prefect_api,
+    heartbeats_only_where_watched,
+)
 from flows.storage import configure_object_storage
 
 if TYPE_CHECKING:
@@ -447,7 +452,7 @@ def run_build(request: BuildRequest, *, progress: bool | None = None) -> BuildOu
     if server_ahead and request.executor == "local":
         warm_up_build()  # Prefect starts the server at the flow's first API call
 
-    with BuildProgress(request.dataset, enabled=progress) as bars:
+    with heartbeats_only_where_watched(), BuildProgress(request.dataset, enabled=progress) as bars:
         return build_flow(request, bars)
 
 

@@ -186,6 +186,48 @@ def test_a_script_without_the_main_guard_still_builds_in_one_process(tmp_path):
     assert "partitions run in this process from now on" in done.stderr
 
 
+@pytest.mark.parametrize(
+    "executor, api_url, beats",
+    [
+        ("local", "", False),  # Prefect's own temporary server: it dies with this process
+        ("dask", "", False),  # the temporary server ensure_prefect_api starts for the workers
+        ("local", "http://prefect:4200/api", True),  # a server that outlives us: heartbeats as configured
+    ],
+)
+def test_flow_heartbeats_only_where_a_server_outlives_the_build(monkeypatch, tmp_path, executor, api_url, beats):
+    from prefect.server.api import server as prefect_server
+    from prefect.settings import get_current_settings
+
+    import flows.build as build
+    import flows.prefect_flows as prefect_flows
+    import flows.settings as settings
+
+    class Server:
+        api_url = "http://127.0.0.1:1/api"
+
+        def start(self) -> None:
+            pass
+
+        def stop(self) -> None:
+            pass
+
+    seen: list[int | None] = []
+    monkeypatch.setenv("PREFECT_API_URL", api_url)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    monkeypatch.setattr(settings, "_TEMPORARY_SERVER", None)
+    monkeypatch.setattr(prefect_server, "SubprocessASGIServer", Server)
+    monkeypatch.setattr(build, "warm_up_build", lambda: None)
+    monkeypatch.setattr(
+        prefect_flows, "build_flow", lambda request, bars: seen.append(get_current_settings().flows.heartbeat_frequency)
+    )
+    build.run_build(
+        BuildRequest(recipe="convert", sources=[], dataset="d", workdir=str(tmp_path), executor=executor), progress=False
+    )
+    configured = get_current_settings().flows.heartbeat_frequency
+    assert configured is not None  # Prefect's default (180 s) outside the build
+    assert seen == ([configured] if beats else [None])
+
+
 def test_the_warm_up_names_modules_that_exist():
     """The warm-up imports in a daemon thread, where a misspelt module would only print a
     traceback: every name it imports must resolve."""
