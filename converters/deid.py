@@ -313,7 +313,7 @@ def deidentified_subset(
 
 def dicom_metadata(ds: Dataset, *, salt: str, subject: str, dates: str = "shift") -> dict[str, Any]:
     """The header values a sample's provenance may carry, read from the de-identified header."""
-    clean = deidentified_subset(ds, (*METADATA_KEYWORDS, "BodyPartExamined"), salt=salt, subject=subject, dates=dates)
+    clean = deidentified_subset(ds, METADATA_KEYWORDS, salt=salt, subject=subject, dates=dates)
     out: dict[str, Any] = {}
     for keyword in METADATA_KEYWORDS:
         value = clean.get(keyword)

@@ -35,7 +35,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 
 from converters.base import ConversionError, ConvertOptions
-from converters.deid import deidentified_subset, dicom_metadata
+from converters.deid import dicom_metadata
 from converters.dicom_labels import annotation_kind, load_dicom_labels
 from converters.imaging import auto_window, grey_images, lossless_raw
 from converters.io import member_path, read_bytes
@@ -153,9 +153,9 @@ def controlled_modality(ds: Dataset, fallback: str | None) -> str:
     return MODALITY_MAP.get(str(ds.get("Modality", "")).upper(), fallback or "OTHER")
 
 
-def body_part(ds: Dataset) -> str | None:
-    """BodyPartExamined when it is a coded string (CS), never free text."""
-    value = str(ds.get("BodyPartExamined", "") or "").strip().upper()
+def body_part(examined: object) -> str | None:
+    """A de-identified BodyPartExamined value when it is a coded string (CS), never free text."""
+    value = str(examined or "").strip().upper()
     return value.lower() if _CODED_BODY_PART.fullmatch(value) else None
 
 
@@ -471,7 +471,7 @@ def _iter_dicom_rows(item: dict[str, Any], opts: ConvertOptions) -> Iterator[dic
     subject = patient_identifier(first, item["key"])
     header_meta = dicom_metadata(first, salt=opts.salt, subject=subject, dates=opts.deid_dates)
     modality = controlled_modality(first, opts.modality)
-    part = body_part(deidentified_subset(first, ("BodyPartExamined",), salt=opts.salt, subject=subject))
+    part = body_part(header_meta.get("BodyPartExamined"))  # de-identified with the rest of the metadata
     if len(ordered) == 1 and is_cine(first):
         yield _cine_row(item, opts, ordered[0][0], modality, subject, part, header_meta)
         return
