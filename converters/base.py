@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from typing import Any
+from typing import Any, Literal, get_args
 
 import pyarrow as pa
 
@@ -106,8 +106,12 @@ class ConvertOptions:
         return json.dumps(data, sort_keys=True, default=str)
 
 
+#: ``ConvertOptions.deid_dates``: DICOM dates shifted per subject, or removed
+DatePolicy = Literal["shift", "remove"]
+DATE_POLICIES: tuple[str, ...] = get_args(DatePolicy)
 #: ``ConvertOptions.burned_in``: what the header must say for pixels to be kept
-BURNED_IN_POLICIES = ("declared", "strict")
+BurnedInPolicy = Literal["declared", "strict"]
+BURNED_IN_POLICIES: tuple[str, ...] = get_args(BurnedInPolicy)
 
 
 def burned_in_policy(value: object) -> str:

@@ -33,6 +33,8 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
+from converters.base import DATE_POLICIES
+
 #: PS3.15 Table E.1-1 actions (Basic Profile column) for its main attributes
 BASIC_PROFILE: dict[str, str] = {
     # patient
@@ -205,8 +207,8 @@ def deidentify_dataset(
     needs e.g. ``PatientSex`` must say so explicitly). The pixel data is not looked at:
     burned-in text is handled by rejecting ``BurnedInAnnotation=YES``.
     """
-    if dates not in ("shift", "remove"):
-        raise ValueError(f"dates must be 'shift' or 'remove', got {dates!r}")
+    if dates not in DATE_POLICIES:
+        raise ValueError(f"dates must be one of {list(DATE_POLICIES)}, got {dates!r}")
     out = copy.deepcopy(ds)
     offset = date_offset_days(subject, salt)
     _apply_profile(out, salt, offset if dates == "shift" else None, set(keep))
@@ -294,8 +296,8 @@ def deidentified_subset(
     copy of the whole header, which was ~3.5 ms per DICOM series: per image for
     radiographs, one image per series, more than decoding it.
     """
-    if dates not in ("shift", "remove"):
-        raise ValueError(f"dates must be 'shift' or 'remove', got {dates!r}")
+    if dates not in DATE_POLICIES:
+        raise ValueError(f"dates must be one of {list(DATE_POLICIES)}, got {dates!r}")
     subset = Dataset()
     for keyword in keywords:
         tag = tag_for_keyword(keyword)

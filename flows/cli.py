@@ -248,6 +248,8 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from converters.base import BURNED_IN_POLICIES, DATE_POLICIES
+
     parser = argparse.ArgumentParser(
         prog="medcurate",
         description="Turn unimodal medical data into multimodal, versioned Parquet datasets.",
@@ -271,12 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--hash-source-uri", action="store_true", help="store salted hashes instead of paths")
     conv.add_argument("--allow-burned-in", action="store_true", help="keep DICOM with BurnedInAnnotation=YES")
     conv.add_argument(
-        "--burned-in", choices=["declared", "strict"], default="declared",
+        "--burned-in", choices=BURNED_IN_POLICIES, default="declared",
         help="strict: also reject ultrasound, fluoroscopy, endoscopy, photographs and secondary "
         "captures unless BurnedInAnnotation is NO (default declared: reject only YES)",
     )
     conv.add_argument("--label-names", help="names of label-map values, e.g. '1=liver,2=spine'")
-    conv.add_argument("--deid-dates", choices=["shift", "remove"], default="shift",
+    conv.add_argument("--deid-dates", choices=DATE_POLICIES, default="shift",
                       help="DICOM dates: shift by a per-subject salted offset (default) or remove")
     conv.add_argument("--item-timeout", type=float,
                       help="seconds one input may take; each item then converts in a killable worker process")

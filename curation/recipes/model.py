@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from converters.base import SlicePolicy
+from converters.base import BurnedInPolicy, DatePolicy, SlicePolicy
 from curation.schema import MODALITIES
 
 FAMILY_NAMES: tuple[str, ...] = ("unimed", "imed", "retinalogos", "ophora", "medq_uni")
@@ -95,10 +95,10 @@ class DedupSpec(StrictModel):
 class DeidSpec(StrictModel):
     """How DICOM sources are de-identified beyond what always happens (converters/deid.py)."""
 
-    dates: Literal["shift", "remove"] = "shift"  # per-subject salted shift, or removed
+    dates: DatePolicy = "shift"  # per-subject salted shift, or removed
     #: declared: reject BurnedInAnnotation=YES; strict: also ultrasound, fluoroscopy,
     #: endoscopy, photographs and secondary captures unless the header says NO
-    burned_in: Literal["declared", "strict"] = "declared"
+    burned_in: BurnedInPolicy = "declared"
 
 
 class CaptionerSpec(StrictModel):
