@@ -253,11 +253,10 @@ def _import_build_modules() -> None:
     import importlib
 
     from flows.engines import _WORKER_PRELOAD
-    from quality_checks.suites import import_gx
 
     for module in (*_WORKER_PRELOAD, *_BUILD_MODULES):
         importlib.import_module(module)
-    import_gx()
+    warm_up_gate()  # then GX, in the one thread per process that imports it
 
 
 def stage_summary(results: list[PartitionResult]) -> dict[str, dict[str, float | None]]:
