@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import types
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyarrow.compute as pc
 import pytest
@@ -118,6 +120,44 @@ def test_the_gate_is_imported_during_conversion_only_on_a_core_left_idle(monkeyp
     assert leaves_a_core_idle(req("ray", 64, ray_address="ray://head:10001"), 1)
 
 
+@pytest.fixture
+def run_build_without_prefect(monkeypatch, tmp_path):
+    """``run_build`` with Prefect's temporary server and the flow replaced by fakes that
+    record into ``events``: ``(run(executor, api_url, flow), events)``; ``flow(request,
+    bars)`` stands in for the flow, ``"server start"`` is recorded when a server starts."""
+    from prefect.server.api import server as prefect_server
+
+    import flows.build as build
+    import flows.prefect_flows as prefect_flows
+    import flows.settings as settings
+
+    events: list[Any] = []
+
+    class Server:
+        api_url = "http://127.0.0.1:1/api"
+
+        def start(self) -> None:
+            events.append("server start")
+
+        def stop(self) -> None:
+            pass
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    monkeypatch.setattr(settings, "_TEMPORARY_SERVER", None)
+    monkeypatch.setattr(prefect_server, "SubprocessASGIServer", Server)
+    monkeypatch.setattr(build, "warm_up_build", lambda: events.append("imports"))
+
+    def run(executor: str, api_url: str, flow: Callable[[Any, Any], Any]) -> None:
+        monkeypatch.setenv("PREFECT_API_URL", api_url)  # restored after the test, also when set by the build
+        monkeypatch.setattr(prefect_flows, "build_flow", flow)
+        build.run_build(
+            BuildRequest(recipe="convert", sources=[], dataset="d", workdir=str(tmp_path), executor=executor),
+            progress=False,
+        )
+
+    return run, events
+
+
 @pytest.mark.parametrize(
     "executor, api_url, cores, expected",
     [
@@ -129,36 +169,11 @@ def test_the_gate_is_imported_during_conversion_only_on_a_core_left_idle(monkeyp
     ],
 )
 def test_the_build_imports_its_libraries_while_a_temporary_prefect_server_starts(
-    monkeypatch, tmp_path, executor, api_url, cores, expected
+    monkeypatch, run_build_without_prefect, executor, api_url, cores, expected
 ):
-    from prefect.server.api import server as prefect_server
-
-    import flows.build as build
-    import flows.prefect_flows as prefect_flows
-    import flows.settings as settings
-
-    events: list[str] = []
-
-    class Server:
-        api_url = "http://127.0.0.1:1/api"
-
-        def start(self) -> None:
-            events.append("server start")
-
-        def stop(self) -> None:
-            pass
-
+    run, events = run_build_without_prefect
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
-    monkeypatch.setenv("PREFECT_API_URL", api_url)  # restored after the test, also when set here
-    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
-    monkeypatch.setattr(settings, "_TEMPORARY_SERVER", None)
-    monkeypatch.setattr(prefect_server, "SubprocessASGIServer", Server)
-    monkeypatch.setattr(build, "warm_up_build", lambda: events.append("imports"))
-    monkeypatch.setattr(prefect_flows, "build_flow", lambda request, bars: events.append("flow"))
-
-    build.run_build(
-        BuildRequest(recipe="convert", sources=[], dataset="d", workdir=str(tmp_path), executor=executor), progress=False
-    )
+    run(executor, api_url, lambda request, bars: events.append("flow"))
     assert events == expected
 
 
@@ -194,35 +209,12 @@ def test_a_script_without_the_main_guard_still_builds_in_one_process(tmp_path):
         ("local", "http://prefect:4200/api", True),  # a server that outlives us: heartbeats as configured
     ],
 )
-def test_flow_heartbeats_only_where_a_server_outlives_the_build(monkeypatch, tmp_path, executor, api_url, beats):
-    from prefect.server.api import server as prefect_server
+def test_flow_heartbeats_only_where_a_server_outlives_the_build(run_build_without_prefect, executor, api_url, beats):
     from prefect.settings import get_current_settings
 
-    import flows.build as build
-    import flows.prefect_flows as prefect_flows
-    import flows.settings as settings
-
-    class Server:
-        api_url = "http://127.0.0.1:1/api"
-
-        def start(self) -> None:
-            pass
-
-        def stop(self) -> None:
-            pass
-
+    run, _ = run_build_without_prefect
     seen: list[int | None] = []
-    monkeypatch.setenv("PREFECT_API_URL", api_url)
-    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
-    monkeypatch.setattr(settings, "_TEMPORARY_SERVER", None)
-    monkeypatch.setattr(prefect_server, "SubprocessASGIServer", Server)
-    monkeypatch.setattr(build, "warm_up_build", lambda: None)
-    monkeypatch.setattr(
-        prefect_flows, "build_flow", lambda request, bars: seen.append(get_current_settings().flows.heartbeat_frequency)
-    )
-    build.run_build(
-        BuildRequest(recipe="convert", sources=[], dataset="d", workdir=str(tmp_path), executor=executor), progress=False
-    )
+    run(executor, api_url, lambda request, bars: seen.append(get_current_settings().flows.heartbeat_frequency))
     configured = get_current_settings().flows.heartbeat_frequency
     assert configured is not None  # Prefect's default (180 s) outside the build
     assert seen == ([configured] if beats else [None])
