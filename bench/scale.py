@@ -39,7 +39,9 @@ from flows.build import BuildRequest, run_build, run_build_inline  # noqa: E402
 def prefect_server():
     """A Prefect API server for the whole run, standing in for the team's running server
     (how production runs): without one, every flow would start a temporary server whose
-    start-up (migrations, services: seconds of CPU) would overlap the measured phases."""
+    start-up (migrations, services: seconds of CPU) would overlap the measured phases.
+    Not ``flows.settings.ensure_prefect_api``: the server that starts counts as temporary
+    (its builds run without flow heartbeats), a team's server does not."""
     from prefect.server.api.server import SubprocessASGIServer
 
     os.environ.pop("PREFECT_API_URL", None)
