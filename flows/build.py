@@ -38,7 +38,6 @@ from flows.settings import (
     Settings,
     configure_prefect,
     ensure_prefect_api,
-    heartbeats_only_where_watched,
 )
 from flows.storage import configure_object_storage
 
@@ -451,8 +450,11 @@ def run_build(request: BuildRequest, *, progress: bool | None = None) -> BuildOu
     if server_ahead and request.executor == "local":
         warm_up_build()  # Prefect starts the server at the flow's first API call
 
-    with heartbeats_only_where_watched(), BuildProgress(request.dataset, enabled=progress) as bars:
-        return build_flow(request, bars)
+    from flows.heartbeats import watched_heartbeat_seconds, without_prefect_heartbeat_thread
+
+    heartbeat_seconds = watched_heartbeat_seconds()
+    with without_prefect_heartbeat_thread(), BuildProgress(request.dataset, enabled=progress) as bars:
+        return build_flow(request, bars, heartbeat_seconds=heartbeat_seconds)
 
 
 def run_build_inline(request: BuildRequest) -> BuildOutcome:

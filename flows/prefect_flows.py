@@ -38,6 +38,7 @@ from flows.build import (
     settings_for,
     warm_up_gate,
 )
+from flows.heartbeats import flow_run_heartbeats
 from flows.progress import BuildProgress
 from flows.runs import new_run_id
 
@@ -260,11 +261,16 @@ def _artifacts(outcome: BuildOutcome) -> None:
         create_table_artifact(key=key.replace("summary", "stages"), table=rows, description="per-stage throughput")
 
 
-def build_flow(request: BuildRequest, progress: BuildProgress | None = None) -> BuildOutcome:
-    """Run one build as the ``medcurate-build`` flow from Python (the CLI's path)."""
+def build_flow(
+    request: BuildRequest, progress: BuildProgress | None = None, *, heartbeat_seconds: float | None = None
+) -> BuildOutcome:
+    """Run one build as the ``medcurate-build`` flow from Python (the CLI's path), with
+    flow-run heartbeats every ``heartbeat_seconds`` (:mod:`flows.heartbeats`; the caller
+    switches Prefect's own off)."""
 
     @flow(name=f"medcurate-build-{request.recipe}", validate_parameters=False)
     def _build(request: BuildRequest) -> BuildOutcome:
-        return _run(request, progress)
+        with flow_run_heartbeats(heartbeat_seconds):
+            return _run(request, progress)
 
     return _build(request)

@@ -10,12 +10,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import posixpath
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from fsspec.core import url_to_fs
@@ -96,25 +95,6 @@ def on_temporary_prefect_server() -> bool:
     :func:`ensure_prefect_api` started."""
     url = os.environ.get("PREFECT_API_URL")
     return not url or (_TEMPORARY_SERVER is not None and url == _TEMPORARY_SERVER.api_url)
-
-
-@contextlib.contextmanager
-def heartbeats_only_where_watched() -> Iterator[None]:
-    """No flow-run heartbeats on a temporary Prefect server.
-
-    Heartbeats let a server mark a flow run whose process died as crashed; a temporary
-    server dies with that process, so nothing is left to watch them. Prefect ends each
-    flow run by joining its heartbeat thread, which sleeps in 1 s steps: every run ended
-    on a whole second after its start, ~0.5 s per build on average. With a configured
-    server (deployments, ``medcurate serve``) heartbeats stay as configured.
-    """
-    if not on_temporary_prefect_server():
-        yield
-        return
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        yield
 
 
 def ensure_prefect_api(*, while_starting: Callable[[], None] | None = None) -> None:

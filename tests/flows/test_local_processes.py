@@ -124,7 +124,7 @@ def test_the_gate_is_imported_during_conversion_only_on_a_core_left_idle(monkeyp
 def run_build_without_prefect(monkeypatch, tmp_path):
     """``run_build`` with Prefect's temporary server and the flow replaced by fakes that
     record into ``events``: ``(run(executor, api_url, flow), events)``; ``flow(request,
-    bars)`` stands in for the flow, ``"server start"`` is recorded when a server starts."""
+    bars, heartbeat_seconds=...)`` stands in for the flow, ``"server start"`` is recorded when a server starts."""
     from prefect.server.api import server as prefect_server
 
     import flows.build as build
@@ -173,7 +173,7 @@ def test_the_build_imports_its_libraries_while_a_temporary_prefect_server_starts
 ):
     run, events = run_build_without_prefect
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
-    run(executor, api_url, lambda request, bars: events.append("flow"))
+    run(executor, api_url, lambda request, bars, **_: events.append("flow"))
     assert events == expected
 
 
@@ -210,14 +210,20 @@ def test_a_script_without_the_main_guard_still_builds_in_one_process(tmp_path):
     ],
 )
 def test_flow_heartbeats_only_where_a_server_outlives_the_build(run_build_without_prefect, executor, api_url, beats):
+    """Prefect's own heartbeat thread is always off in the build's flow (it delays the
+    run's end); ours beats at the configured frequency where a server watches."""
     from prefect.settings import get_current_settings
 
     run, _ = run_build_without_prefect
-    seen: list[int | None] = []
-    run(executor, api_url, lambda request, bars: seen.append(get_current_settings().flows.heartbeat_frequency))
+    seen: list[tuple[int | None, float | None]] = []
+    run(
+        executor,
+        api_url,
+        lambda request, bars, heartbeat_seconds: seen.append((get_current_settings().flows.heartbeat_frequency, heartbeat_seconds)),
+    )
     configured = get_current_settings().flows.heartbeat_frequency
     assert configured is not None  # Prefect's default (180 s) outside the build
-    assert seen == ([configured] if beats else [None])
+    assert seen == [(None, float(configured) if beats else None)]
 
 
 def test_the_warm_up_names_modules_that_exist():
@@ -230,3 +236,4 @@ def test_the_warm_up_names_modules_that_exist():
 
     missing = [m for m in (*_WORKER_PRELOAD, *_BUILD_MODULES) if importlib.util.find_spec(m) is None]
     assert not missing
+
