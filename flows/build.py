@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 import logging
 import os
 import time
@@ -84,6 +85,7 @@ def prepare(request: BuildRequest, settings: Settings, run_id: str) -> tuple[Bui
         from curation.recipes.common import stage_sources
 
         sources = stage_sources(request.recipe, sources, request.options, settings.workdir, settings.catalog)
+    freeze_long_lived_objects()
     ctx = PlanContext(
         sources=tuple(sources),
         dataset=request.dataset,
@@ -228,9 +230,31 @@ def warm_up_gate() -> None:
     The gate's own import then finds it done (Python's import lock makes it wait if not)."""
     import threading
 
+    threading.Thread(target=_import_gx, name="medcurate-gx-import", daemon=True).start()
+
+
+def _import_gx() -> None:
     from quality_checks.suites import import_gx
 
-    threading.Thread(target=import_gx, name="medcurate-gx-import", daemon=True).start()
+    import_gx()
+    freeze_long_lived_objects()  # GX's import leaves ~100,000 objects that live as long as the process
+
+
+def freeze_long_lived_objects() -> None:
+    """Keep the garbage collector's full collections to what a build allocates.
+
+    A build process holds ~300,000 objects that live as long as it does: the modules,
+    classes and functions of Prefect, Great Expectations, pyiceberg, pyarrow, pydicom…
+    CPython's full (generation-2) collection traverses every one each time it runs, once
+    or twice per build: ~0.2 s each here, 8 % of a 1 % rebuild of 10,000 CT slices.
+    Collecting once, then moving what survived to the permanent generation (``gc.freeze``,
+    the standard library's way to exempt long-lived objects) leaves later collections
+    only what was allocated since: 0.19 → 0.02 s per full collection. Called before each
+    build (cheap after the first: the earlier objects are frozen already) and after
+    GX's import; garbage is collected first, so no unreachable cycle is frozen.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 #: what a build imports on first use, besides the gate's Great Expectations (~0.5 s cold)

@@ -237,3 +237,31 @@ def test_the_warm_up_names_modules_that_exist():
     missing = [m for m in (*_WORKER_PRELOAD, *_BUILD_MODULES) if importlib.util.find_spec(m) is None]
     assert not missing
 
+
+def test_long_lived_objects_are_frozen_but_garbage_is_collected_first(tmp_path):
+    """Before a build, what lives as long as the process goes to the garbage collector's
+    permanent generation (later full collections skip it); an unreachable cycle must be
+    collected, never frozen (that would leak it for the life of the process)."""
+    import gc
+    import weakref
+
+    from flows.build import freeze_long_lived_objects
+
+    class Node:
+        pass
+
+    kept, lost = Node(), Node()
+    lost.self = lost  # a cycle nothing refers to: only the collector frees it
+    gone = weakref.ref(lost)
+    del lost
+    try:
+        freeze_long_lived_objects()
+        assert gone() is None
+        assert gc.get_freeze_count() > 0
+        assert not any(o is kept for o in gc.get_objects())  # frozen objects are not tracked for collection
+        write_images(tmp_path / "src", 4, size=32)
+        later = Node()
+        run_build_inline(BuildRequest(recipe="convert", sources=[str(tmp_path / "src")], dataset="frozen", workdir=str(tmp_path / "w"), workers=1))
+        assert not any(o is later for o in gc.get_objects())  # each build freezes what outlived the one before
+    finally:
+        gc.unfreeze()
