@@ -255,6 +255,17 @@ def freeze_long_lived_objects() -> None:
     """
     gc.collect()
     gc.freeze()
+    _unfreeze_at_exit()
+
+
+@functools.cache  # once per process
+def _unfreeze_at_exit() -> None:
+    """Frozen objects are skipped by the interpreter's last collections too: their
+    finalizers would not run at exit (extension modules such as DuckDB's report them as
+    leaks). ``atexit`` runs before that teardown."""
+    import atexit
+
+    atexit.register(gc.unfreeze)
 
 
 #: what a build imports on first use, besides the gate's Great Expectations (~0.5 s cold)

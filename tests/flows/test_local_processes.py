@@ -265,3 +265,25 @@ def test_long_lived_objects_are_frozen_but_garbage_is_collected_first(tmp_path):
         assert not any(o is later for o in gc.get_objects())  # each build freezes what outlived the one before
     finally:
         gc.unfreeze()
+
+
+def test_objects_frozen_by_a_build_are_still_finalized_at_exit(tmp_path):
+    """The interpreter's last collections skip frozen objects; the process must give them
+    back first, or their finalizers never run (DuckDB's bindings report leaks at exit)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "finalize.py"
+    script.write_text(
+        "from flows.build import freeze_long_lived_objects\n"
+        "class Resource:\n"
+        "    def __del__(self):\n"
+        "        print('finalized', flush=True)\n"
+        "held = Resource()\n"
+        "held.cycle = held  # freed only by the collector at exit\n"
+        "freeze_long_lived_objects()\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "finalized"
