@@ -24,6 +24,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import fsspec
@@ -45,6 +46,8 @@ from quality_checks.suites import (
 )
 
 SCHEMA_SUITE = "medcurate.schema"
+#: concurrent reads of the passed-shard cache (I/O: latency on object storage, not CPU)
+CACHE_READ_THREADS = 8
 #: check_batch reasons that are structural (value rules are the GX suites' job)
 _STRUCTURAL_REASONS = ("missing", "type ", "null value", "not part of")
 
@@ -474,7 +477,17 @@ class PassedShardCache:
         if key is None or not self.fs.exists(key):
             return None
         with self.fs.open(key, "rb") as handle:
-            return pq.read_table(handle)
+            # ParquetFile.read, not read_table: no dataset layer for one small file (~1/3 less per file)
+            return pq.ParquetFile(handle).read()
+
+    def get_many(self, paths: list[str]) -> list[pa.Table | None]:
+        """:meth:`get` for every path, in order, several at a time: a rebuild looks up
+        every shard of the build (hundreds of small files, each a round trip on object
+        storage; Arrow's reads release the GIL)."""
+        if len(paths) < 2:
+            return [self.get(path) for path in paths]
+        with ThreadPoolExecutor(max_workers=CACHE_READ_THREADS) as pool:
+            return list(pool.map(self.get, paths))
 
     def put(self, path: str, flat: pa.Table) -> None:
         key = self._key(path)
@@ -631,8 +644,8 @@ def gate_build(
     cache = PassedShardCache(f"{workdir.rstrip('/')}/cache/gate", family, limits) if cache_passed else None
     reused = 0
     new_paths: list[str] = []
-    for path in shard_paths:
-        hit = cache.get(path) if cache is not None else None
+    hits = cache.get_many(shard_paths) if cache is not None else [None] * len(shard_paths)
+    for path, hit in zip(shard_paths, hits, strict=True):
         if hit is not None:
             reused += 1
             shards.append(ShardResult(path, hit.num_rows, True, []))

@@ -259,6 +259,31 @@ def test_clean_shards_are_validated_in_one_gx_run(tmp_path: Path, monkeypatch: p
     assert [r for r in runs if r.startswith(("imed-", "3_shards"))] == ["3_shards"]
 
 
+def test_a_rebuild_validates_only_its_new_shards_and_reuses_the_rest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shards that passed an earlier build come from the gate's cache (read several at a
+    time); only the new shard gets a GX run; the metrics written for the build cover
+    every shard, each reused one with the values first measured for it."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    old = distinct_shards("imed", 4, tmp_path / "build", "imed")
+    first = run_gate(tmp_path, old, "imed")
+    assert first.passed and first.shards_reused == 0
+    runs = count_gx_runs(monkeypatch)
+    new = distinct_shards("imed", 5, tmp_path / "next", "imed")[4]
+    order = [old[2], new, old[0], old[3]]
+    again = gate_build(order, family="imed", workdir=str(tmp_path / "work"), build_id="build-2", severity_bands=TEST_BANDS, data_docs=False)
+    assert again.passed, again.failed_expectations
+    assert again.shards_reused == 3
+    assert sorted(again.passed_shards) == sorted(order)
+    assert runs == ["imed-4.parquet", "build_rows"]  # the new shard's screening, then the whole build
+    metrics = [pq.read_table(report.metrics_path) for report in (first, again)]
+    by_shard = [{name: t.filter(pc.equal(t["shard"], name)).drop_columns(["shard"]) for name in set(t["shard"].to_pylist())} for t in metrics]
+    assert set(by_shard[1]) == {"imed-2.parquet", "imed-4.parquet", "imed-0.parquet", "imed-3.parquet"}
+    for name in ("imed-0.parquet", "imed-2.parquet", "imed-3.parquet"):
+        assert by_shard[1][name].equals(by_shard[0][name])
+
+
 def test_rows_tolerated_in_the_union_are_still_judged_per_shard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """mostly=0.5: a shard with most rows ungrounded fails on its own even when the whole
     build is within tolerance, exactly as if each shard had been validated alone."""
