@@ -31,6 +31,7 @@ from converters.layouts import (
     archive_members,
     class_folders,
     is_archive,
+    is_hidden,
     is_mask_raster,
     mask_target,
     msd_attrs,
@@ -77,25 +78,71 @@ def _ext(name: str) -> str:
 
 
 def list_files(source: str) -> list[_File]:
-    """Every file under ``source`` (or ``source`` itself), with keys relative to it."""
+    """Every file under ``source`` (or ``source`` itself), with keys relative to it.
+
+    Hidden entries (``.git/``, ``.DS_Store``, macOS ``._*`` resource forks, ``__MACOSX/``:
+    :func:`converters.layouts.is_hidden`) are not inputs and are skipped. Local symbolic links are followed, to
+    files and to folders: DataLad/git-annex datasets (most of OpenNeuro's BIDS datasets)
+    and symlink farms are trees of links; a link whose target is missing is listed, so it
+    is rejected as unreadable rather than silently dropped.
+    """
     fs, root = url_to_fs(source)
     protocol = fs.protocol[0] if isinstance(fs.protocol, tuple | list) else fs.protocol
-    prefix = "" if protocol in ("file", "local") else f"{protocol}://"
+    local = protocol in ("file", "local")
+    prefix = "" if local else f"{protocol}://"
     if fs.isfile(root):
         info = fs.info(root)
         return [_File(prefix + root, posixpath.basename(root), int(info.get("size") or 0), info if prefix else None)]
     if not fs.isdir(root):
         raise FileNotFoundError(f"source {source!r} does not exist")
-    found = fs.find(root, detail=True)
-    files = []
     top = root.rstrip("/") + "/"
-    for path, info in sorted(found.items()):
+    if local:
+        return [_File(path, path[len(top) :], size) for path, size in _local_tree(root.rstrip("/") or "/")]
+    files = []
+    for path, info in sorted(fs.find(root, detail=True).items()):
         if info.get("type") != "file":
             continue
         # the prefix cut is relpath's answer for paths under root, at a tenth of its cost
         key = (path[len(top) :] if path.startswith(top) else posixpath.relpath(path, root.rstrip("/"))) if root else path
-        files.append(_File(prefix + path, key, int(info.get("size") or 0), info if prefix else None))
+        if is_hidden(key):
+            continue
+        files.append(_File(prefix + path, key, int(info.get("size") or 0), info))
     return files
+
+
+def _local_tree(root: str) -> list[tuple[str, int]]:
+    """(path, size) of every file under a local folder, sorted, links followed.
+
+    Our own walk rather than fsspec's ``find``, which reports a link as type ``other``
+    and does not descend into linked folders. Each folder is listed once, by its real
+    path, so a link loop (``a/b -> a``) or two links to one folder add nothing twice.
+    """
+    found: list[tuple[str, int]] = []
+    seen: set[str] = set()
+    pending = [root]
+    while pending:
+        folder = pending.pop()
+        real = os.path.realpath(folder)
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue  # unreadable folder (permissions): nothing in it can be read either
+        for entry in entries:
+            if is_hidden(entry.name):
+                continue
+            try:
+                if entry.is_dir():  # follows links
+                    pending.append(entry.path)
+                elif entry.is_file():
+                    found.append((entry.path, entry.stat().st_size))
+                elif entry.is_symlink():  # dangling: listed, rejected as unreadable when read
+                    found.append((entry.path, 0))
+            except OSError:
+                found.append((entry.path, 0))
+    return sorted(found)
 
 
 def _read(file: _File) -> bytes:

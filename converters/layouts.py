@@ -60,16 +60,25 @@ def unsafe_member_name(name: str) -> str | None:
     return None
 
 
+def is_hidden(key: str) -> bool:
+    """Whether a '/'-separated path is not an input: a hidden file or folder (``.git/``,
+    ``.DS_Store``, macOS ``._*`` resource forks) or a zip's ``__MACOSX/`` folder."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in key.split("/"))
+
+
 def archive_members(uri: str, key: str) -> tuple[list[tuple[str, str, int]], list[tuple[str, str]]]:
     """Readable members of an archive as (member uri, key, size) and unsafe ones as (key, why).
 
     The archive is listed from its bytes (zipfile/tarfile); members are later read one at
-    a time through fsspec's ``zip://``/``tar://`` URLs, never extracted.
+    a time through fsspec's ``zip://``/``tar://`` URLs, never extracted. Hidden members
+    (:func:`is_hidden`) are skipped.
     """
     members: list[tuple[str, str, int]] = []
     unsafe: list[tuple[str, str]] = []
     protocol, listing = _archive_listing(read_bytes(uri), key)
     for name, special, size in listing:
+        if is_hidden(name.lstrip("/")):
+            continue
         why = unsafe_member_name(name)
         if why is None and special:
             why = special

@@ -218,3 +218,48 @@ def test_corrupt_archive_is_a_reject(tmp_path):
     (tmp_path / "broken.zip").write_bytes(b"PK\x03\x04 not really a zip")
     found, rows, rejects = convert(tmp_path)
     assert rows == [] and [r.reason for r in rejects] == ["bad_archive"]
+
+
+def png_bytes(value: int) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(np.full((6, 6), value, np.uint8)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_linked_files_and_folders_are_inputs_hidden_entries_are_not(tmp_path):
+    """A DataLad/git-annex dataset or a symlink farm is a tree of links: linked files and
+    folders are read through their links (each folder once, loops included); a dangling
+    link is a reject; hidden entries (.git, .DS_Store, ._ resource forks) are skipped."""
+    store, src = tmp_path / "store", tmp_path / "src"
+    (store / "site-b").mkdir(parents=True)
+    src.mkdir()
+    (store / "a.png").write_bytes(png_bytes(11))
+    (store / "site-b" / "b.png").write_bytes(png_bytes(22))
+    (src / "c.png").write_bytes(png_bytes(33))
+    (src / "a.png").symlink_to(store / "a.png")  # git-annex: the file is a link to its content
+    (src / "site-b").symlink_to(store / "site-b", target_is_directory=True)
+    (src / "again").symlink_to(src, target_is_directory=True)  # a loop
+    (src / "gone.png").symlink_to(store / "deleted.png")  # dangling
+    (src / ".git" / "annex").mkdir(parents=True)
+    (src / ".git" / "annex" / "object.png").write_bytes(png_bytes(44))
+    (src / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (src / "._c.png").write_bytes(b"\0\5\26\7 AppleDouble")
+
+    found, rows, rejects = convert(src, modality="XR")
+
+    pixels = {r["source_uri"]: int(decode_png(r["images"][0]["data"]).max()) for r in rows}
+    assert pixels == {"a.png": 11, "c.png": 33, "site-b/b.png": 22}
+    assert [(r.source_uri, r.reason) for r in rejects] == [("gone.png", "unreadable")]
+    assert found.files_seen == 4
+
+
+def test_hidden_members_of_an_archive_are_skipped(tmp_path):
+    """Zips made on macOS carry __MACOSX/._* resource forks beside every file."""
+    archive = tmp_path / "src" / "xr.zip"
+    archive.parent.mkdir()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("xr/a.png", png_bytes(9))
+        zf.writestr("__MACOSX/xr/._a.png", b"\0\5\26\7 AppleDouble")
+        zf.writestr("xr/.DS_Store", b"\0\0\0\1Bud1")
+    _, rows, rejects = convert(archive.parent, modality="XR")
+    assert [r["source_uri"] for r in rows] == ["xr.zip/xr/a.png"] and rejects == []
