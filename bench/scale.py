@@ -8,8 +8,13 @@
    server (how production runs), both warmed by one untimed build, interleaved rounds.
 3. Incremental rebuild with 1% of the sources changed, as a fraction of the full build.
 
+2 and 3 run on 10,000 256x256 8-bit PNGs by default (``--overhead-input png``, ~0.5 ms
+of conversion per sample: the cheapest input there is, so fixed per-build costs weigh
+the most) or on 10,000 512x512 CT slices in series of 100 (``--overhead-input ct``,
+the product's usual input; 1% changed = one series re-acquired).
+
 Every measurement runs the real build code; ratios are computed within this run.
-Run: .venv/bin/python bench/scale.py [--slices 480] [--samples 10000] [--rounds 3] [--skip-speedup] [--skip-overhead]
+Run: .venv/bin/python bench/scale.py [--slices 480] [--samples 10000] [--overhead-input png|ct] [--rounds 3] [--skip-speedup] [--skip-overhead]
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -106,40 +112,70 @@ def make_rasters(folder: Path, count: int, size: int = 256, seed: int = 0) -> No
         Image.fromarray(pixels).save(folder / f"img{i:06d}.png", compress_level=1)
 
 
-def overhead_and_incremental(tmp: Path, samples: int, rounds: int) -> list[str]:
-    source = tmp / "rasters"
-    make_rasters(source, samples)
+def change_one_percent(source: Path, kind: str, samples: int) -> int:
+    """Change 1% of the sources as a nightly change does: one block re-exported with new
+    content (PNGs: a block of files; CT: one whole series re-acquired). Returns how many."""
+    rng = np.random.default_rng(1)
+    if kind == "png":
+        changed = sorted(source.glob("*.png"))[samples // 2 : samples // 2 + samples // 100]
+        for path in changed:
+            Image.fromarray(rng.integers(0, 255, (256, 256), dtype=np.uint8)).save(path, compress_level=1)
+        return len(changed)
+    import pydicom
+
+    series = sorted(p for p in source.iterdir() if p.is_dir())[len(list(source.iterdir())) // 2]
+    files = sorted(series.glob("*.dcm"))
+    for path in files:
+        ds = pydicom.dcmread(path)
+        pixels = ds.pixel_array.astype(np.int32) + rng.integers(-8, 9, ds.pixel_array.shape)
+        ds.PixelData = np.clip(pixels, -2000, 4000).astype(np.int16).tobytes()
+        ds.save_as(path)
+    return len(files)
+
+
+def overhead_and_incremental(tmp: Path, samples: int, rounds: int, kind: str = "png") -> list[str]:
+    source = tmp / f"overhead-{kind}"
+    if kind == "png":
+        make_rasters(source, samples)
+        options: dict = {}
+    else:
+        make_slices(source, samples, per_series=100)
+        options = {"modality": "CT"}
+
+    def build(as_flow: bool, name: str) -> tuple[float, Any]:
+        work = tmp / name
+        req = request(source, work, "ten_k", options=dict(options))
+        seconds, outcome = timed(run_build, req, progress=False) if as_flow else timed(run_build_inline, req)
+        if name != f"flow{rounds - 1}":  # the last flow build's workdir is rebuilt incrementally
+            shutil.rmtree(work)  # 10,000 CT slices are ~4 GB of shards per build
+        return seconds, outcome
+
     inline_runs: list[float] = []
     flow_runs: list[float] = []
     # one untimed build each way first: both sides then find the local worker pool
     # started, Great Expectations imported and the API client connected (once per
     # process), so the difference is Prefect's per-build orchestration
-    run_build_inline(request(source, tmp / "warm-inline", "ten_k"))
-    run_build(request(source, tmp / "warm-flow", "ten_k"), progress=False)
+    build(False, "warm-inline")
+    build(True, "warm-flow")
     for i in range(rounds):  # interleaved: the machine's load drifts
-        inline_s, inline_outcome = timed(run_build_inline, request(source, tmp / f"inline{i}", "ten_k"))
+        inline_s, inline_outcome = build(False, f"inline{i}")
         inline_runs.append(inline_s)
-        flow_s, outcome = timed(run_build, request(source, tmp / f"flow{i}", "ten_k"), progress=False)
+        flow_s, outcome = build(True, f"flow{i}")
         flow_runs.append(flow_s)
         print(f"  round {i}: in-process {inline_s:.2f} s {inline_outcome.summary['phases']}; "
               f"flow {flow_s:.2f} s {outcome.summary['phases']}", flush=True)
     partitions = outcome.summary["partitions"]
-    # 1% of the sources change: one block of files is re-exported with new content
-    # (a study corrected or re-acquired), the usual shape of a nightly change
-    changed = sorted(source.glob("*.png"))[samples // 2 : samples // 2 + samples // 100]
-    rng = np.random.default_rng(1)
-    for path in changed:
-        Image.fromarray(rng.integers(0, 255, (256, 256), dtype=np.uint8)).save(path, compress_level=1)
-    incremental_s, again = timed(run_build, request(source, tmp / f"flow{rounds - 1}", "ten_k"), progress=False)
+    changed = change_one_percent(source, kind, samples)
+    incremental_s, again = build(True, f"flow{rounds - 1}")
     inline_s, flow_s = min(inline_runs), min(flow_runs)
     overhead = (flow_s - inline_s) / flow_s
     reused = again.summary["partitions_reused"]
     return [
-        f"{samples} samples, {partitions} partitions, best of {rounds} interleaved rounds: in-process "
+        f"{samples} {'PNG images' if kind == 'png' else 'CT slices'}, {partitions} partitions, best of {rounds} interleaved rounds: in-process "
         f"{inline_s:.1f} s ({', '.join(f'{t:.1f}' for t in inline_runs)}), Prefect flow {flow_s:.1f} s "
         f"({', '.join(f'{t:.1f}' for t in flow_runs)}) -> Prefect overhead {overhead * 100:.1f}% of the build "
         f"(goal <= 5%)",
-        f"incremental rebuild, {len(changed)} sources changed (1%): {incremental_s:.1f} s = "
+        f"incremental rebuild, {changed} sources changed (1%): {incremental_s:.1f} s = "
         f"{incremental_s / flow_s * 100:.1f}% of the full build (goal <= 5%); "
         f"{reused}/{again.summary['partitions']} partitions reused; phases {again.summary['phases']}",
     ]
@@ -149,6 +185,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--slices", type=int, default=480)
     parser.add_argument("--samples", type=int, default=10_000)
+    parser.add_argument("--overhead-input", choices=["png", "ct"], default="png", help="inputs of the overhead and incremental builds")
     parser.add_argument("--skip-speedup", action="store_true")
     parser.add_argument("--partition-items", type=int, default=32, help="items per partition for the speed-up (0: default)")
     parser.add_argument("--skip-overhead", action="store_true", help="only the Dask/Ray speed-up")
@@ -159,7 +196,7 @@ def main() -> None:
         # overhead first: after the Dask/Ray runs this process and the server carry their
         # threads and history, which made the in-process builds measurably slower
         if not args.skip_overhead:
-            for line in overhead_and_incremental(Path(tmp), args.samples, args.rounds):
+            for line in overhead_and_incremental(Path(tmp), args.samples, args.rounds, args.overhead_input):
                 print(line, flush=True)
         if not args.skip_speedup:
             for line in speedup(Path(tmp), args.slices, args.partition_items):
