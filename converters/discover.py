@@ -26,12 +26,12 @@ from fsspec.core import url_to_fs
 from converters.base import WORK_ITEM_SCHEMA, ConversionError
 from converters.dicom import read_dicom
 from converters.dicom_labels import annotation_kind, referenced_series_uid
+from converters.io import is_hidden, local_tree
 from converters.labels import looks_like_label_map, strip_volume_suffix
 from converters.layouts import (
     archive_members,
     class_folders,
     is_archive,
-    is_hidden,
     is_mask_raster,
     mask_target,
     msd_attrs,
@@ -81,7 +81,7 @@ def list_files(source: str) -> list[_File]:
     """Every file under ``source`` (or ``source`` itself), with keys relative to it.
 
     Hidden entries (``.git/``, ``.DS_Store``, macOS ``._*`` resource forks, ``__MACOSX/``:
-    :func:`converters.layouts.is_hidden`) are not inputs and are skipped. Local symbolic links are followed, to
+    :func:`converters.io.is_hidden`) are not inputs and are skipped. Local symbolic links are followed, to
     files and to folders: DataLad/git-annex datasets (most of OpenNeuro's BIDS datasets)
     and symlink farms are trees of links; a link whose target is missing is listed, so it
     is rejected as unreadable rather than silently dropped.
@@ -97,7 +97,7 @@ def list_files(source: str) -> list[_File]:
         raise FileNotFoundError(f"source {source!r} does not exist")
     top = root.rstrip("/") + "/"
     if local:
-        return [_File(path, path[len(top) :], size) for path, size in _local_tree(root.rstrip("/") or "/")]
+        return [_File(path, path[len(top) :], size) for path, size in local_tree(root.rstrip("/") or "/")]
     files = []
     for path, info in sorted(fs.find(root, detail=True).items()):
         if info.get("type") != "file":
@@ -108,41 +108,6 @@ def list_files(source: str) -> list[_File]:
             continue
         files.append(_File(prefix + path, key, int(info.get("size") or 0), info))
     return files
-
-
-def _local_tree(root: str) -> list[tuple[str, int]]:
-    """(path, size) of every file under a local folder, sorted, links followed.
-
-    Our own walk rather than fsspec's ``find``, which reports a link as type ``other``
-    and does not descend into linked folders. Each folder is listed once, by its real
-    path, so a link loop (``a/b -> a``) or two links to one folder add nothing twice.
-    """
-    found: list[tuple[str, int]] = []
-    seen: set[str] = set()
-    pending = [root]
-    while pending:
-        folder = pending.pop()
-        real = os.path.realpath(folder)
-        if real in seen:
-            continue
-        seen.add(real)
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue  # unreadable folder (permissions): nothing in it can be read either
-        for entry in entries:
-            if is_hidden(entry.name):
-                continue
-            try:
-                if entry.is_dir():  # follows links
-                    pending.append(entry.path)
-                elif entry.is_file():
-                    found.append((entry.path, entry.stat().st_size))
-                elif entry.is_symlink():  # dangling: listed, rejected as unreadable when read
-                    found.append((entry.path, 0))
-            except OSError:
-                found.append((entry.path, 0))
-    return sorted(found)
 
 
 def _read(file: _File) -> bytes:

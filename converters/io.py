@@ -56,3 +56,45 @@ def member_path(uri: str) -> str:
         inner = uri.split("::", 1)[0]
         return inner.split("://", 1)[1] if "://" in inner else inner
     return uri
+
+
+def is_hidden(key: str) -> bool:
+    """Whether a '/'-separated path is not an input: a hidden file or folder (``.git/``,
+    ``.DS_Store``, macOS ``._*`` resource forks) or a zip's ``__MACOSX/`` folder."""
+    return any((part.startswith(".") and part not in (".", "..")) or part == "__MACOSX" for part in key.split("/"))
+
+
+def local_tree(root: str) -> list[tuple[str, int]]:
+    """(path, size) of every file under a local folder, sorted, links followed, hidden
+    entries (:func:`is_hidden`) skipped.
+
+    Our own walk rather than fsspec's ``find``, which reports a link as type ``other``
+    and does not descend into linked folders. Each folder is listed once, by its real
+    path, so a link loop (``a/b -> a``) or two links to one folder add nothing twice.
+    """
+    found: list[tuple[str, int]] = []
+    seen: set[str] = set()
+    pending = [root]
+    while pending:
+        folder = pending.pop()
+        real = os.path.realpath(folder)
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue  # unreadable folder (permissions): nothing in it can be read either
+        for entry in entries:
+            if is_hidden(entry.name):
+                continue
+            try:
+                if entry.is_dir():  # follows links
+                    pending.append(entry.path)
+                elif entry.is_file():
+                    found.append((entry.path, entry.stat().st_size))
+                elif entry.is_symlink():  # dangling: listed, rejected as unreadable when read
+                    found.append((entry.path, 0))
+            except OSError:
+                found.append((entry.path, 0))
+    return sorted(found)

@@ -26,7 +26,7 @@ import zipfile
 from collections import defaultdict
 from typing import Any
 
-from converters.io import read_bytes
+from converters.io import is_hidden, read_bytes
 
 ARCHIVE_EXTENSIONS = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 #: a member declaring more than this uncompressed size is not read (zip bombs)
@@ -60,12 +60,6 @@ def unsafe_member_name(name: str) -> str | None:
     return None
 
 
-def is_hidden(key: str) -> bool:
-    """Whether a '/'-separated path is not an input: a hidden file or folder (``.git/``,
-    ``.DS_Store``, macOS ``._*`` resource forks) or a zip's ``__MACOSX/`` folder."""
-    return any(part.startswith(".") or part == "__MACOSX" for part in key.split("/"))
-
-
 def archive_members(uri: str, key: str) -> tuple[list[tuple[str, str, int]], list[tuple[str, str]]]:
     """Readable members of an archive as (member uri, key, size) and unsafe ones as (key, why).
 
@@ -77,9 +71,9 @@ def archive_members(uri: str, key: str) -> tuple[list[tuple[str, str, int]], lis
     unsafe: list[tuple[str, str]] = []
     protocol, listing = _archive_listing(read_bytes(uri), key)
     for name, special, size in listing:
-        if is_hidden(name.lstrip("/")):
-            continue
         why = unsafe_member_name(name)
+        if why is None and is_hidden(name):
+            continue
         if why is None and special:
             why = special
         if why is None and size > MAX_MEMBER_BYTES:

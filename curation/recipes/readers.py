@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from converters.base import ConversionError
+from converters.io import local_tree
 from converters.text import Segment
 from curation.recipes.common import IMAGE_EXTENSIONS
 from curation.recipes.model import RecipeError
@@ -68,13 +69,17 @@ def find_column(header: Sequence[str], *candidates: str) -> str | None:
 
 
 def find_files(root: Path, suffixes: Sequence[str], max_depth: int = 6) -> list[Path]:
+    """Files under ``root`` with one of ``suffixes``, at most ``max_depth`` levels down,
+    sorted; linked folders followed and hidden entries skipped, as discovery does
+    (:func:`converters.io.local_tree`)."""
+    if not root.is_dir():
+        return []
     out = []
-    for path in sorted(root.rglob("*")):
-        parts = path.relative_to(root).parts
-        hidden = any(part.startswith(".") for part in parts)
-        if path.is_file() and path.suffix.lower() in suffixes and len(parts) <= max_depth and not hidden:
+    for name, _ in local_tree(str(root)):
+        path = Path(name)
+        if path.suffix.lower() in suffixes and len(path.relative_to(root).parts) <= max_depth:
             out.append(path)
-    return out
+    return sorted(out)  # Path order (by parts), as before: family builds keep their item order
 
 
 def image_index(root: Path) -> dict[str, Path]:

@@ -92,3 +92,25 @@ def test_a_recipes_deid_section_reaches_the_dicom_converter(tmp_path):
             assert rows == [] and reject is not None and reject.reason == "burned_in_unknown"
         else:
             assert reject is None and len(rows) == 1
+
+
+def test_family_readers_follow_linked_folders_and_skip_hidden_files(tmp_path):
+    """Family downloads arranged as links (a DataLad clone, a symlink farm over a shared
+    store) are read like discovery reads them: linked folders followed, hidden files not
+    inputs, the depth limit counted from the source folder."""
+    from curation.recipes.readers import find_files
+
+    store, root = tmp_path / "store", tmp_path / "download"
+    (store / "fundus").mkdir(parents=True)
+    (root / "labels").mkdir(parents=True)
+    (store / "fundus" / "eye1.jpg").write_bytes(b"jpg")
+    (root / "labels" / "grades.csv").write_text("image,grade\n")
+    (root / "images").symlink_to(store / "fundus", target_is_directory=True)
+    (root / "labels" / "._grades.csv").write_bytes(b"\0\5\26\7")
+    (root / ".cache").mkdir()
+    (root / ".cache" / "old.csv").write_text("x\n")
+
+    assert find_files(root, (".jpg",)) == [root / "images" / "eye1.jpg"]
+    assert find_files(root, (".csv",)) == [root / "labels" / "grades.csv"]
+    assert find_files(root, (".csv",), max_depth=1) == []
+    assert find_files(root / "missing", (".csv",)) == []
