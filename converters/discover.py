@@ -80,11 +80,12 @@ def _ext(name: str) -> str:
 def list_files(source: str) -> list[_File]:
     """Every file under ``source`` (or ``source`` itself), with keys relative to it.
 
-    Hidden entries (``.git/``, ``.DS_Store``, macOS ``._*`` resource forks, ``__MACOSX/``:
-    :func:`converters.io.is_hidden`) are not inputs and are skipped. Local symbolic links are followed, to
-    files and to folders: DataLad/git-annex datasets (most of OpenNeuro's BIDS datasets)
-    and symlink farms are trees of links; a link whose target is missing is listed, so it
-    is rejected as unreadable rather than silently dropped.
+    Hidden entries (``.git/``, ``.DS_Store``, macOS ``._*`` resource forks,
+    ``__MACOSX/``: :func:`converters.io.is_hidden`) are not inputs and are skipped.
+    Local symbolic links are followed, to files and to folders: DataLad/git-annex
+    datasets (most of OpenNeuro's BIDS datasets) and symlink farms are trees of links; a
+    link whose target is missing is listed, so it is rejected as unreadable rather than
+    silently dropped.
     """
     fs, root = url_to_fs(source)
     protocol = fs.protocol[0] if isinstance(fs.protocol, tuple | list) else fs.protocol
