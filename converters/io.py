@@ -70,15 +70,18 @@ def local_tree(root: str) -> list[tuple[str, int]]:
 
     Our own walk rather than fsspec's ``find``, which reports a link as type ``other``
     and does not descend into linked folders. Each folder is listed once, by its real
-    path, so a link loop (``a/b -> a``) or two links to one folder add nothing twice.
+    path, so a link loop (``a/b -> a``) or two links to one folder add nothing twice; a
+    link to a folder that contains ``root`` (``a/up -> ..``) is a loop too, and is not
+    followed out of the source.
     """
     found: list[tuple[str, int]] = []
+    real_root = os.path.realpath(root)
     seen: set[str] = set()
     pending = [root]
     while pending:
         folder = pending.pop()
         real = os.path.realpath(folder)
-        if real in seen:
+        if real in seen or (folder != root and real_root.startswith(real.rstrip("/") + "/")):
             continue
         seen.add(real)
         try:

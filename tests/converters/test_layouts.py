@@ -239,6 +239,7 @@ def test_linked_files_and_folders_are_inputs_hidden_entries_are_not(tmp_path):
     (src / "a.png").symlink_to(store / "a.png")  # git-annex: the file is a link to its content
     (src / "site-b").symlink_to(store / "site-b", target_is_directory=True)
     (src / "again").symlink_to(src, target_is_directory=True)  # a loop
+    (src / "up").symlink_to(tmp_path, target_is_directory=True)  # a loop through the source's parent
     (src / "gone.png").symlink_to(store / "deleted.png")  # dangling
     (src / ".git" / "annex").mkdir(parents=True)
     (src / ".git" / "annex" / "object.png").write_bytes(png_bytes(44))
