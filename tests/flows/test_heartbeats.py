@@ -13,10 +13,16 @@ from prefect.context import FlowRunContext
 from flows.heartbeats import THREAD_NAME, flow_run_heartbeats, watched_heartbeat_seconds
 
 
-@pytest.fixture(autouse=True)
-def _prefect_home(monkeypatch, tmp_path):
-    """Flows here report to Prefect's temporary server; its database goes to tmp, not ~/.prefect."""
-    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+@pytest.fixture(scope="module", autouse=True)
+def _prefect_api():
+    """Flows here report to a Prefect server of their own, on a temporary database, that
+    stops when the module's tests end, after its logs are sent (Prefect's test harness):
+    the temporary server Prefect would start itself lives until the interpreter exits,
+    and its last log lines then go to an API that is gone."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
 
 
 def heartbeat_threads() -> list[threading.Thread]:
