@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from converters.io import read_each
 from quality_checks.metrics import PRIMARY_ROLE_ORDER, MetricsStage
 
 COUNT_COLUMNS: tuple[str, ...] = ("modality", "task", "split", "source")
@@ -75,22 +76,28 @@ def _load(table_or_shards: pa.Table | Sequence[str]) -> tuple[pa.Table, list[dic
         light = [c for c in LIGHT_COLUMNS if c in table_or_shards.schema.names]
         head = table_or_shards.slice(0, SAMPLE_ROWS_PER_CARD).to_pylist()
         return table_or_shards.select(light), [{**row, POSITION: (0, i)} for i, row in enumerate(head)]
-    light_parts: list[pa.Table] = []
+    if not table_or_shards:
+        raise ValueError("write_dataset_card needs a table or at least one shard path")
+    light_parts = read_each(_light_columns, list(table_or_shards))
     candidates: list[dict[str, Any]] = []
     for index, path in enumerate(table_or_shards):
+        wanted = SAMPLE_ROWS_PER_CARD - len(candidates)
+        if wanted <= 0:
+            break
         fs, inner = fsspec.core.url_to_fs(path)
         with fs.open(inner, "rb") as handle:
             parquet = pq.ParquetFile(handle)
-            light_parts.append(parquet.read(columns=[c for c in LIGHT_COLUMNS if c in parquet.schema_arrow.names]))
-            wanted = SAMPLE_ROWS_PER_CARD - len(candidates)
-            if wanted <= 0:
-                continue
             batch = next(parquet.iter_batches(batch_size=wanted, columns=_metadata_paths(parquet)), None)
-            rows = batch.to_pylist() if batch is not None else []
-            candidates += [{**row, POSITION: (index, i)} for i, row in enumerate(rows)]
-    if not light_parts:
-        raise ValueError("write_dataset_card needs a table or at least one shard path")
+        rows = batch.to_pylist() if batch is not None else []
+        candidates += [{**row, POSITION: (index, i)} for i, row in enumerate(rows)]
     return pa.concat_tables(light_parts, promote_options="default"), candidates
+
+
+def _light_columns(path: str) -> pa.Table:
+    fs, inner = fsspec.core.url_to_fs(path)
+    with fs.open(inner, "rb") as handle:
+        parquet = pq.ParquetFile(handle)
+        return parquet.read(columns=[c for c in LIGHT_COLUMNS if c in parquet.schema_arrow.names])
 
 
 def _metadata_paths(parquet: pq.ParquetFile) -> list[str]:

@@ -24,7 +24,6 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import fsspec
@@ -32,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from converters.io import read_each
 from curation.schema import check_batch
 from quality_checks.metrics import MetricsStage, SeverityBands, validation_table
 from quality_checks.suites import (
@@ -46,8 +46,6 @@ from quality_checks.suites import (
 )
 
 SCHEMA_SUITE = "medcurate.schema"
-#: concurrent reads of the passed-shard cache (I/O: latency on object storage, not CPU)
-CACHE_READ_THREADS = 8
 #: check_batch reasons that are structural (value rules are the GX suites' job)
 _STRUCTURAL_REASONS = ("missing", "type ", "null value", "not part of")
 
@@ -484,10 +482,7 @@ class PassedShardCache:
         """:meth:`get` for every path, in order, several at a time: a rebuild looks up
         every shard of the build (hundreds of small files, each a round trip on object
         storage; Arrow's reads release the GIL)."""
-        if len(paths) < 2:
-            return [self.get(path) for path in paths]
-        with ThreadPoolExecutor(max_workers=CACHE_READ_THREADS) as pool:
-            return list(pool.map(self.get, paths))
+        return read_each(self.get, paths)
 
     def put(self, path: str, flat: pa.Table) -> None:
         key = self._key(path)
