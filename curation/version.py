@@ -1,8 +1,10 @@
 """The pipeline version: package version plus a hash of the code that shapes samples.
 
 Shard names and partition cache keys include it, so changing a converter or a recipe
-stage invalidates exactly the results it could change, without anyone remembering to
-bump a number.
+stage invalidates the results it could change, without anyone remembering to bump a
+number. It is conservative: every byte of ``curation/``, ``converters/`` and
+``synthesis/`` counts, so any change there (a docstring, a helper no conversion uses)
+invalidates every partition, and the next rebuild of each dataset is a full one.
 """
 
 from __future__ import annotations
