@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 from pydantic import BaseModel
 
-from converters.base import ConversionError, ConvertOptions, SlicePolicy
+from converters.base import ConversionError, ConvertOptions, SlicePolicy, json_dumps
 from curation import hash_cache
 from curation.balance import balance_items
 from curation.build import BuildPlan, PlanContext, register_planner
@@ -510,7 +510,7 @@ class FamilyStage(Stage):
                 if text is not None:
                     p.row["caption"] = text[0]
                     _fill_caption_turn(p.row, text[0])
-                    _add_step(p.row, {"step": "caption", "params": {"source": text[1], "family": self.captioner.family}})
+                    add_step(p.row, {"step": "caption", "params": {"source": text[1], "family": self.captioner.family}})
             for detail in bad:
                 log.warning("caption facts rejected: %s", detail)
         rows = []
@@ -544,10 +544,11 @@ class FamilyStage(Stage):
 CAPTION_PLACEHOLDER = "{caption}"
 
 
-def _add_step(row: dict[str, Any], step: dict[str, Any]) -> None:
+def add_step(row: dict[str, Any], step: dict[str, Any]) -> None:
+    """Append ``step`` (``{"step": name, "params": {...}}``) to a row's provenance."""
     steps = json.loads(row["provenance"]["steps_json"])
     steps.append(step)
-    row["provenance"]["steps_json"] = json.dumps(steps, sort_keys=True, separators=(",", ":"))
+    row["provenance"]["steps_json"] = json_dumps(steps)
 
 
 def _fill_caption_turn(row: dict[str, Any], caption: str) -> None:

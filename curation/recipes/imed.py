@@ -46,6 +46,7 @@ from curation.recipes.common import (
     FamilyContext,
     Produced,
     ResolvedSource,
+    add_step,
     guess_modality,
     payload_of,
     register_family,
@@ -329,14 +330,10 @@ class Imed(Family):
         if not masks and not opts.keep_empty_slices:
             return None
         categories = sorted({m["category"] for m in masks})
-        steps = json.loads(row["provenance"]["steps_json"])
-        steps.append(
-            {
-                "step": "imed.masks",
-                "params": {**opts.model_dump(), "table": f"{opts.category_table}.v{opts.category_version}", "masks": notes},
-            }
-        )
-        row["provenance"]["steps_json"] = json.dumps(steps, sort_keys=True, separators=(",", ":"))
+        add_step(row, {
+            "step": "imed.masks",
+            "params": {**opts.model_dump(), "table": f"{opts.category_table}.v{opts.category_version}", "masks": notes},
+        })
         row.update(
             task="interactive_seg",
             sample_id=sample_id(row["dataset"], row["source"], row["source_uri"], "interactive_seg"),

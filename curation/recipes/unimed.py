@@ -36,6 +36,7 @@ from curation.recipes.common import (
     FamilyContext,
     Produced,
     ResolvedSource,
+    add_step,
     guess_modality,
     payload_of,
     register_family,
@@ -504,12 +505,10 @@ class Unimed(Family):
         template = ctx.rng(row["source_uri"], "prompt").choice(PROMPTS[SUPER_RESOLUTION])
         prompt = template.format(modality=words, scale=scale, low=f"{low.shape[1]}x{low.shape[0]}", high=f"{width}x{height}")
         self._dress(row, "image2image", prompt, "<image>", [f"super-resolution x{scale}"])
-        steps = json.loads(row["provenance"]["steps_json"])
-        steps.append({"step": "unimed.super_resolution", "params": {
+        add_step(row, {"step": "unimed.super_resolution", "params": {
             "scale": scale, "downsample": opts.downsample, "from_px": [int(high.shape[1]), int(high.shape[0])],
             "output_px": [width, height], "input_px": [int(low.shape[1]), int(low.shape[0])],
         }})
-        row["provenance"]["steps_json"] = json.dumps(steps, sort_keys=True, separators=(",", ":"))
         return Produced(row)
 
     def _region_rows(self, item: dict[str, Any], ctx: FamilyContext) -> list[Produced | Reject]:
@@ -551,12 +550,10 @@ class Unimed(Family):
                 question = rng.choice(PROMPTS["region"]).format(box=box)
                 turns.append({"from": "human", "value": f"<image>\n{question}" if position == 0 else question})
                 turns.append({"from": "gpt", "value": f"{mask['category']}."})
-            steps = json.loads(row["provenance"]["steps_json"])
-            steps.append({"step": "unimed.regions", "params": {
+            add_step(row, {"step": "unimed.regions", "params": {
                 "table": f"{opts.category_table}.v{opts.category_version}",
                 "regions": [{"label": masks[i]["label"], "category": masks[i]["category"]} for i in chosen],
             }})
-            row["provenance"]["steps_json"] = json.dumps(steps, sort_keys=True, separators=(",", ":"))
             row.update(
                 task="referring_seg",
                 sample_id=sample_id(row["dataset"], row["source"], row["source_uri"], "referring_seg"),
