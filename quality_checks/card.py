@@ -56,12 +56,17 @@ MASK_COLOURS = np.array(
 LIGHT_COLUMNS: tuple[str, ...] = (*COUNT_COLUMNS, "dataset", "subject_key")
 
 
-def _read_metrics(path: str) -> pa.Table:
-    """The histogram columns of the gate's ``quality_metrics.parquet`` (not every metric)."""
+def _read_present_columns(path: str, columns: Sequence[str]) -> pa.Table:
+    """Those of ``columns`` a Parquet file has (a shard of another family lacks some)."""
     fs, inner = fsspec.core.url_to_fs(path)
     with fs.open(inner, "rb") as handle:
         parquet = pq.ParquetFile(handle)
-        return parquet.read(columns=[c for c in HISTOGRAM_METRICS if c in parquet.schema_arrow.names])
+        return parquet.read(columns=[c for c in columns if c in parquet.schema_arrow.names])
+
+
+def _read_metrics(path: str) -> pa.Table:
+    """The histogram columns of the gate's ``quality_metrics.parquet`` (not every metric)."""
+    return _read_present_columns(path, list(HISTOGRAM_METRICS))
 
 
 def _load(table_or_shards: pa.Table | Sequence[str]) -> tuple[pa.Table, list[dict[str, Any]]]:
@@ -78,7 +83,7 @@ def _load(table_or_shards: pa.Table | Sequence[str]) -> tuple[pa.Table, list[dic
         return table_or_shards.select(light), [{**row, POSITION: (0, i)} for i, row in enumerate(head)]
     if not table_or_shards:
         raise ValueError("write_dataset_card needs a table or at least one shard path")
-    light_parts = read_each(_light_columns, list(table_or_shards))
+    light_parts = read_each(functools.partial(_read_present_columns, columns=LIGHT_COLUMNS), list(table_or_shards))
     candidates: list[dict[str, Any]] = []
     for index, path in enumerate(table_or_shards):
         wanted = SAMPLE_ROWS_PER_CARD - len(candidates)
@@ -91,13 +96,6 @@ def _load(table_or_shards: pa.Table | Sequence[str]) -> tuple[pa.Table, list[dic
         rows = batch.to_pylist() if batch is not None else []
         candidates += [{**row, POSITION: (index, i)} for i, row in enumerate(rows)]
     return pa.concat_tables(light_parts, promote_options="default"), candidates
-
-
-def _light_columns(path: str) -> pa.Table:
-    fs, inner = fsspec.core.url_to_fs(path)
-    with fs.open(inner, "rb") as handle:
-        parquet = pq.ParquetFile(handle)
-        return parquet.read(columns=[c for c in LIGHT_COLUMNS if c in parquet.schema_arrow.names])
 
 
 def _metadata_paths(parquet: pq.ParquetFile) -> list[str]:
