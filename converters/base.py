@@ -114,6 +114,14 @@ BurnedInPolicy = Literal["declared", "strict"]
 BURNED_IN_POLICIES: tuple[str, ...] = get_args(BurnedInPolicy)
 
 
+def date_policy(value: object) -> str:
+    """``value`` when it names a DICOM date policy; a ValueError naming the choices otherwise."""
+    policy = str(value)
+    if policy not in DATE_POLICIES:
+        raise ValueError(f"dates must be one of {list(DATE_POLICIES)}, got {policy!r}")
+    return policy
+
+
 def burned_in_policy(value: object) -> str:
     """The burned-in policy named by an option (None: the default, ``declared``)."""
     policy = str(value or "declared")

@@ -33,7 +33,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
-from converters.base import DATE_POLICIES
+from converters.base import date_policy
 
 #: PS3.15 Table E.1-1 actions (Basic Profile column) for its main attributes
 BASIC_PROFILE: dict[str, str] = {
@@ -207,8 +207,7 @@ def deidentify_dataset(
     needs e.g. ``PatientSex`` must say so explicitly). The pixel data is not looked at:
     burned-in text is handled by rejecting ``BurnedInAnnotation=YES``.
     """
-    if dates not in DATE_POLICIES:
-        raise ValueError(f"dates must be one of {list(DATE_POLICIES)}, got {dates!r}")
+    date_policy(dates)
     out = copy.deepcopy(ds)
     offset = date_offset_days(subject, salt)
     _apply_profile(out, salt, offset if dates == "shift" else None, set(keep))
@@ -296,8 +295,7 @@ def deidentified_subset(
     copy of the whole header, which was ~3.5 ms per DICOM series: per image for
     radiographs, one image per series, more than decoding it.
     """
-    if dates not in DATE_POLICIES:
-        raise ValueError(f"dates must be one of {list(DATE_POLICIES)}, got {dates!r}")
+    date_policy(dates)
     subset = Dataset()
     for keyword in keywords:
         tag = tag_for_keyword(keyword)
