@@ -43,6 +43,12 @@ sys.path.insert(0, str(ROOT))
 CT_DIR = ROOT / "tests" / "data" / "ct_3slice_seg"
 
 
+def add_noise(ds: pydicom.Dataset, rng: np.random.Generator) -> None:
+    """New pixel content, as a re-acquisition would give: the stored values plus noise."""
+    pixels = ds.pixel_array.astype(np.int32) + rng.integers(-8, 9, ds.pixel_array.shape)
+    ds.PixelData = np.clip(pixels, -2000, 4000).astype(np.int16).tobytes()
+
+
 def make_slices(target: Path, count: int, per_series: int = 250) -> int:
     """Write ``count`` DICOM slices; returns total bytes."""
     rng = np.random.default_rng(0)
@@ -51,8 +57,7 @@ def make_slices(target: Path, count: int, per_series: int = 250) -> int:
     for index in range(count):
         series, position = divmod(index, per_series)
         ds = seeds[index % len(seeds)].copy()
-        pixels = ds.pixel_array.astype(np.int32) + rng.integers(-8, 9, ds.pixel_array.shape)
-        ds.PixelData = np.clip(pixels, -2000, 4000).astype(np.int16).tobytes()
+        add_noise(ds, rng)
         ds.SeriesInstanceUID = f"1.2.826.0.1.3680043.10.1{series:04d}"
         ds.SOPInstanceUID = f"1.2.826.0.1.3680043.10.2{index:06d}"
         ds.ImagePositionPatient = [-235.2, -226.8, -128.69 + position]

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MEDCURATE_SALT", "bench")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from bench.convert import make_slices  # noqa: E402
+from bench.convert import add_noise, make_slices  # noqa: E402
 from flows.build import BuildRequest, run_build, run_build_inline  # noqa: E402
 
 
@@ -123,12 +123,11 @@ def change_one_percent(source: Path, kind: str, samples: int) -> int:
         return len(changed)
     import pydicom
 
-    series = sorted(p for p in source.iterdir() if p.is_dir())[len(list(source.iterdir())) // 2]
-    files = sorted(series.glob("*.dcm"))
+    folders = sorted(p for p in source.iterdir() if p.is_dir())
+    files = sorted(folders[len(folders) // 2].glob("*.dcm"))
     for path in files:
         ds = pydicom.dcmread(path)
-        pixels = ds.pixel_array.astype(np.int32) + rng.integers(-8, 9, ds.pixel_array.shape)
-        ds.PixelData = np.clip(pixels, -2000, 4000).astype(np.int16).tobytes()
+        add_noise(ds, rng)
         ds.save_as(path)
     return len(files)
 

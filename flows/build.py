@@ -35,11 +35,7 @@ from curation.partitions import (
 from curation.stages import Reject, rejects_to_table
 from curation.version import pipeline_version
 from flows.runs import run_summary, write_run_record
-from flows.settings import (
-    Settings,
-    configure_prefect,
-    ensure_prefect_api,
-)
+from flows.settings import Settings, configure_prefect, ensure_prefect_api
 from flows.storage import configure_object_storage
 
 if TYPE_CHECKING:

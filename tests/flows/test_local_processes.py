@@ -4,6 +4,8 @@ how many, and finished partitions answered before any task is made."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +34,15 @@ from tests.flows.test_incremental_resume import write_images
 def _stop_pool():
     yield
     shutdown_local_process_pool()
+
+
+def run_script(script: Path) -> subprocess.CompletedProcess[str]:
+    """``script`` in a fresh interpreter that imports this checkout."""
+    root = Path(__file__).resolve().parents[2]
+    return subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(root), "GX_ANALYTICS_ENABLED": "false"},
+    )
 
 
 def _build(source: Path, work: Path, workers: int | None):
@@ -147,7 +158,7 @@ def run_build_without_prefect(monkeypatch, tmp_path):
     monkeypatch.setattr(prefect_server, "SubprocessASGIServer", Server)
     monkeypatch.setattr(build, "warm_up_build", lambda: events.append("imports"))
 
-    def run(executor: str, api_url: str, flow: Callable[[Any, Any], Any]) -> None:
+    def run(executor: str, api_url: str, flow: Callable[..., Any]) -> None:
         monkeypatch.setenv("PREFECT_API_URL", api_url)  # restored after the test, also when set by the build
         monkeypatch.setattr(prefect_flows, "build_flow", flow)
         build.run_build(
@@ -180,9 +191,6 @@ def test_the_build_imports_its_libraries_while_a_temporary_prefect_server_starts
 def test_a_script_without_the_main_guard_still_builds_in_one_process(tmp_path):
     """Spawned workers re-import the main script; without the guard they fail to start.
     The build must notice, warn, and finish in its own process."""
-    import subprocess
-    import sys
-
     write_images(tmp_path / "src", 12, size=32)
     script = tmp_path / "unguarded.py"
     script.write_text(
@@ -191,11 +199,7 @@ def test_a_script_without_the_main_guard_still_builds_in_one_process(tmp_path):
         f"    workdir={str(tmp_path / 'w')!r}, workers=2, options={{'partition_items': 4, 'modality': 'XR'}}))\n"
         "print('SAMPLES', out.summary['samples_written'], len(out.summary['workers']))\n"
     )
-    root = Path(__file__).resolve().parents[2]
-    done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PYTHONPATH": str(root), "GX_ANALYTICS_ENABLED": "false"},
-    )
+    done = run_script(script)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "SAMPLES 12 1" in done.stdout  # every sample, all converted in the one process
     assert "partitions run in this process from now on" in done.stderr
@@ -270,9 +274,6 @@ def test_long_lived_objects_are_frozen_but_garbage_is_collected_first(tmp_path):
 def test_objects_frozen_by_a_build_are_still_finalized_at_exit(tmp_path):
     """The interpreter's last collections skip frozen objects; the process must give them
     back first, or their finalizers never run (DuckDB's bindings report leaks at exit)."""
-    import subprocess
-    import sys
-
     script = tmp_path / "finalize.py"
     script.write_text(
         "from flows.build import freeze_long_lived_objects\n"
@@ -283,7 +284,6 @@ def test_objects_frozen_by_a_build_are_still_finalized_at_exit(tmp_path):
         "held.cycle = held  # freed only by the collector at exit\n"
         "freeze_long_lived_objects()\n"
     )
-    root = Path(__file__).resolve().parents[2]
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(root)})
+    done = run_script(script)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "finalized"
