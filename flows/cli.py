@@ -247,6 +247,26 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, help="parallel workers (local: processes, default every core for builds of >= 64 MiB; Dask processes; Ray CPUs/actors)")
 
 
+def add_global_options(parser: argparse.ArgumentParser, default: Any = None) -> None:
+    """--workdir, --catalog-uri, --warehouse and -v. ``default``: what a parser that did
+    not see the option leaves in the namespace (``argparse.SUPPRESS``: nothing)."""
+    parser.add_argument("--workdir", default=default, help="working directory (default $MEDCURATE_HOME or ./medcurate-data)")
+    parser.add_argument("--catalog-uri", default=default, help="catalog database URI (default sqlite:///<workdir>/catalog.db)")
+    parser.add_argument("--warehouse", default=default, help="warehouse path, any fsspec URI (default <workdir>/warehouse)")
+    parser.add_argument("-v", "--verbose", action="store_true", default=default if default is not None else False, help="log more")
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser (and its subcommands', which argparse makes of the same class):
+    it also accepts the global options after the command, as DESIGN.md writes them
+    (``medcurate convert SRC --dataset X --workdir DIR``). Their default is SUPPRESS, so
+    an option given before the command is kept unless the command repeats it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        add_global_options(self, default=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from converters.base import BURNED_IN_POLICIES, DATE_POLICIES
 
@@ -254,11 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="medcurate",
         description="Turn unimodal medical data into multimodal, versioned Parquet datasets.",
     )
-    parser.add_argument("--workdir", help="working directory (default $MEDCURATE_HOME or ./medcurate-data)")
-    parser.add_argument("--catalog-uri", help="catalog database URI (default sqlite:///<workdir>/catalog.db)")
-    parser.add_argument("--warehouse", help="warehouse path, any fsspec URI (default <workdir>/warehouse)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_global_options(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser)
 
     demo = sub.add_parser("demo", help="every family end to end on bundled samples")
     demo.set_defaults(func=cmd_demo)

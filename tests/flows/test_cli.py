@@ -33,6 +33,23 @@ def test_convert_then_catalog_commands(tmp_path, capsys, ct_series):
     assert summary["inputs_total"] == 3 and summary["samples_written"] == 3
 
 
+def test_global_options_work_after_the_command_as_the_contract_writes_them(tmp_path, capsys, ct_series):
+    """DESIGN.md and issue #2 write ``convert SRC --dataset NAME --workdir DIR`` and
+    ``demo --workdir DIR``; before the command works too, and after it wins."""
+    work, elsewhere = tmp_path / "w", tmp_path / "elsewhere"
+    args = ["convert", str(ct_series.parent), "--dataset", "after", "--slices", "middle", "--workdir", str(work)]
+    assert main(args) == 0
+    assert "published after@v1" in capsys.readouterr().out
+    assert (work / "catalog.db").exists() and not elsewhere.exists()
+    assert main(["--workdir", str(elsewhere), "catalog", "list", "--workdir", str(work)]) == 0
+    assert capsys.readouterr().out.startswith("after\t1 version(s)")
+    assert main(["catalog", "files", "after", "--workdir", str(work), "--warehouse", str(work / "warehouse")]) == 0
+    files = capsys.readouterr().out.split()
+    assert files and all(f.startswith(str(work / "warehouse")) for f in files)
+    assert main(["--workdir", str(work), "catalog", "show", "after"]) == 0
+    assert json.loads(capsys.readouterr().out)["version"] == "v1"
+
+
 def test_usage_errors_exit_2_with_a_message(tmp_path, capsys):
     work = str(tmp_path / "w")
     assert main(["--workdir", work, "catalog", "show", "missing"]) == 2
