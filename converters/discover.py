@@ -407,18 +407,16 @@ def _examine(files: list[tuple[_File, str]], parallel_map: ParallelMap | None) -
     examined: dict[str, _Examined] = {}
     jobs: list[tuple[_File, str]] = []
     idents: list[hash_cache.Identity | None] = []
-    for file, role in files:
-        if role not in _HASHED_ROLES and role not in ("dicom", "dicom-sniff"):
-            continue
-        ident = hash_cache.identity(file.uri, file.info) if cache is not None and cache.enabled else None
-        known = _cached(cache, ident, role) if ident is not None else None
-        if known is not None:
+    wanted = [(file, role) for file, role in files if role in _HASHED_ROLES or role in ("dicom", "dicom-sniff")]
+    known, identities = _cached(cache, wanted) if cache is not None and cache.enabled else ({}, {})
+    for file, role in wanted:
+        if file.key in known:
             assert cache is not None
             cache.hits += 1
-            examined[file.key] = known
+            examined[file.key] = known[file.key]
             continue
         jobs.append((file, role))
-        idents.append(ident)
+        idents.append(identities.get(file.key))
     if parallel_map is not None and sum(file.size for file, _ in jobs) >= PARALLEL_MIN_BYTES:
         chunks = [jobs[i : i + PARALLEL_CHUNK_FILES] for i in range(0, len(jobs), PARALLEL_CHUNK_FILES)]
         results = [e for chunk in parallel_map(examine_files, chunks) for e in chunk]
@@ -434,15 +432,26 @@ def _examine(files: list[tuple[_File, str]], parallel_map: ParallelMap | None) -
     return examined
 
 
-def _cached(cache: HashCache | None, ident: hash_cache.Identity, role: str) -> _Examined | None:
-    """What the cache knows of an unchanged file: its hash and, for DICOM, its facts (a
-    DICOM file whose facts are not stored, e.g. from an older cache, is read again)."""
-    assert cache is not None
-    digest = cache.lookup(ident)
-    if digest is None or role in _HASHED_ROLES:
-        return None if digest is None else _Examined(digest=digest)
-    known = cache.derived([digest], DICOM_FACTS_KIND).get(digest)
-    return None if known is None else _Examined(digest=digest, facts=DicomFacts(**json.loads(known)))
+def _cached(
+    cache: HashCache, files: list[tuple[_File, str]]
+) -> tuple[dict[str, _Examined], dict[str, hash_cache.Identity | None]]:
+    """What the cache knows of unchanged files, by key: the hash and, for DICOM, the facts
+    (a DICOM file whose facts are not stored, e.g. from an older cache, is read again);
+    and every file's identity. Looked up in a few queries, not two per file."""
+    identities = {file.key: hash_cache.identity(file.uri, file.info) for file, _ in files}
+    present = [(file, role, ident) for file, role in files if (ident := identities[file.key]) is not None]
+    digests = cache.lookup_many([ident for _, _, ident in present])
+    dicom = [digest for (_, role, _), digest in zip(present, digests, strict=True) if digest and role not in _HASHED_ROLES]
+    facts = cache.derived(dicom, DICOM_FACTS_KIND)
+    known: dict[str, _Examined] = {}
+    for (file, role, _), digest in zip(present, digests, strict=True):
+        if digest is None:
+            continue
+        if role in _HASHED_ROLES:
+            known[file.key] = _Examined(digest=digest)
+        elif digest in facts:
+            known[file.key] = _Examined(digest=digest, facts=DicomFacts(**json.loads(facts[digest])))
+    return known, identities
 
 
 @dataclasses.dataclass(frozen=True)

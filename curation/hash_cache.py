@@ -38,7 +38,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -52,6 +52,8 @@ DB_NAME = "hashes.sqlite"
 ENV = "MEDCURATE_HASH_CACHE"
 _OFF = ("off", "0", "false", "no", "none")
 _FLUSH_EVERY = 2000
+#: keys per ``IN (...)`` query: well under SQLite's 999 bound parameters of old builds
+_QUERY_CHUNK = 500
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files_v1 (
     uri TEXT PRIMARY KEY,
@@ -184,19 +186,33 @@ class HashCache:
     # -- content hashes --------------------------------------------------------------
     def lookup(self, ident: Identity) -> str | None:
         """The stored hash of a file with exactly this identity, else None."""
-        if self._db is None:
-            return None
+        return self.lookup_many([ident])[0]
+
+    def lookup_many(self, idents: Sequence[Identity]) -> list[str | None]:
+        """:meth:`lookup` of many files, in order, in one query per 500: a rebuild looks
+        up every source file (one query each was ~15 us of the ~25 us per cached file)."""
+        if self._db is None or not idents:
+            return [None] * len(idents)
+        stored: dict[str, tuple[int, int, str, str]] = {}
+        uris = list(dict.fromkeys(ident.uri for ident in idents))
         with self._lock:
             try:
-                row = self._db.execute(
-                    "SELECT size, mtime_ns, token, sha256 FROM files_v1 WHERE uri = ?", (ident.uri,)
-                ).fetchone()
+                for start in range(0, len(uris), _QUERY_CHUNK):
+                    chunk = uris[start : start + _QUERY_CHUNK]
+                    rows = self._db.execute(
+                        f"SELECT uri, size, mtime_ns, token, sha256 FROM files_v1 WHERE uri IN ({','.join('?' * len(chunk))})",
+                        chunk,
+                    ).fetchall()
+                    stored.update((uri, (size, mtime, token, sha)) for uri, size, mtime, token, sha in rows)
             except sqlite3.Error as exc:
                 self._disable(exc)
-                return None
-        if row is None or (row[0], row[1], row[2]) != (ident.size, ident.mtime_ns, ident.token):
-            return None
-        return str(row[3])
+                return [None] * len(idents)
+        found: list[str | None] = []
+        for ident in idents:
+            row = stored.get(ident.uri)
+            same = row is not None and (row[0], row[1], row[2]) == (ident.size, ident.mtime_ns, ident.token)
+            found.append(str(row[3]) if row is not None and same else None)
+        return found
 
     def remember(self, ident: Identity, digest: str) -> bool:
         """Store ``digest`` for ``ident`` (taken before the file was read) when it can be
@@ -243,8 +259,8 @@ class HashCache:
         out: dict[str, str] = {}
         with self._lock:
             try:
-                for start in range(0, len(wanted), 500):
-                    chunk = wanted[start : start + 500]
+                for start in range(0, len(wanted), _QUERY_CHUNK):
+                    chunk = wanted[start : start + _QUERY_CHUNK]
                     marks = ",".join("?" * len(chunk))
                     rows = self._db.execute(
                         f"SELECT sha256, value FROM derived_v1 WHERE kind = ? AND sha256 IN ({marks})", (kind, *chunk)

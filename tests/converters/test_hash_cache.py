@@ -276,3 +276,28 @@ def test_unchanged_dicom_files_are_not_opened_and_a_bad_header_is_never_cached(t
     assert rows(again) == rows(first)
     assert [r.reason for r in again.rejects] == ["bad_header"]  # checked again: never remembered as good
     assert reads == [str(src / "ct" / "second.dcm")]  # the good file is not opened; the damaged one is checked again
+
+
+def test_lookup_many_answers_each_file_in_order_across_query_chunks(tmp_path: Path):
+    """A rebuild looks every source up at once: more files than one query takes, with an
+    unknown file, a changed one and a repeated one among them."""
+    count = hash_cache._QUERY_CHUNK + 37
+    files = [tmp_path / f"f{i:04d}.bin" for i in range(count)]
+    for i, path in enumerate(files):
+        path.write_bytes(i.to_bytes(4, "little"))
+    age(*files)
+    unknown = tmp_path / "unknown.bin"
+    unknown.write_bytes(b"never hashed")
+    age(unknown)
+    with HashCache(str(tmp_path / "cache.db")) as cache:
+        for path in files:
+            assert cache.file_sha256(str(path)) == sha(path)
+    files[3].write_bytes(b"changed")  # another size: its stored hash no longer applies
+    age(files[3])
+    asked = [*files, unknown, files[0]]
+    with HashCache(str(tmp_path / "cache.db")) as cache:
+        found = cache.lookup_many([identity(str(p)) for p in asked])
+        assert found == [cache.lookup(identity(str(p))) for p in asked]
+    expected = [sha(p) for p in files]
+    expected[3] = None
+    assert found == [*expected, None, sha(files[0])]
