@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import posixpath
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -203,3 +204,12 @@ def _protocol_prefix(fs: Any) -> str:
 def read_shard(path: str, columns: list[str] | None = None) -> pa.Table:
     fs, p = url_to_fs(path)
     return pq.read_table(p, filesystem=fs, columns=columns)
+
+
+def read_present_columns(path: str, columns: Sequence[str]) -> pa.Table:
+    """Those of ``columns`` a Parquet file has (a shard of another family lacks some),
+    read through ``ParquetFile`` (no dataset layer for one file)."""
+    fs, inner = url_to_fs(path)
+    with fs.open(inner, "rb") as handle:
+        parquet = pq.ParquetFile(handle)
+        return parquet.read(columns=[c for c in columns if c in parquet.schema_arrow.names])

@@ -17,8 +17,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-
 from catalogs.catalog import PublishResult
 from curation.build import BuildPlan, PlanContext, make_plan
 from curation.partitions import (
@@ -321,12 +319,13 @@ class GateFailed(Exception):
         )
 
 
-def previous_version_table(settings: Settings, dataset: str) -> pa.Table | None:
-    """The latest published version's columns the drift checks compare with."""
+def previous_version_shards(settings: Settings, dataset: str) -> list[str] | None:
+    """The latest published version's shards, which the drift checks compare with (the
+    gate reads them only where the build did not measure them)."""
     catalog = settings.catalog()
     if not catalog.exists(dataset) or not catalog.versions(dataset):
         return None
-    return catalog.to_arrow(dataset, columns=["modality", "task", "split"])
+    return catalog.files(dataset)
 
 
 def run_gate(plan: BuildPlan, settings: Settings, run_id: str, shards: list[str], processes: int = 1) -> Any:
@@ -345,7 +344,7 @@ def run_gate(plan: BuildPlan, settings: Settings, run_id: str, shards: list[str]
         family=plan.family,
         workdir=settings.workdir,
         tolerances=plan.gate or None,
-        previous=previous_version_table(settings, plan.dataset),
+        previous=previous_version_shards(settings, plan.dataset),
         build_id=run_id,
         data_docs="://" not in settings.workdir,
         shard_map=shard_map,

@@ -112,3 +112,45 @@ def test_histogram_bars_are_drawn_in_proportion(tmp_path: Path) -> None:
     runs = np.split(columns, np.nonzero(np.diff(columns) > 1)[0] + 1)  # one run of columns per bar
     heights = [int(bars[:, run].sum(axis=0).max()) for run in runs]
     assert len(runs) == 2 and abs(heights[0] / heights[1] - 3.0) < 0.1, heights  # to a pixel
+
+
+def test_counts_come_from_the_gate_metrics_when_they_cover_the_versions_shards(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gate's quality_metrics.parquet has a row per row of every shard it measured,
+    with the shard's name: the card counts from it (one read, not a footer per shard),
+    restricted to the version's shards, and the counts equal those read from the shards."""
+    from quality_checks import card
+    from quality_checks.gate import gate_build
+
+    imed = write_shard(FAMILY_ROWS["imed"](), tmp_path / "shards" / "imed.parquet")
+    medq = write_shard(FAMILY_ROWS["medq_uni"](), tmp_path / "shards" / "medq.parquet")
+    report = gate_build([imed, medq], family=None, workdir=str(tmp_path / "work"), build_id="b1",
+                        severity_bands=TEST_BANDS, data_docs=False)
+    assert report.passed and report.metrics_path
+
+    def counts(readme: str) -> str:
+        text = Path(readme).read_text()
+        return text[: text.index("## Rejects")]
+
+    from_shards = write_dataset_card([imed, medq], str(tmp_path / "a"), name="d", version="v1")
+    read: list[str] = []
+    real = card.read_present_columns
+
+    def recorded(path: str, columns: object) -> pa.Table:
+        read.append(path)
+        return real(path, columns)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(card, "read_present_columns", recorded)
+    from_gate = write_dataset_card([imed, medq], str(tmp_path / "b"), name="d", version="v1", metrics=report.metrics_path)
+    assert read == [report.metrics_path]
+    assert counts(from_gate) == counts(from_shards) and "| CT | 3 | 50.0% |" in counts(from_gate)
+
+    only_imed = write_dataset_card([imed], str(tmp_path / "c"), name="d", version="v1", metrics=report.metrics_path)
+    assert "3 samples from 1 subjects" in counts(only_imed) and "| CT | 3 | 100.0% |" in counts(only_imed)
+
+    other = write_shard(FAMILY_ROWS["retinalogos"](), tmp_path / "shards" / "other.parquet")
+    read.clear()
+    uncovered = write_dataset_card([imed, other], str(tmp_path / "e"), name="d", version="v1", metrics=report.metrics_path)
+    assert read == [report.metrics_path, imed, other]  # the gate did not measure `other`: shards are read
+    assert "| CFP |" in counts(uncovered)

@@ -147,6 +147,38 @@ def test_drift_against_the_previous_version(tmp_path: Path) -> None:
     assert relaxed.passed, relaxed.failed_expectations
 
 
+def test_drift_against_the_previous_versions_shards_reads_only_those_the_build_did_not_measure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flow passes the previous version's shard paths: rows of the shards this build
+    shares come from its own validation tables, the others are read; the verdict is the
+    one the previous version's whole table gives."""
+    import quality_checks.gate as gate_module
+
+    rows = FAMILY_ROWS["imed"]()
+    kept = write_shard(rows, tmp_path / "build" / "kept.parquet")
+    dropped_rows = [{**row, "sample_id": f"gone-{i}", "modality": "MR"} for i, row in enumerate(rows * 2)]
+    dropped = write_shard(dropped_rows, tmp_path / "old" / "dropped.parquet")
+    read: list[str] = []
+    real_read = gate_module.read_present_columns
+
+    def recorded(path: str, columns: Any) -> pa.Table:
+        read.append(path)
+        return real_read(path, columns)
+
+    monkeypatch.setattr(gate_module, "read_present_columns", recorded)
+    by_paths = run_gate(tmp_path, [kept], "imed", previous=[kept, dropped])
+    assert read == [dropped]
+    whole = pa.table({"modality": [r["modality"] for r in rows] + ["MR"] * len(dropped_rows)})
+    by_table = run_gate(tmp_path / "again", [kept], "imed", previous=whole)
+    assert failures_of(by_paths, "build") == failures_of(by_table, "build") == {
+        ("build", "expect_table_row_count_to_be_between", None),
+        ("modality_mix", "expect_column_values_to_be_between", "share_change"),
+    }
+    same = run_gate(tmp_path / "same", [kept], "imed", previous=[kept])
+    assert same.passed and failures_of(same, "build") == set()
+
+
 def test_failed_shard_fraction_within_tolerance_still_publishes_the_rest(tmp_path: Path) -> None:
     good = write_shard(FAMILY_ROWS["imed"](), tmp_path / "build" / "good.parquet")
     rows = FAMILY_ROWS["imed"]()
