@@ -73,6 +73,11 @@ def check_dataset_name(name: str) -> str:
     return name
 
 
+def _natural_key(version: str) -> list[tuple[int, int | str]]:
+    """``v10`` after ``v9``; numbers before text in each position, so keys always compare."""
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", version) if part]
+
+
 def check_version_name(version: str) -> str:
     if not _VERSION.fullmatch(version) or version == "latest":
         raise CatalogError(
@@ -180,9 +185,7 @@ class DatasetCatalog:
 
         table = self._table(name, create=True)
         explicit = version is not None
-        version = check_version_name(version) if version else self.next_version(name)
-        if version in table.metadata.refs:
-            raise CatalogError(f"{name}@{version} already exists; choose another --version")
+        version = self._check_new_version(table, name, version) if version else self.next_version(name)
         wanted = list(dict.fromkeys(shard_paths))
         current = {task.file.file_path: task.file for task in self._scan_tasks(table, None)}
         to_add = [p for p in wanted if p not in current]
@@ -210,6 +213,24 @@ class DatasetCatalog:
         snapshot_id = table.current_snapshot().snapshot_id
         table.manage_snapshots().create_tag(snapshot_id, version).commit()
         return PublishResult(name, version, snapshot_id, to_add, to_remove, unchanged=False)
+
+    def check_new_version(self, name: str, version: str) -> str:
+        """``version``, when it is a valid name not yet published for ``name``; else a
+        CatalogError that says which versions exist. A build checks this before it
+        converts anything (``publish`` checks again when it commits)."""
+        if not self.exists(name):
+            return check_version_name(version)
+        return self._check_new_version(self._table(name), name, version)
+
+    def _check_new_version(self, table: Any, name: str, version: str) -> str:
+        version = check_version_name(version)
+        if version in table.metadata.refs:
+            published = ", ".join(v.version for v in self._versions_or_empty(name)) or "none"
+            raise CatalogError(
+                f"{name}@{version} already exists (published versions: {published}); choose another --version, "
+                f"or leave it out for v<N+1>"
+            )
+        return version
 
     @staticmethod
     def _latest_tag_of(table: Any, snapshot_id: int) -> str | None:
@@ -250,7 +271,8 @@ class DatasetCatalog:
                     summary,
                 )
             )
-        return sorted(infos, key=lambda v: (v.published_at, v.snapshot_id, v.version))
+        # tags of one snapshot (a rebuild that changed nothing) in the order v2 < v10
+        return sorted(infos, key=lambda v: (v.published_at, v.snapshot_id, _natural_key(v.version)))
 
     def version_info(self, name: str, version: str | None = None) -> VersionInfo:
         """The named version, or the latest published when ``version`` is None/'latest'."""

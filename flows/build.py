@@ -13,6 +13,7 @@ import functools
 import gc
 import logging
 import os
+import posixpath
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -73,7 +74,15 @@ def settings_for(request: BuildRequest) -> Settings:
     return Settings.resolve(request.workdir, request.catalog_uri, request.warehouse)
 
 
+def check_version_is_new(request: BuildRequest, settings: Settings) -> None:
+    """Fail before any work when ``--version`` names a published version (publish would
+    refuse it only after conversion and the gate, leaving their shards unregistered)."""
+    if request.version:
+        settings.catalog().check_new_version(request.dataset, request.version)
+
+
 def prepare(request: BuildRequest, settings: Settings, run_id: str) -> tuple[BuildPlan, list[Partition]]:
+    check_version_is_new(request, settings)
     sources = list(request.sources)
     if any("://" in s for s in sources):  # a family's s3:// or catalog:// sources: staged locally first
         from curation.recipes.common import stage_sources
@@ -369,6 +378,12 @@ def write_card(
     )
 
 
+def has_card(settings: Settings, published: PublishResult) -> bool:
+    """Whether the version already has its card (an unchanged rebuild under an explicit
+    new ``--version`` tags the same snapshot: that version gets its own card)."""
+    return os.path.exists(posixpath.join(settings.catalog().artifacts_dir(published.name, published.version), "README.md"))
+
+
 def finish(
     request: BuildRequest,
     settings: Settings,
@@ -454,7 +469,7 @@ def finish(
         run_id, inputs_total=plan.inputs_total, rejects=rejects, samples_written=samples,
         seconds=time.perf_counter() - started, extra=extra,
     )
-    if published is not None and not published.unchanged and "://" not in settings.workdir:
+    if published is not None and "://" not in settings.workdir and (not published.unchanged or not has_card(settings, published)):
         tick = time.perf_counter()
         summary["card"] = write_card(settings, request.dataset, published.version, rejects, summary, report)
         summary["phases"]["card"] = round(time.perf_counter() - tick, 3)
@@ -467,7 +482,9 @@ def run_build(request: BuildRequest, *, progress: bool | None = None) -> BuildOu
 
     ``progress``: draw progress bars (default: when stderr is a terminal).
     """
-    configure_prefect(settings_for(request).workdir)
+    settings = settings_for(request)
+    check_version_is_new(request, settings)  # here too: a usage error needs no flow run
+    configure_prefect(settings.workdir)
     # without a configured server a temporary one starts now (seconds: a subprocess
     # importing Prefect's server and migrating its database) while this process waits:
     # the core it leaves idle imports what the build will use

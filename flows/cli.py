@@ -32,6 +32,11 @@ def _settings(args: argparse.Namespace) -> Any:
     return Settings.resolve(args.workdir, args.catalog_uri, args.warehouse)
 
 
+def _number_or_text(value: str) -> int | str:
+    """Counts come back from the snapshot summary as text; JSON readers want numbers."""
+    return int(value) if value.isdigit() else value
+
+
 def split_ref(ref: str) -> tuple[str, str | None]:
     """``NAME@V`` → (NAME, V); ``NAME`` → (NAME, None) meaning the latest version."""
     name, _, version = ref.partition("@")
@@ -55,14 +60,19 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         name, version = split_ref(args.ref)
         info = catalog.version_info(name, version)
         files = catalog.files(name, info.version)
+        versions = catalog.versions(name)
+        # the snapshot's summary names the version it was built as; a later build that
+        # changed nothing tags the same snapshot: the version shown is the one asked for
+        built = {k: _number_or_text(v) for k, v in info.medcurate.items() if k != "version"}
         show = {
             "dataset": name,
             "version": info.version,
             "snapshot_id": info.snapshot_id,
             "published_at": info.published_at.isoformat(),
             "files": len(files),
-            **info.medcurate,
-            "all_versions": [v.version for v in catalog.versions(name)],
+            **built,
+            "same_data_as": [v.version for v in versions if v.snapshot_id == info.snapshot_id and v.version != info.version],
+            "all_versions": [v.version for v in versions],
         }
         card = posixpath.join(catalog.artifacts_dir(name, info.version), "README.md")
         if os.path.exists(card):
@@ -111,7 +121,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise UsageError(f"--modality must be one of {' '.join(MODALITIES)}, got {args.modality!r}")
     for source in args.sources:
         if "://" not in source and not os.path.exists(source):
-            raise UsageError(f"source {source!r} does not exist")
+            # a mistyped argument, not bad input: nothing is converted until every source
+            # named on the command line exists (files inside them that fail are rejects)
+            raise UsageError(f"source {source!r} does not exist; check the path (nothing was converted)")
     settings = _settings(args)
     options: dict[str, Any] = {
         "slices": args.slices,
@@ -191,6 +203,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     target = args.target
     if "://" in target or os.path.exists(target) or target.endswith(".parquet"):
+        import fsspec
+
+        fs, inner = fsspec.core.url_to_fs(target)
+        if not fs.exists(inner):  # a mistyped path is a usage error (2), not a failed gate (3)
+            raise UsageError(f"{target}: no such file or folder; give a shard, a folder of shards or NAME[@V]")
         paths: str | list[str] = target
         label = target
     else:
@@ -241,7 +258,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
     """--executor and cluster addresses, shared by convert and build."""
     parser.add_argument("--executor", choices=["local", "dask", "ray"], default="local",
-                        help="where partitions run: threads here, a Dask cluster, or Ray (default local)")
+                        help="where partitions run: local worker processes, a Dask cluster, or Ray (default local)")
     parser.add_argument("--dask-address", help="Dask scheduler address (default: a LocalCluster)")
     parser.add_argument("--ray-address", help="Ray cluster address (default: Ray in this process)")
     parser.add_argument("--workers", type=int, help="parallel workers (local: processes, default every core for builds of >= 64 MiB; Dask processes; Ray CPUs/actors)")
@@ -346,7 +363,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     handler: Callable[[argparse.Namespace], int] = args.func
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # inside the try: a closed pipe is found here, not at exit
+        return code
+    except BrokenPipeError:
+        # the reader went away (`medcurate catalog files X | head`): stop quietly, as
+        # Python's documentation advises, with nothing left to flush into the pipe at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
     except (UsageError, CatalogError) as exc:
         print(f"medcurate: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -18,17 +18,16 @@ from typing import Any
 
 def register(sub: Any) -> None:
     """Add ``build`` and ``recipes`` to the top-level subparsers of ``medcurate``."""
+    from flows.cli import add_engine_options
     build = sub.add_parser("build", help="build a dataset family (unimed, imed, retinalogos, ophora, medq_uni)")
     build.add_argument("recipe", metavar="RECIPE.yaml|NAME", help="a recipe file, or a family name for its default recipe")
     build.add_argument("--source", action="append", default=[], metavar="PATH",
                        help="source root in the family's public layout (repeatable): a folder, s3://bucket/prefix, "
-                       "or catalog://NAME[@VERSION] (medq_uni); default: the recipe file's folder")
+                       "or catalog://NAME[@VERSION] (medq_uni); default with a recipe file: its folder; "
+                       "required with a family NAME")
     build.add_argument("--dataset", help="catalog table name (default: the recipe's dataset)")
     build.add_argument("--version", help="version tag (default v<N+1>)")
-    build.add_argument("--executor", choices=["local", "dask", "ray"], default="local")
-    build.add_argument("--dask-address", help="Dask scheduler address (default: a LocalCluster)")
-    build.add_argument("--ray-address", help="Ray cluster address (default: in-process)")
-    build.add_argument("--workers", type=int, help="parallel workers (local: processes; see docs/operations.md)")
+    add_engine_options(build)
     build.set_defaults(func=cmd_build)
 
     recipes = sub.add_parser("recipes", help="the dataset-family recipes and their layouts")

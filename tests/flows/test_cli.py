@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pyarrow.parquet as pq
 
@@ -24,7 +25,7 @@ def test_convert_then_catalog_commands(tmp_path, capsys, ct_series):
     assert sum(pq.read_metadata(f).num_rows for f in files) == 3
     assert main(["--workdir", work, "catalog", "show", "cli_ds"]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert shown["version"] == "2026.11" and shown["samples"] == "3" and shown["recipe"] == "convert"
+    assert shown["version"] == "2026.11" and shown["samples"] == 3 and shown["recipe"] == "convert"
     assert main(["--workdir", work, "catalog", "list"]) == 0
     assert capsys.readouterr().out.startswith("cli_ds\t1 version(s)")
     assert main(["--workdir", work, "catalog", "history", "cli_ds"]) == 0
@@ -60,6 +61,50 @@ def test_usage_errors_exit_2_with_a_message(tmp_path, capsys):
     assert "--slices" in capsys.readouterr().err
     assert main(["--workdir", work, "convert", str(tmp_path), "--dataset", "x", "--label-names", "liver"]) == 2
     assert "VALUE=NAME" in capsys.readouterr().err
+
+
+def test_a_missing_validate_path_is_a_usage_error_and_a_closed_pipe_ends_quietly(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    assert main(["--workdir", str(tmp_path / "w"), "validate", str(tmp_path / "nowhere.parquet")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    # `medcurate catalog list | head -0`: the reader is gone before the first line
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "--workdir", str(tmp_path / "w"), "catalog", "list"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert reader.stdout is not None and reader.stderr is not None
+    reader.stdout.close()
+    err = reader.stderr.read().decode()
+    assert reader.wait(timeout=120) == 1 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_an_existing_version_is_refused_before_any_work(tmp_path, capsys, ct_series):
+    work = tmp_path / "w"
+    base = ["--workdir", str(work), "convert", str(ct_series.parent), "--dataset", "dup", "--slices", "middle"]
+    assert main([*base, "--version", "v1"]) == 0
+    capsys.readouterr()
+    data = sorted((work / "warehouse").rglob("*.parquet"))
+    runs = sorted((work / "runs").iterdir())
+    (ct_series / "02.dcm").unlink()  # a change that would make new shards
+    assert main([*base, "--version", "v1"]) == 2
+    assert "dup@v1 already exists (published versions: v1)" in capsys.readouterr().err
+    assert sorted((work / "warehouse").rglob("*.parquet")) == data and sorted((work / "runs").iterdir()) == runs
+
+
+def test_show_names_the_version_asked_for_when_an_unchanged_rebuild_tagged_the_same_data(tmp_path, capsys, ct_series):
+    work = tmp_path / "w"
+    base = ["--workdir", str(work), "convert", str(ct_series.parent), "--dataset", "same", "--slices", "middle"]
+    assert main([*base, "--version", "v1"]) == 0
+    assert main([*base, "--version", "v2"]) == 0
+    assert "unchanged" in capsys.readouterr().out
+    for ref, version, same in (("same@v2", "v2", ["v1"]), ("same", "v2", ["v1"]), ("same@v1", "v1", ["v2"])):
+        assert main(["--workdir", str(work), "catalog", "show", ref]) == 0
+        shown = json.loads(capsys.readouterr().out)
+        assert (shown["version"], shown["same_data_as"], shown["samples"]) == (version, same, 1)
+        assert shown["card"].endswith(f"/versions/{version}/README.md")
+        assert Path(shown["card"]).read_text().startswith(f"# Dataset card: same {version}")
 
 
 def test_label_names_and_item_timeout_reach_the_converter(tmp_path, ct_series):
