@@ -191,6 +191,8 @@ def print_outcome(summary: dict[str, Any], settings: Any, dataset: str) -> None:
     if s.get("version"):
         state = " (unchanged: no new snapshot)" if s.get("unchanged") else ""
         print(f"  published {dataset}@{s['version']}{state}")
+    else:
+        print("  nothing published: no samples (the catalog is unchanged)")
     print(f"  run record: {settings.workdir}/runs/{s['run_id']}/summary.json")
 
 

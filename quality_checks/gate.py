@@ -263,9 +263,21 @@ def _write_gate_page(
         handle.write(html)
 
 
+def _raised(exception: dict[str, Any] | None) -> str | None:
+    """GX's exception message: ``exception_info`` is either the exception's fields or,
+    when a metric failed, a mapping from metric ids to such fields."""
+    if not exception:
+        return None
+    for info in (exception, *(v for v in exception.values() if isinstance(v, dict))):
+        if info.get("raised_exception"):
+            return str(info.get("exception_message"))
+    return None
+
+
 def _observed(result: dict[str, Any], exception: dict[str, Any] | None) -> str:
-    if exception and exception.get("raised_exception"):
-        return f"error: {str(exception.get('exception_message'))[:200]}"
+    message = _raised(exception)
+    if message is not None:
+        return f"error: {message[:200]}"
     if result.get("observed_value") is not None:
         return repr(result["observed_value"])
     if "unexpected_count" in result:
@@ -626,7 +638,7 @@ def gate_build(
     ``cache_passed``: reuse the validation of shards that passed an earlier build
     (:class:`PassedShardCache` under ``<workdir>/cache/gate``).
 
-    ``tolerances`` is the recipe's ``quality:`` mapping (see :class:`Tolerances`);
+    ``tolerances`` is the recipe's ``gate:`` mapping (see :class:`Tolerances`);
     ``previous``, for the drift checks: the previous published version's table (at least
     ``modality``) or its shard paths (read only where this build did not measure them:
     a rebuild shares nearly all); ``severity_bands`` overrides

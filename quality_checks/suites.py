@@ -1,6 +1,6 @@
 """Great Expectations (GX Core 1.x) suites, declared in code and versioned.
 
-Each suite is built by a function from :class:`Tolerances` (the recipe's ``quality:``
+Each suite is built by a function from :class:`Tolerances` (the recipe's ``gate:``
 block), so the thresholds that judged a build are the ones recorded in its suite's
 ``meta``. Bump a suite's entry in :data:`SUITE_VERSIONS` whenever an expectation is
 added, removed or changes meaning; the version is part of the suite name, so Data
@@ -48,7 +48,7 @@ SUBJECT_SPLIT_COUNT = "subject_split_count"
 
 @dataclasses.dataclass(frozen=True)
 class Tolerances:
-    """Thresholds of the gate; the recipe's ``quality:`` mapping overrides any of them.
+    """Thresholds of the gate; the recipe's ``gate:`` mapping overrides any of them.
 
     ``mostly`` is the fraction of rows a soft row-level expectation must hold for.
     ``max_failed_shard_fraction`` is the share of shards that may be quarantined before
@@ -85,17 +85,39 @@ class Tolerances:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown quality tolerance(s) {unknown}; known keys: {sorted(known)}")
+        for key, value in values.items():
+            optional = key in ("max_row_count_change", "max_modality_share_change")
+            if (value is None and not optional) or (value is not None and (isinstance(value, bool) or not isinstance(value, int | float))):
+                raise ValueError(f"gate.{key} must be a number{' or null' if optional else ''}, got {value!r}")
+            if value is not None and value < 0:
+                raise ValueError(f"gate.{key} must not be negative, got {value!r}")
         tolerances = cls(**dict(values))
         if not 0.0 < tolerances.mostly <= 1.0:
-            raise ValueError(f"quality.mostly must be in (0, 1], got {tolerances.mostly}")
-        if not 0.0 <= tolerances.max_failed_shard_fraction <= 1.0:
-            raise ValueError(
-                f"quality.max_failed_shard_fraction must be in [0, 1], got {tolerances.max_failed_shard_fraction}"
-            )
+            raise ValueError(f"gate.mostly must be in (0, 1], got {tolerances.mostly}")
+        for key in _SHARES:
+            value = getattr(tolerances, key)
+            if value is not None and value > 1.0:
+                raise ValueError(f"gate.{key} is a fraction of 0..1, got {value}")
+        for low, high in _RANGES:
+            if getattr(tolerances, low) > getattr(tolerances, high):
+                raise ValueError(f"gate.{low} ({getattr(tolerances, low)}) is above gate.{high} ({getattr(tolerances, high)})")
         return tolerances
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+#: tolerances that are fractions of 0..1 (dynamic range is measured on 0..1 too)
+_SHARES = (
+    "max_failed_shard_fraction", "max_modality_share_change", "min_dynamic_range", "max_saturated_fraction",
+    "max_black_fraction", "min_mask_area_fraction", "max_video_frozen_fraction", "max_video_black_fraction",
+)
+#: (lower, upper) bounds of one range check
+_RANGES = (
+    ("min_text_length", "max_text_length"),
+    ("min_video_duration_s", "max_video_duration_s"),
+    ("min_video_fps", "max_video_fps"),
+)
 
 
 def import_gx() -> Any:

@@ -161,6 +161,17 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
+def _check_gate_tolerances(gate: Mapping[str, Any], origin: str) -> None:
+    """The ``gate:`` keys and values, checked with the recipe (a typo would otherwise
+    surface only at the gate, after the whole conversion)."""
+    from quality_checks.suites import Tolerances
+
+    try:
+        Tolerances.from_mapping(gate)
+    except (TypeError, ValueError) as exc:
+        raise RecipeError(f"{origin}: gate: {exc}") from None
+
+
 def validate_recipe(data: Mapping[str, Any], origin: str) -> Recipe:
     """A :class:`Recipe` from a mapping, or :class:`RecipeError` naming ``origin`` and the key."""
     if not isinstance(data, Mapping):
@@ -169,6 +180,7 @@ def validate_recipe(data: Mapping[str, Any], origin: str) -> Recipe:
         recipe = Recipe.model_validate(dict(data))
     except ValidationError as exc:
         raise RecipeError(format_validation_error(exc, origin)) from None
+    _check_gate_tolerances(recipe.gate, origin)
     options_model = FAMILY_OPTIONS.get(recipe.family)
     if options_model is not None:
         try:

@@ -255,6 +255,31 @@ def test_configuration_errors_name_what_is_known() -> None:
         Tolerances.from_mapping({"mostly": 0})
     with pytest.raises(ValueError, match="known families"):
         gate_build([], family="radiopaedia", workdir="/tmp/unused", build_id="x")
+    for bad, message in (
+        ({"min_dynamic_range": 2.0}, "min_dynamic_range is a fraction of 0..1"),
+        ({"max_saturated_fraction": "half"}, "max_saturated_fraction must be a number, got 'half'"),
+        ({"max_phi_hits": -1}, "max_phi_hits must not be negative"),
+        ({"mostly": None}, "mostly must be a number, got None"),
+        ({"min_text_length": True}, "min_text_length must be a number"),
+        ({"min_video_fps": 60, "max_video_fps": 30}, r"min_video_fps \(60\) is above gate.max_video_fps \(30\)"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            Tolerances.from_mapping(bad)
+    assert Tolerances.from_mapping({"max_row_count_change": None, "min_text_length": 5}).max_row_count_change is None
+
+
+def test_a_gx_error_inside_a_metric_is_reported_with_its_message() -> None:
+    """GX puts a failed metric's exception under the metric's id; the report says what it
+    was instead of an empty ``{}`` (seen with an inverted range before tolerances were checked)."""
+    from quality_checks.gate import _observed
+
+    nested = {"MetricConfigurationID(metric_name='column_values.between.condition')": {
+        "exception_traceback": "Traceback ...", "exception_message": "min_value cannot be greater than max_value",
+        "raised_exception": True,
+    }}
+    assert _observed({}, nested) == "error: min_value cannot be greater than max_value"
+    assert _observed({}, {"raised_exception": True, "exception_message": "boom"}) == "error: boom"
+    assert _observed({"observed_value": 3}, None) == "3"
 
 
 def count_gx_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:

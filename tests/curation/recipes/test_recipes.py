@@ -32,6 +32,8 @@ def write(tmp_path: Path, text: str) -> Path:
         ("family: imed\ndeid: {burned_in: lenient}\n", "deid.burned_in: Input should be 'declared' or 'strict'"),
         ("family: imagenet\n", "family: expected one of"),
         ("- just\n- a list\n", "a recipe must be a mapping"),
+        ("family: imed\ngate: {min_dynamc_range: 0.1}\n", "gate: unknown quality tolerance(s) ['min_dynamc_range']"),
+        ("family: imed\ngate: {min_dynamic_range: 2.0}\n", "gate: gate.min_dynamic_range is a fraction of 0..1, got 2.0"),
     ],
 )
 def test_validation_errors_name_file_and_key(tmp_path, text, expected):
