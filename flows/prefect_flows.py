@@ -19,6 +19,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
+from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
@@ -28,6 +29,7 @@ from flows.build import (
     DEFAULT_DASK_LOCAL_WORKERS,
     BuildOutcome,
     BuildRequest,
+    GateFailed,
     build_partition_here_or_in,
     finish,
     leaves_a_core_idle,
@@ -269,8 +271,13 @@ def build_flow(
     switches Prefect's own off)."""
 
     @flow(name=f"medcurate-build-{request.recipe}", validate_parameters=False)
-    def _build(request: BuildRequest) -> BuildOutcome:
+    def _build(request: BuildRequest) -> BuildOutcome | State:
         with flow_run_heartbeats(heartbeat_seconds):
-            return _run(request, progress)
+            try:
+                return _run(request, progress)
+            except GateFailed as exc:
+                # an expected verdict, not a crash: the run ends Failed with the gate's
+                # message (no traceback in the log) and the call raises ``exc`` again
+                return Failed(message=str(exc), data=exc)
 
-    return _build(request)
+    return _build(request)  # type: ignore[return-value]  # a returned Failed state raises

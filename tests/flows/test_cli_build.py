@@ -29,6 +29,27 @@ def test_build_a_recipe_file_on_a_public_layout(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["recipe"] == "retinalogos"
 
 
+def test_a_failed_gate_exits_3_publishes_nothing_and_ends_the_flow_run_failed_without_a_traceback(tmp_path, capsys):
+    from curation.recipes.demo_trees import write_tree
+
+    tree = write_tree("retinalogos", tmp_path / "downloads")
+    recipe = tree / "strict.yaml"
+    recipe.write_text(
+        "family: retinalogos\ndataset: strict_fundus\ngate: {min_blur_laplacian_var: 1000000}\n"
+        "sources:\n  - {name: IDRiD, path: idrid}\n"
+    )
+    work = tmp_path / "w"
+    assert main(["--workdir", str(work), "build", str(recipe)]) == 3
+    err = capsys.readouterr().err  # Prefect's console log of the flow run, then ours
+    assert "quality gate failed for strict_fundus" in err and "column=blur_laplacian_var" in err and "quarantined:" in err
+    assert "Finished in state Failed('quality gate failed for strict_fundus" in err
+    assert "Traceback" not in err and "ERROR" not in err
+    summary = json.loads(next((work / "runs").glob("*/summary.json")).read_text())
+    assert summary["gate"]["passed"] is False and summary["version"] is None
+    assert main(["--workdir", str(work), "catalog", "list"]) == 0
+    assert capsys.readouterr().out.startswith("(no datasets yet")
+
+
 def test_build_usage_errors_exit_2(tmp_path, capsys):
     work = str(tmp_path / "w")
     assert main(["--workdir", work, "build", "retinalogos"]) == 2
