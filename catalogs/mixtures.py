@@ -8,8 +8,10 @@ ranks × workers, read in its own shuffled order. So:
 * the realised proportions converge to the weights (law of large numbers), and a run is
   exactly reproducible given (seed, epoch, world_size, num_workers);
 * a component that runs out before the epoch's quota restarts on its next pass
-  (oversampling, like GMAI-VL's ``sample_ratio`` > 1); one with nothing for a stream is
-  dropped from that stream's draws and the others' weights renormalise;
+  (oversampling, like GMAI-VL's ``sample_ratio`` > 1); a stream that gets none of a
+  component's row groups (fewer row groups than streams) reads the whole component in
+  its own order, so every stream keeps every weight; only an empty component is dropped
+  (the others' weights renormalise);
 * an epoch has ``num_samples`` items in total over all streams (default: the sum of the
   components' planned rows), split as evenly as possible between streams.
 
@@ -113,12 +115,23 @@ class MixtureIterableDataset(StatefulStreams):
             produced += 1
 
     def _cycle(self, index: int, stream: int, streams: int, epoch_key: Sequence[int]) -> Iterator[dict[str, Any]]:
-        """A component's rows for this stream, pass after pass (each pass reshuffled)."""
+        """A component's rows for this stream, pass after pass (each pass reshuffled).
+
+        Row groups are split between streams (ranks x workers). A component with fewer
+        row groups than streams leaves some streams without any: such a stream reads the
+        whole component in its own shuffled order, its rows then repeating across streams
+        as an oversampled component's do. Dropping the component there instead would
+        shrink its share of the epoch by the streams that lack it (0.25 -> 0.12 with 2
+        workers and one row group). Only a component without any row is dropped."""
         component = self.components[index]
         for repeat in range(2**31):
-            empty = True
-            for row in component.row_stream(stream, streams, (*epoch_key, index, repeat)):
-                empty = False
-                yield row
-            if empty:
+            key = (*epoch_key, index, repeat)
+            rows = component.row_stream(stream, streams, key)
+            first = next(rows, None)
+            if first is None and streams > 1:
+                rows = component.row_stream(0, 1, (*key, stream))  # the whole component, this stream's order
+                first = next(rows, None)
+            if first is None:
                 return
+            yield first
+            yield from rows

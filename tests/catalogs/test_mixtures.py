@@ -42,6 +42,22 @@ def test_realised_proportions_converge_to_the_weights(two_sources: DatasetCatalo
     assert len(small) == 12 and min(small.values()) >= 20
 
 
+@pytest.mark.parametrize("num_workers", [2, 3])
+def test_proportions_hold_with_workers_when_a_component_has_fewer_row_groups_than_streams(
+    catalog: DatasetCatalog, num_workers: int
+) -> None:
+    """A component in one row group cannot give each worker its own; the workers without
+    one read it whole in their own order instead of dropping it (which gave ~0.93/0.07
+    for weights 0.75/0.25 with 2 workers)."""
+    publish_rows(catalog, "big", make_rows(60, seed=1, source="BIG"), version="v1")
+    publish_rows(catalog, "small", make_rows(6, seed=2, source="SMALL", modality="MR"), version="v1")
+    drawn = mixture_ids(catalog, seed=3, num_workers=num_workers, num_samples=2400)
+    counts = Counter(c for c, _ in drawn)
+    assert len(drawn) == 2400
+    assert counts["small@v1"] / 2400 == pytest.approx(0.25, abs=0.03)
+    assert len({s for c, s in drawn if c == "small@v1"}) == 6
+
+
 def test_mixture_is_exactly_reproducible_across_runs_and_workers(two_sources: DatasetCatalog) -> None:
     first = mixture_ids(two_sources, seed=5, num_workers=2)
     assert first == mixture_ids(two_sources, seed=5, num_workers=2)
