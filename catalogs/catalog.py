@@ -26,7 +26,12 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 from fsspec.core import url_to_fs
 
-from catalogs.reading import DEFAULT_SHUFFLE_BUFFER, DEFAULT_SHUFFLE_BUFFER_BYTES
+from catalogs.reading import (
+    DEFAULT_SHUFFLE_BUFFER,
+    DEFAULT_SHUFFLE_BUFFER_BYTES,
+    FilterLike,
+    as_filter,
+)
 from curation.schema import SAMPLE_SCHEMA
 
 # pyiceberg warns once per nested column that Parquet keeps no statistics for it
@@ -333,10 +338,11 @@ class DatasetCatalog:
         name: str,
         version: str | None = None,
         columns: builtins.list[str] | None = None,
-        filter: pads.Expression | None = None,  # noqa: A002 - the public API's word
+        filter: FilterLike = None,  # noqa: A002 - the public API's word
     ) -> pa.Table:
-        """A version as one Arrow table (projection and predicate pushed down to Parquet)."""
-        return self.dataset(name, version).to_table(columns=columns, filter=filter)
+        """A version as one Arrow table (projection and predicate pushed down to Parquet);
+        ``filter`` is a pyarrow expression or ``{column: value | [values]}``, as everywhere."""
+        return self.dataset(name, version).to_table(columns=columns, filter=as_filter(filter))
 
     def diff(self, name: str, a: str, b: str) -> dict[str, builtins.list[str]]:
         """Sample ids added, removed and changed (same id, other content) from ``a`` to ``b``."""

@@ -229,15 +229,23 @@ def _run(request: BuildRequest, progress: BuildProgress | None = None) -> BuildO
             pool.shutdown()
     results.sort(key=lambda r: r.key)
     converted = time.perf_counter()
-    outcome = finish(
-        request, settings, plan, run_id, started, results,
-        {
-            "plan": planned - started,
-            "engine_start": engine_ready - engine_started,
-            "partitions": converted - engine_ready,
-        },
-        processes=processes,
-    )
+    try:
+        outcome = finish(
+            request, settings, plan, run_id, started, results,
+            {
+                "plan": planned - started,
+                "engine_start": engine_ready - engine_started,
+                "partitions": converted - engine_ready,
+            },
+            processes=processes,
+        )
+    except GateFailed as exc:  # the verdict in the run's log (UI), not only on the CLI's stderr
+        for line in exc.report.failed_expectations:
+            logger.warning("gate: failed %s", line)
+        for path in exc.report.quarantined:
+            logger.warning("gate: quarantined %s", path)
+        logger.warning("gate: data docs %s", exc.report.data_docs_path or "-")
+        raise
     _artifacts(outcome)
     logger.info("run %s: %s", run_id, outcome.summary)
     return outcome

@@ -63,6 +63,17 @@ def test_hf_dataset_with_pushdown_and_streaming(mixed: Any) -> None:
     assert len(list(streamed)) == 36
 
 
+def test_to_arrow_takes_a_mapping_or_an_expression(mixed: Any) -> None:
+    cat, rows = mixed
+    wanted = sorted(r["sample_id"] for r in rows if r["modality"] in ("CT", "MR") and r["split"] == "val")
+    by_mapping = cat.to_arrow("mixed", "v1", columns=["sample_id"], filter={"modality": ["CT", "MR"], "split": "val"})
+    by_expression = cat.to_arrow(
+        "mixed", "v1", columns=["sample_id"], filter=pads.field("modality").isin(["CT", "MR"]) & (pads.field("split") == "val")
+    )
+    assert sorted(by_mapping.column(0).to_pylist()) == sorted(by_expression.column(0).to_pylist()) == wanted
+    assert wanted
+
+
 def test_sql_engines_read_the_version_file_list(mixed: Any) -> None:
     cat, rows = mixed
     files = cat.files("mixed", "v1")
