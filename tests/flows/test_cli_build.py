@@ -56,6 +56,14 @@ def test_a_failed_gate_exits_3_publishes_nothing_and_ends_the_flow_run_failed_wi
         )
     assert runs and runs[0].state is not None and runs[0].state.is_failed()
     assert (runs[0].state.message or "").startswith("quality gate failed for strict_fundus")
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)  # logs reach the API in batches
+    with get_client(sync_client=True) as client:
+        logged = [log.message for log in client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[runs[0].id])))]
+    assert any(m.startswith("gate: failed [") and "blur_laplacian_var" in m for m in logged), logged
+    assert any(m.startswith("gate: quarantined ") for m in logged)
     summary = json.loads(next((work / "runs").glob("*/summary.json")).read_text())
     assert summary["gate"]["passed"] is False and summary["version"] is None
     assert main(["--workdir", str(work), "catalog", "list"]) == 0
