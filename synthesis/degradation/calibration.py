@@ -186,3 +186,8 @@ SEVERITY_BANDS: dict[str, dict[int, list[Band]]] = {
         3: [Band("psnr_db", 16.5, 25.0), Band("ssim", 0.27, 0.6900000000000001)],
     },
 }
+
+
+def psnr_band_for(kind: str, severity: int) -> Band | None:
+    """The PSNR band ``kind`` at ``severity`` is calibrated to (None: no band for it)."""
+    return next((band for band in SEVERITY_BANDS.get(kind, {}).get(severity, ()) if band.metric == "psnr_db"), None)

@@ -28,6 +28,7 @@ from curation.ids import stable_hash
 from curation.images import decode_png, image_record, to_uint8_window
 from curation.schema import SAMPLE_SCHEMA
 from curation.stages import Reject, Resources, Stage, StageOutput
+from synthesis.degradation.calibration import psnr_band_for
 
 STEP_NAME = "degrade"
 CT_WINDOW = (40.0, 400.0)  # centre, width: the measurement window of metrics.CT_WINDOW_HU
@@ -209,10 +210,20 @@ class DegradeStage(Stage):
             rejects.append(self._reject(parents[0].row, "degradation_failed", f"{kind} severity {severity}: {exc}"))
             return
         degraded_images = result.image
+        band = psnr_band_for(kind, severity)
         for i, parent in enumerate(parents):
-            outputs[parent.index].append(
-                self._output_row(parent, modality, result.records[i], degraded_images[i], seeds[i])
-            )
+            record = result.records[i]
+            if band is not None and record.psnr_db is not None and not band.contains(record.psnr_db):
+                # the level's parameters gave this image another quality than the severity
+                # names (content unlike the calibration set): its label would be wrong, so
+                # the pair is a reject, not a row the gate then fails the whole build on
+                rejects.append(self._reject(
+                    parent.row, "severity_out_of_band",
+                    f"sample {parent.row.get('sample_id')}: {kind} severity {severity} measured "
+                    f"{record.psnr_db:.1f} dB, calibrated band [{band.low}, {band.high}] dB",
+                ))
+                continue
+            outputs[parent.index].append(self._output_row(parent, modality, record, degraded_images[i], seeds[i]))
 
     def _output_row(self, parent: _Parent, modality: str, record: Any, degraded: np.ndarray, seed: int) -> dict[str, Any]:
         row = parent.row

@@ -59,5 +59,12 @@ def tiny_row() -> dict:
     return parent_row("tiny", "XR", [image_record("input", np.zeros((8, 8), np.uint8), png=encode_png(np.zeros((8, 8), np.uint8)))])
 
 
+#: CT parents at a size the severity bands were calibrated on: at 128 px the same dose
+#: measures less noise per (coarser) pixel and the stage rejects the pairs out of band
+PARENT_CT_SIZE = 256
+
+
 def parents_table():
-    return samples_to_table([ct_row(0), xr_row(0), broken_row(), ct_row(1), xr_row(1), tiny_row()])
+    return samples_to_table(
+        [ct_row(0, PARENT_CT_SIZE), xr_row(0), broken_row(), ct_row(1, PARENT_CT_SIZE), xr_row(1), tiny_row()]
+    )

@@ -12,14 +12,14 @@ from curation.images import decode_png
 from curation.schema import validate_batch
 from curation.stages import run_stages_locally
 from synthesis.degradation.stage import DegradationPlan, DegradeStage
-from tests.synthesis.degradation_rows import parents_table
+from tests.synthesis.degradation_rows import PARENT_CT_SIZE, parents_table
 
 PLAN = DegradationPlan(kinds={"CT": ["low_dose", "ring_artifact"], "XR": ["quantum_noise"]}, severities=(1, 3), seed=5)
 
 
 @pytest.fixture(scope="module")
 def output():
-    return run_stages_locally([DegradeStage(PLAN, prewarm_sizes=(128,))], parents_table())
+    return run_stages_locally([DegradeStage(PLAN, prewarm_sizes=(PARENT_CT_SIZE,))], parents_table())
 
 
 def test_rows_conform_and_every_input_is_accounted_for(output):
@@ -74,3 +74,29 @@ def test_unplanned_modality_is_rejected():
         [DegradeStage(DegradationPlan(kinds={"CT": ["low_dose"]}), prewarm_sizes=())], parents_table().slice(1, 1)
     )
     assert table.num_rows == 0 and [r.reason for r in rejects] == ["not_planned"]
+
+
+def test_a_pair_whose_quality_misses_its_severity_band_is_a_reject_not_a_row():
+    """A CT slice of air: low-dose noise of a few tens of HU never reaches the 40/400
+    window, so the 'severity 1' pair would measure as untouched. It is rejected with the
+    measured PSNR and the band; the real slice beside it is kept."""
+    from curation.images import image_record
+    from curation.schema import samples_to_table
+    from synthesis.degradation.calibration import psnr_band_for
+    from tests.synthesis.degradation_rows import ct_row, parent_row
+
+    air = np.full((128, 128), -1000.0)
+    raw = np.clip(np.rint(air + 1024.0), 0, 65535).astype(np.uint16)
+    images = [
+        image_record("input", np.zeros((128, 128), np.uint8), spacing_mm=[1.0, 1.0], window=(40.0, 400.0)),
+        image_record("raw", raw, spacing_mm=[1.0, 1.0], value_scale=1.0, value_offset=-1024.0),
+    ]
+    table, rejects = run_stages_locally(
+        [DegradeStage(DegradationPlan(kinds={"CT": ["low_dose"]}, severities=(1,), seed=5), prewarm_sizes=())],
+        samples_to_table([parent_row("air", "CT", images), ct_row(0, PARENT_CT_SIZE)]),
+    )
+    assert [(r.source_uri, r.reason) for r in rejects] == [("fixture/air", "severity_out_of_band")]
+    band = psnr_band_for("low_dose", 1)
+    assert band is not None and f"calibrated band [{band.low}, {band.high}] dB" in rejects[0].detail
+    assert table.column("source_uri").to_pylist() == ["fixture/ct-0"]
+    assert band.contains(table.column("degradation").to_pylist()[0]["psnr_db"])
