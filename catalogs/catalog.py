@@ -158,7 +158,11 @@ class DatasetCatalog:
             return self._catalog.load_table(identifier)
         except NoSuchTableError:
             if not create:
-                raise CatalogError(f"no dataset named {name!r} in the catalog ({self.uri})") from None
+                known = ", ".join(self.list()) or "none yet"
+                raise CatalogError(
+                    f"no dataset named {name!r} in the catalog ({self.uri}); its datasets: {known} "
+                    f"(another catalog? check --workdir / --catalog-uri)"
+                ) from None
         from pyiceberg.table import TableProperties
 
         table = self._catalog.create_table(identifier, schema=SAMPLE_SCHEMA)
