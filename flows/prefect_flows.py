@@ -169,7 +169,17 @@ def build_dataset(
         ray_address=ray_address,
         workers=workers,
     )
-    return _run(request).summary
+    try:
+        return _run(request).summary
+    except GateFailed as exc:
+        return gate_verdict(exc)  # type: ignore[return-value]  # a returned Failed state raises
+
+
+def gate_verdict(exc: GateFailed) -> State:
+    """A failed gate is an expected verdict, not a crash: the flow run ends Failed with
+    the gate's message and no traceback in its log (``_run`` logged the failed
+    expectations), and calling the flow raises ``exc`` again."""
+    return Failed(message=str(exc), data=exc)
 
 
 def _run(request: BuildRequest, progress: BuildProgress | None = None) -> BuildOutcome:
@@ -284,8 +294,6 @@ def build_flow(
             try:
                 return _run(request, progress)
             except GateFailed as exc:
-                # an expected verdict, not a crash: the run ends Failed with the gate's
-                # message (no traceback in the log) and the call raises ``exc`` again
-                return Failed(message=str(exc), data=exc)
+                return gate_verdict(exc)
 
     return _build(request)  # type: ignore[return-value]  # a returned Failed state raises

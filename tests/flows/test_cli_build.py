@@ -70,6 +70,24 @@ def test_a_failed_gate_exits_3_publishes_nothing_and_ends_the_flow_run_failed_wi
     assert capsys.readouterr().out.startswith("(no datasets yet")
 
 
+def test_the_deployment_flow_ends_failed_on_a_failed_gate_and_raises_the_verdict(tmp_path):
+    """``medcurate-build`` (what ``medcurate serve`` runs) with a gate the data cannot meet."""
+    import pytest
+
+    from flows.build import GateFailed
+    from flows.prefect_flows import build_dataset
+
+    recipe = fundus_recipe(tmp_path, "")
+    kwargs = dict(
+        recipe="retinalogos", sources=[str(recipe.parent)], dataset="served_strict", workdir=str(tmp_path / "w"),
+        options={"gate": {"min_blur_laplacian_var": 1000000}, "sources": [{"name": "IDRiD", "path": "idrid"}]},
+    )
+    state = build_dataset(**kwargs, return_state=True)
+    assert state.is_failed() and (state.message or "").startswith("quality gate failed for served_strict")
+    with pytest.raises(GateFailed, match="served_strict"):
+        build_dataset(**kwargs)
+
+
 def test_build_usage_errors_exit_2(tmp_path, capsys):
     work = str(tmp_path / "w")
     assert main(["--workdir", work, "build", "retinalogos"]) == 2
