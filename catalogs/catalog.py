@@ -205,11 +205,12 @@ class DatasetCatalog:
             # nothing changed: no snapshot; an explicit version still names the current data,
             # an automatic one is not minted (the latest version already names it)
             snapshot_id = table.current_snapshot().snapshot_id
-            if explicit:
+            existing = None if explicit else self._latest_tag_of(table, snapshot_id)
+            if existing is None:
+                # an explicit version names the current data; so does v<N+1> when the
+                # current snapshot has no tag yet (a publish stopped between commit and tag)
                 table.manage_snapshots().create_tag(snapshot_id, version).commit()
-            else:
-                version = self._latest_tag_of(table, snapshot_id) or version
-            return PublishResult(name, version, snapshot_id, [], [], unchanged=True)
+            return PublishResult(name, existing or version, snapshot_id, [], [], unchanged=True)
         with (
             table.transaction() as tx,
             tx.update_snapshot(snapshot_properties=properties).overwrite() as overwrite,
@@ -244,7 +245,7 @@ class DatasetCatalog:
     @staticmethod
     def _latest_tag_of(table: Any, snapshot_id: int) -> str | None:
         tags = [n for n, r in table.metadata.refs.items() if r.snapshot_ref_type == "tag" and r.snapshot_id == snapshot_id]
-        return sorted(tags)[-1] if tags else None
+        return max(tags, key=_natural_key) if tags else None
 
     # -- reading ---------------------------------------------------------------------
     def list(self) -> builtins.list[str]:

@@ -327,6 +327,10 @@ class GateFailed(Exception):
             f"{len(report.quarantined)} shard(s) quarantined; nothing was published"
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled with its three arguments (a flow's Failed state may carry it to a result store)."""
+        return (GateFailed, (self.dataset, self.report, self.summary))
+
 
 def previous_version_shards(settings: Settings, dataset: str) -> list[str] | None:
     """The latest published version's shards, which the drift checks compare with (the

@@ -352,6 +352,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (Linux and BSD report POLLERR
+    on such a write end), as opposed to another broken pipe met while working."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLERR)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll(), or stdout has no descriptor
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -369,6 +382,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # inside the try: a closed pipe is found here, not at exit
         return code
     except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise  # a socket or another pipe broke: a real failure, with its traceback
         # the reader went away (`medcurate catalog files X | head`): stop quietly, as
         # Python's documentation advises, with nothing left to flush into the pipe at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -70,6 +70,8 @@ def resolve_request(args: argparse.Namespace, settings: Any = None) -> tuple[str
             sources = list(args.source)
         sources = [s if "://" in s else os.path.abspath(s) for s in sources]
         recipe = recipe_for(family, options, origin=origin)
+        if settings is not None and getattr(args, "version", None):  # before staging downloads anything
+            settings.catalog().check_new_version(args.dataset or recipe.dataset_name(), args.version)
         local = sources
         if settings is not None:
             local = stage_sources(family, sources, options, settings.workdir, settings.catalog)

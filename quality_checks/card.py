@@ -69,7 +69,7 @@ def _read_metrics(path: str, table_or_shards: pa.Table | Sequence[str]) -> tuple
     """
     table = read_present_columns(path, [*HISTOGRAM_METRICS, *LIGHT_COLUMNS, "shard"])
     names = set(table.schema.names)
-    if isinstance(table_or_shards, pa.Table) or not {"shard", *LIGHT_COLUMNS} <= names:
+    if isinstance(table_or_shards, pa.Table) or not table_or_shards or not {"shard", *LIGHT_COLUMNS} <= names:
         return table, None
     wanted = sorted({os.path.basename(path.rstrip("/")) for path in table_or_shards})
     if not set(wanted) <= set(pc.unique(table.column("shard")).to_pylist()):

@@ -678,7 +678,12 @@ def gate_build(
         to_validate = list(shard_map(functools.partial(prepare_shard, family=family, severity_bands=severity_bands), new_paths))
     else:
         to_validate = [validator.prepare(path, family) for path in new_paths]
-    for result, flat, raw in validator.validate_many(to_validate):
+    validated = validator.validate_many(to_validate)
+    if previous is not None and not isinstance(previous, pa.Table):
+        # before any quarantine moves a shard the previous version also holds
+        measured = dict(all_flats) | {result.path: flat for result, flat, _ in validated if flat is not None}
+        previous = _previous_rows([previous] if isinstance(previous, str) else list(previous), measured)
+    for result, flat, raw in validated:
         if cache is not None and result.passed and flat is not None:
             cache.put(result.path, flat)
         shards.append(result)
@@ -700,8 +705,6 @@ def gate_build(
                 f"{failed_fraction:.3f} > max_failed_shard_fraction {limits.max_failed_shard_fraction}", "build",
             )
         )
-    if previous is not None and not isinstance(previous, pa.Table):
-        previous = _previous_rows(previous, dict(all_flats))
     build_level = _build_failures(session, [t for _, t in passed_flats], limits, previous)
     failures += build_level
     passed = bool(shards) and failed_fraction <= limits.max_failed_shard_fraction and not build_level

@@ -89,8 +89,8 @@ class Tolerances:
             optional = key in ("max_row_count_change", "max_modality_share_change")
             if (value is None and not optional) or (value is not None and (isinstance(value, bool) or not isinstance(value, int | float))):
                 raise ValueError(f"gate.{key} must be a number{' or null' if optional else ''}, got {value!r}")
-            if value is not None and value < 0:
-                raise ValueError(f"gate.{key} must not be negative, got {value!r}")
+            if value is not None and (math.isnan(value) or value < 0):
+                raise ValueError(f"gate.{key} must be a number that is not negative, got {value!r}")
         tolerances = cls(**dict(values))
         if not 0.0 < tolerances.mostly <= 1.0:
             raise ValueError(f"gate.mostly must be in (0, 1], got {tolerances.mostly}")

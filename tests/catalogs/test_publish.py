@@ -47,6 +47,21 @@ def test_an_unchanged_build_makes_no_snapshot(tmp_path, catalog):
     assert {v.version for v in catalog.versions("ds")} == {"v1", "nightly-2"}
 
 
+def test_an_unchanged_build_names_a_version_that_exists(tmp_path, catalog):
+    """The latest of several tags on the snapshot (v10 after v9), and a new tag when the
+    snapshot has none (a publish that stopped between its commit and its tag)."""
+    shards = write(tmp_path, "a", 0, 3)
+    catalog.publish("ds", shards, version="v9")
+    assert catalog.publish("ds", shards, version="v10").unchanged
+    assert catalog.publish("ds", shards).version == "v10"
+    table = catalog._table("ds")
+    table.manage_snapshots().remove_tag("v9").remove_tag("v10").commit()
+    untagged = catalog.publish("ds", shards)
+    assert untagged.unchanged and untagged.version == "v1"
+    assert [v.version for v in catalog.versions("ds")] == ["v1"]
+    assert catalog.files("ds", "v1") == sorted(shards)
+
+
 def test_errors_name_the_problem(tmp_path, catalog):
     shards = write(tmp_path, "a", 0, 2)
     catalog.publish("ds", shards, version="v1")

@@ -80,6 +80,19 @@ def test_a_missing_validate_path_is_a_usage_error_and_a_closed_pipe_ends_quietly
     assert reader.wait(timeout=120) == 1 and "Traceback" not in err and "BrokenPipe" not in err, err
 
 
+def test_a_broken_pipe_that_is_not_stdout_is_a_real_failure(tmp_path, monkeypatch):
+    import pytest
+
+    import flows.cli as cli
+
+    def lost_connection(args):
+        raise BrokenPipeError("connection to the object store lost")
+
+    monkeypatch.setattr(cli, "cmd_catalog", lost_connection)
+    with pytest.raises(BrokenPipeError, match="object store"):
+        main(["--workdir", str(tmp_path / "w"), "catalog", "list"])
+
+
 def test_an_existing_version_is_refused_before_any_work(tmp_path, capsys, ct_series):
     work = tmp_path / "w"
     base = ["--workdir", str(work), "convert", str(ct_series.parent), "--dataset", "dup", "--slices", "middle"]

@@ -17,7 +17,7 @@ def fundus_recipe(tmp_path: Path, text: str) -> Path:
     return recipe
 
 
-def test_build_a_recipe_file_on_a_public_layout(tmp_path, capsys):
+def test_build_a_recipe_file_on_a_public_layout(tmp_path, capsys, monkeypatch):
     recipe = fundus_recipe(
         tmp_path,
         "dataset: fundus_small\nsources:\n  - {name: APTOS2019, path: aptos2019, cap: 4}\n  - {name: IDRiD, path: idrid}\n",
@@ -33,6 +33,13 @@ def test_build_a_recipe_file_on_a_public_layout(tmp_path, capsys):
     assert 5 <= summary["samples_written"] <= 7
     assert main(["--workdir", work, "catalog", "show", "fundus_small"]) == 0
     assert json.loads(capsys.readouterr().out)["recipe"] == "retinalogos"
+
+    def staged(*args, **kwargs):
+        raise AssertionError("sources were staged before the version was checked")
+
+    monkeypatch.setattr("curation.recipes.common.stage_sources", staged)
+    assert main(["--workdir", work, "build", str(recipe), "--version", "2026.11"]) == 2
+    assert "fundus_small@2026.11 already exists" in capsys.readouterr().err
 
 
 def test_a_failed_gate_exits_3_publishes_nothing_and_ends_the_flow_run_failed_without_a_traceback(tmp_path, capsys):
@@ -84,8 +91,12 @@ def test_the_deployment_flow_ends_failed_on_a_failed_gate_and_raises_the_verdict
     )
     state = build_dataset(**kwargs, return_state=True)
     assert state.is_failed() and (state.message or "").startswith("quality gate failed for served_strict")
-    with pytest.raises(GateFailed, match="served_strict"):
+    with pytest.raises(GateFailed, match="served_strict") as raised:
         build_dataset(**kwargs)
+    import pickle
+
+    again = pickle.loads(pickle.dumps(raised.value))  # a result store may keep the state's exception
+    assert str(again) == str(raised.value) and again.report.failed_expectations == raised.value.report.failed_expectations
 
 
 def test_build_usage_errors_exit_2(tmp_path, capsys):

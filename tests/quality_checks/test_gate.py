@@ -179,6 +179,32 @@ def test_drift_against_the_previous_versions_shards_reads_only_those_the_build_d
     assert same.passed and failures_of(same, "build") == set()
 
 
+def test_a_previous_versions_shard_quarantined_by_this_build_still_counts_for_drift(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shard of the previous version that fails now (here: its read for the metrics) is
+    moved to quarantine; its rows were taken for the drift checks before it moved."""
+    import quality_checks.gate as gate_module
+
+    rows = FAMILY_ROWS["imed"]()
+    good = write_shard(rows, tmp_path / "build" / "good.parquet")
+    old = write_shard([{**r, "sample_id": r["sample_id"] + "x"} for r in rows], tmp_path / "build" / "old.parquet")
+    real_read = gate_module._read_table
+
+    def failing_now(path: str) -> pa.Table:
+        if path.endswith("old.parquet"):
+            raise OSError("page checksum mismatch")
+        return real_read(path)
+
+    monkeypatch.setattr(gate_module, "_read_table", failing_now)
+    tolerances = {"max_failed_shard_fraction": 1.0, "max_row_count_change": 0.3}
+    report = run_gate(tmp_path, [good, old], "imed", previous=[good, old], tolerances=tolerances)
+    assert [os.path.basename(p) for p in report.quarantined] == ["old.parquet"]
+    # previous: both shards' rows; now: one shard's (a 50 % drop > 0.3) -> the row-count check fails, nothing crashed
+    assert failures_of(report, "build") == {("build", "expect_table_row_count_to_be_between", None)}
+    assert report.passed is False
+
+
 def test_failed_shard_fraction_within_tolerance_still_publishes_the_rest(tmp_path: Path) -> None:
     good = write_shard(FAMILY_ROWS["imed"](), tmp_path / "build" / "good.parquet")
     rows = FAMILY_ROWS["imed"]()
@@ -258,7 +284,8 @@ def test_configuration_errors_name_what_is_known() -> None:
     for bad, message in (
         ({"min_dynamic_range": 2.0}, "min_dynamic_range is a fraction of 0..1"),
         ({"max_saturated_fraction": "half"}, "max_saturated_fraction must be a number, got 'half'"),
-        ({"max_phi_hits": -1}, "max_phi_hits must not be negative"),
+        ({"max_phi_hits": -1}, "max_phi_hits must be a number that is not negative, got -1"),
+        ({"min_blur_laplacian_var": float("nan")}, "min_blur_laplacian_var must be a number that is not negative, got nan"),
         ({"mostly": None}, "mostly must be a number, got None"),
         ({"min_text_length": True}, "min_text_length must be a number"),
         ({"min_video_fps": 60, "max_video_fps": 30}, r"min_video_fps \(60\) is above gate.max_video_fps \(30\)"),
