@@ -42,6 +42,12 @@ class ConversionError(Exception):
         self.reason = reason
         self.detail = detail
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled with both arguments: with ``--item-timeout`` the error crosses from the
+        worker process, and an unpicklable one broke the pool (every reject read
+        ``worker_crashed``)."""
+        return (type(self), (self.reason, self.detail))
+
 
 @dataclasses.dataclass(frozen=True)
 class SlicePolicy:

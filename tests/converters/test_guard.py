@@ -50,3 +50,17 @@ def test_guarded_stage_gives_the_same_samples(tmp_path):
     b = run_stages_locally([ConvertStage(guarded)], table).table.to_pylist()
     strip = lambda rows: [{k: v for k, v in r.items() if k != "provenance"} for r in rows]  # noqa: E731
     assert strip(a) == strip(b) and len(a) == 2
+
+
+def test_guarded_rejects_keep_their_reason(tmp_path):
+    """A ConversionError raised in the worker crosses back whole (it pickles with both
+    arguments): the reject says what was wrong, not ``worker_crashed``."""
+    shutil.copy2(pydicom_file("CT_small.dcm"), tmp_path / "ok.dcm")
+    (tmp_path / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00")
+    table = discover([str(tmp_path)]).table()
+    plain = ConvertOptions(dataset="t", source="t", salt=TEST_SALT)
+    guarded = ConvertOptions(dataset="t", source="t", salt=TEST_SALT, item_timeout_s=60)
+    expected = [(r.source_uri, r.reason) for r in run_stages_locally([ConvertStage(plain)], table).rejects]
+    output = run_stages_locally([ConvertStage(guarded)], table)
+    assert [(r.source_uri, r.reason) for r in output.rejects] == expected
+    assert expected and expected[0][1] != "worker_crashed" and output.table.num_rows == 1
