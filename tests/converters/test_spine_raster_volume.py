@@ -154,3 +154,33 @@ def test_bad_inputs_are_rejected_with_reasons_and_counts_add_up(tmp_path, workdi
     assert summary["rejects_by_reason"] == {
         "bad_header": 1, "empty_file": 1, "not_dicom": 1, "truncated": 1, "unsupported_format": 1,
     }
+
+
+def test_a_truncated_nifti_is_a_reject_not_slices_of_zeros(tmp_path):
+    """ITK fills a cut-off NIfTI with zeros without a word; the converter checks the data
+    against the header (plain file size, gzip stream end) and rejects it."""
+    import gzip
+
+    import nibabel as nib
+
+    from converters.base import ConversionError
+    from converters.volume import read_volume
+
+    ramp = np.arange(16 * 16 * 8, dtype=np.int16).reshape(16, 16, 8)
+    nib.save(nib.Nifti1Image(ramp, np.eye(4)), tmp_path / "whole.nii")
+    nib.save(nib.Nifti1Image(ramp, np.eye(4)), tmp_path / "whole.nii.gz")
+    whole = (tmp_path / "whole.nii").read_bytes()
+    packed = (tmp_path / "whole.nii.gz").read_bytes()
+    (tmp_path / "cut.nii").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "cut.nii.gz").write_bytes(packed[: len(packed) // 2])
+    (tmp_path / "padded.nii.gz").write_bytes(gzip.compress(whole + b"\0" * 16))  # complete, extra bytes after the data
+    nib.save(nib.Nifti1Image(np.zeros((10, 10, 0), np.int16), np.eye(4)), tmp_path / "empty_axis.nii")
+    for name in ("whole.nii", "whole.nii.gz", "padded.nii.gz"):
+        assert np.array_equal(sitk.GetArrayFromImage(read_volume(str(tmp_path / name))), ramp.transpose(2, 1, 0)), name
+    for name, reason in (("cut.nii", "truncated"), ("cut.nii.gz", "truncated"), ("empty_axis.nii", "bad_header")):
+        try:
+            read_volume(str(tmp_path / name))
+        except ConversionError as exc:
+            assert exc.reason == reason and name in exc.detail, (name, exc)
+        else:
+            raise AssertionError(f"{name} was read")
