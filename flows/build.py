@@ -335,10 +335,12 @@ class GateFailed(Exception):
 def previous_version_shards(settings: Settings, dataset: str) -> list[str] | None:
     """The latest published version's shards, which the drift checks compare with (the
     gate reads them only where the build did not measure them)."""
-    catalog = settings.catalog()
-    if not catalog.exists(dataset) or not catalog.versions(dataset):
+    from catalogs.catalog import CatalogError
+
+    try:
+        return settings.catalog().files(dataset)
+    except CatalogError:  # no such dataset, or no version published yet
         return None
-    return catalog.files(dataset)
 
 
 def run_gate(plan: BuildPlan, settings: Settings, run_id: str, shards: list[str], processes: int = 1) -> Any:
@@ -486,9 +488,7 @@ def run_build(request: BuildRequest, *, progress: bool | None = None) -> BuildOu
 
     ``progress``: draw progress bars (default: when stderr is a terminal).
     """
-    settings = settings_for(request)
-    check_version_is_new(request, settings)  # here too: a usage error needs no flow run
-    configure_prefect(settings.workdir)
+    configure_prefect(settings_for(request).workdir)
     # without a configured server a temporary one starts now (seconds: a subprocess
     # importing Prefect's server and migrating its database) while this process waits:
     # the core it leaves idle imports what the build will use

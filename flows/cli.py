@@ -139,6 +139,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         "item_timeout_s": args.item_timeout,
     }
     check_dataset_name(args.dataset)
+    if args.version:  # before a flow run starts (the build checks again in prepare)
+        settings.catalog().check_new_version(args.dataset, args.version)
     request = build_request(args, settings, "convert", list(args.sources), args.dataset, options)
     outcome = run_build(request)
     print_outcome(outcome.summary, settings, args.dataset)

@@ -85,8 +85,9 @@ class Tolerances:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown quality tolerance(s) {unknown}; known keys: {sorted(known)}")
+        nullable = {f.name for f in dataclasses.fields(cls) if "None" in str(f.type)}  # the `float | None` fields
         for key, value in values.items():
-            optional = key in ("max_row_count_change", "max_modality_share_change")
+            optional = key in nullable
             if (value is None and not optional) or (value is not None and (isinstance(value, bool) or not isinstance(value, int | float))):
                 raise ValueError(f"gate.{key} must be a number{' or null' if optional else ''}, got {value!r}")
             if value is not None and (math.isnan(value) or value < 0):

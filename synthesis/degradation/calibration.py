@@ -187,7 +187,3 @@ SEVERITY_BANDS: dict[str, dict[int, list[Band]]] = {
     },
 }
 
-
-def psnr_band_for(kind: str, severity: int) -> Band | None:
-    """The PSNR band ``kind`` at ``severity`` is calibrated to (None: no band for it)."""
-    return next((band for band in SEVERITY_BANDS.get(kind, {}).get(severity, ()) if band.metric == "psnr_db"), None)

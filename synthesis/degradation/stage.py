@@ -28,7 +28,8 @@ from curation.ids import stable_hash
 from curation.images import decode_png, image_record, to_uint8_window
 from curation.schema import SAMPLE_SCHEMA
 from curation.stages import Reject, Resources, Stage, StageOutput
-from synthesis.degradation.calibration import psnr_band_for
+from quality_checks.metrics import psnr_band
+from synthesis.degradation.calibration import SEVERITY_BANDS
 
 STEP_NAME = "degrade"
 CT_WINDOW = (40.0, 400.0)  # centre, width: the measurement window of metrics.CT_WINDOW_HU
@@ -210,17 +211,17 @@ class DegradeStage(Stage):
             rejects.append(self._reject(parents[0].row, "degradation_failed", f"{kind} severity {severity}: {exc}"))
             return
         degraded_images = result.image
-        band = psnr_band_for(kind, severity)
+        band = psnr_band(SEVERITY_BANDS, kind, severity)  # the gate's own rule (metrics.severity_consistent)
         for i, parent in enumerate(parents):
             record = result.records[i]
-            if band is not None and record.psnr_db is not None and not band.contains(record.psnr_db):
+            if band is not None and record.psnr_db is not None and not band[0] <= record.psnr_db <= band[1]:
                 # the level's parameters gave this image another quality than the severity
                 # names (content unlike the calibration set): its label would be wrong, so
                 # the pair is a reject, not a row the gate then fails the whole build on
                 rejects.append(self._reject(
                     parent.row, "severity_out_of_band",
                     f"sample {parent.row.get('sample_id')}: {kind} severity {severity} measured "
-                    f"{record.psnr_db:.1f} dB, calibrated band [{band.low}, {band.high}] dB",
+                    f"{record.psnr_db:.1f} dB, calibrated band [{band[0]}, {band[1]}] dB",
                 ))
                 continue
             outputs[parent.index].append(self._output_row(parent, modality, record, degraded_images[i], seeds[i]))

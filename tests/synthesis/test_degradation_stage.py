@@ -82,7 +82,8 @@ def test_a_pair_whose_quality_misses_its_severity_band_is_a_reject_not_a_row():
     measured PSNR and the band; the real slice beside it is kept."""
     from curation.images import image_record
     from curation.schema import samples_to_table
-    from synthesis.degradation.calibration import psnr_band_for
+    from quality_checks.metrics import psnr_band
+    from synthesis.degradation.calibration import SEVERITY_BANDS
     from tests.synthesis.degradation_rows import ct_row, parent_row
 
     air = np.full((128, 128), -1000.0)
@@ -96,7 +97,7 @@ def test_a_pair_whose_quality_misses_its_severity_band_is_a_reject_not_a_row():
         samples_to_table([parent_row("air", "CT", images), ct_row(0, PARENT_CT_SIZE)]),
     )
     assert [(r.source_uri, r.reason) for r in rejects] == [("fixture/air", "severity_out_of_band")]
-    band = psnr_band_for("low_dose", 1)
-    assert band is not None and f"calibrated band [{band.low}, {band.high}] dB" in rejects[0].detail
+    band = psnr_band(SEVERITY_BANDS, "low_dose", 1)
+    assert band is not None and f"calibrated band [{band[0]}, {band[1]}] dB" in rejects[0].detail
     assert table.column("source_uri").to_pylist() == ["fixture/ct-0"]
-    assert band.contains(table.column("degradation").to_pylist()[0]["psnr_db"])
+    assert band[0] <= table.column("degradation").to_pylist()[0]["psnr_db"] <= band[1]
