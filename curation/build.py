@@ -18,6 +18,13 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from converters.base import WORK_ITEM_SCHEMA, ConvertOptions, SlicePolicy, burned_in_policy
+from curation.partitions import (
+    Partition,
+    PartitionCache,
+    PartitionResult,
+    RemoteStages,
+    run_partition,
+)
 from curation.shards import DEFAULT_SHARD_BYTES
 from curation.stages import Reject, Stage
 from curation.version import pipeline_version
@@ -58,6 +65,32 @@ class PlanContext:
     workdir: str = ""  # the build's workdir: its cache/hashes/ spares re-reading unchanged files
     #: runs discovery's per-file reading and hashing on other cores (``converters.discover``)
     parallel_map: ParallelMap | None = None
+
+
+def build_partition(
+    plan: BuildPlan,
+    partition: Partition,
+    shard_dir: str,
+    workdir: str,
+    remote: RemoteStages | None = None,
+) -> PartitionResult:
+    """One partition end to end: the unit a Prefect task or a local worker process runs
+    (here, not in ``flows``, so a worker imports only the pipeline, not the catalog).
+
+    ``remote`` runs the plan's GPU stages (an actor pool); without it they run here.
+    """
+    stages = plan.stage_factory()
+    if remote is None and plan.gpu_stage_factory is not None:
+        stages = stages + plan.gpu_stage_factory()
+    return run_partition(
+        partition,
+        stages,
+        shard_dir=shard_dir,
+        cache=PartitionCache(workdir),
+        shard_bytes=plan.shard_bytes,
+        item_schema=plan.item_schema,
+        remote=remote,
+    )
 
 
 Planner = Callable[[PlanContext], BuildPlan]

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from catalogs.catalog import PublishResult
-from curation.build import BuildPlan, PlanContext, make_plan
+from curation.build import BuildPlan, PlanContext, build_partition, make_plan
 from curation.partitions import (
     PARTITION_INPUT_BYTES,
     Partition,
@@ -29,7 +29,6 @@ from curation.partitions import (
     StageTiming,
     items_per_partition,
     plan_partitions,
-    run_partition,
 )
 from curation.stages import Reject, rejects_to_table
 from curation.version import pipeline_version
@@ -117,36 +116,12 @@ def discovery_map(request: BuildRequest) -> ParallelMap | None:
 
     def on_workers(fn: Callable[[Any], Any], chunks: Sequence[Any]) -> list[Any]:
         # this process only waits now (for the pool to start, then for the workers):
-        # the core the starting pool leaves idle imports the gate's libraries
-        warm_up_gate()
+        # the core the starting pool leaves idle imports what the build uses next (the
+        # catalog, the gate's libraries) instead of the critical path after discovery
+        warm_up_build()
         return local_pool_map(processes, fn, chunks)
 
     return on_workers
-
-
-def build_partition(
-    plan: BuildPlan,
-    partition: Partition,
-    shard_dir: str,
-    workdir: str,
-    remote: RemoteStages | None = None,
-) -> PartitionResult:
-    """One partition end to end (the unit a Prefect task runs).
-
-    ``remote`` runs the plan's GPU stages (an actor pool); without it they run here.
-    """
-    stages = plan.stage_factory()
-    if remote is None and plan.gpu_stage_factory is not None:
-        stages = stages + plan.gpu_stage_factory()
-    return run_partition(
-        partition,
-        stages,
-        shard_dir=shard_dir,
-        cache=PartitionCache(workdir),
-        shard_bytes=plan.shard_bytes,
-        item_schema=plan.item_schema,
-        remote=remote,
-    )
 
 
 #: the local executor starts worker processes only for builds with this much input left to

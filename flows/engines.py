@@ -232,7 +232,7 @@ class LocalStagePool:
 
 
 #: what the local process pool's workers import once, in the fork server, before forking
-_WORKER_PRELOAD = ["flows.build", "converters.stage", "converters.discover", "curation.partitions"]
+_WORKER_PRELOAD = ["curation.build", "converters.stage", "converters.discover", "quality_checks.gate"]
 _PROCESS_POOL: tuple[tuple[Any, ...], Any] | None = None
 _PROCESS_POOL_LOCK = threading.Lock()
 _PROCESS_POOL_GIVEN_UP = False

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from curation.images import decode_png
 from curation.stages import Resources, Stage, StageOutput
 from quality_checks.phi import phi_hits_in
 
@@ -186,22 +187,12 @@ def _columns_as_rows(batch: pa.Table) -> list[dict[str, Any]]:
     return batch.select(present).to_pylist()
 
 
-def _decode_png(data: bytes) -> tuple[np.ndarray, str]:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()
-        return np.asarray(img), img.mode
-
-
-def _bit_depth(mode: str, declared: int | None, pixels: np.ndarray) -> int:
-    if mode == "1" or pixels.dtype == np.bool_:
+def _bit_depth(pixels: np.ndarray) -> int:
+    """Bits per sample of what :func:`curation.images.decode_png` returned: bool for
+    1-bit, uint16 for 16-bit, uint8 for every 8-bit mode."""
+    if pixels.dtype == np.bool_:
         return 1
-    if mode.startswith("I;16"):
-        return 16
-    if mode in ("I", "F"):
-        return int(declared) if declared else (16 if pixels.max(initial=0) > 255 else 8)
-    return 8
+    return 16 if pixels.dtype == np.uint16 else 8
 
 
 def _primary_image(images: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -221,9 +212,11 @@ def _image_metrics(images: list[dict[str, Any]], out: dict[str, Any], errors: li
     all_ok = True
     for index, image in enumerate(images):
         try:
-            pixels, mode = _decode_png(image["data"])
-            decoded[index] = pixels
-            image["_mode"] = mode
+            # the training readers' decoder (stored PNGs: ~0.1 ms per 512x512 slice
+            # against Pillow's ~0.4; others go to Pillow), so "decodes" means decodes
+            # where it is read; the bytes themselves are covered by the Parquet page
+            # CRCs the gate verifies while reading the shard
+            decoded[index] = decode_png(image["data"])
         except Exception as exc:  # noqa: BLE001 - an undecodable image is a metric value
             all_ok = False
             errors.append(f"image {index} ({image.get('role')}) does not decode: {exc}")
@@ -238,7 +231,7 @@ def _image_metrics(images: list[dict[str, Any]], out: dict[str, Any], errors: li
     height, width = pixels.shape[:2]
     out["image_width"], out["image_height"] = int(width), int(height)
     out["image_size_matches_declared"] = (width, height) == (primary.get("width"), primary.get("height"))
-    depth = _bit_depth(primary.get("_mode", ""), primary.get("bit_depth"), pixels)
+    depth = _bit_depth(pixels)
     out["image_bit_depth"] = depth
     maxval = float(2**depth - 1)
     _pixel_metrics(pixels.astype(np.uint8) if pixels.dtype == np.bool_ else pixels, maxval, out)
@@ -264,19 +257,23 @@ def _pixel_metrics(pixels: np.ndarray, maxval: float, out: dict[str, Any]) -> No
 def _laplacian_variance(pixels: np.ndarray, maxval: float) -> float:
     """Variance of the 4-neighbour Laplacian on 0-255 grey over interior pixels: the usual
     cheap sharpness measure (same kernel as ``scipy.ndimage.laplace``; slicing instead of
-    a filter call is ~8x faster and skips the reflected border)."""
+    a filter call is ~8x faster and skips the reflected border). Grey images are summed
+    in integers (exact; 8-bit fits int16, 16-bit int32) and in place: ~0.3 ms for a
+    512x512 slice against ~1.4 ms with a new float array per term."""
     if pixels.ndim == 3:
         channels = [pixels[..., c].astype(np.float32) for c in range(min(3, pixels.shape[2]))]
         grey = functools.reduce(np.add, channels) / np.float32(len(channels))
+    elif pixels.dtype.kind in "ub":
+        grey = pixels.astype(np.int16 if pixels.dtype.itemsize == 1 else np.int32)
     else:
-        grey = pixels.astype(np.float32)
-    if maxval != 255.0:
-        grey *= np.float32(255.0 / maxval)
+        grey = pixels.astype(np.float64)
     if grey.shape[0] < 3 or grey.shape[1] < 3:
         return 0.0
-    centre = grey[1:-1, 1:-1]
-    laplacian = grey[1:-1, :-2] + grey[1:-1, 2:] + grey[:-2, 1:-1] + grey[2:, 1:-1] - 4.0 * centre
-    return float(laplacian.var())
+    laplacian = grey[1:-1, :-2] + grey[1:-1, 2:]
+    laplacian += grey[:-2, 1:-1]
+    laplacian += grey[2:, 1:-1]
+    laplacian -= 4 * grey[1:-1, 1:-1]
+    return float(laplacian.var(dtype=np.float64)) * (255.0 / maxval) ** 2
 
 
 def _measured_psnr(images: list[dict[str, Any]], decoded: dict[int, np.ndarray], maxval: float, out: dict[str, Any]) -> None:

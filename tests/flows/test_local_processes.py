@@ -242,6 +242,21 @@ def test_the_warm_up_names_modules_that_exist():
     assert not missing
 
 
+def test_local_workers_start_with_the_pipeline_but_without_the_catalog():
+    """The fork server preloads what partitions, discovery and the gate's measuring run;
+    the catalog (pyiceberg, pyarrow.dataset and the pandas it imports) belongs to the
+    build process: ~0.3 s less before the first worker takes a task."""
+    import functools
+
+    from flows.engines import local_pool_map
+
+    names = ("curation.build", "converters.stage", "converters.discover", "quality_checks.gate",
+             "catalogs.catalog", "flows.build", "pyiceberg", "pandas", "pyarrow.dataset")
+    probe = functools.partial(eval, f"[m for m in {names!r} if m in __import__('sys').modules]")
+    for loaded in local_pool_map(2, probe, [{}, {}]):
+        assert loaded == ["curation.build", "converters.stage", "converters.discover", "quality_checks.gate"]
+
+
 def test_long_lived_objects_are_frozen_but_garbage_is_collected_first(tmp_path):
     """Before a build, what lives as long as the process goes to the garbage collector's
     permanent generation (later full collections skip it); an unreachable cycle must be

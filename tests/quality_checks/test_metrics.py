@@ -171,6 +171,29 @@ def test_stage_runs_under_the_local_engine_and_flattens() -> None:
         validation_table(table, out.table.slice(0, 5))
 
 
+@pytest.mark.parametrize("encode", ["stored", "pillow"])
+@pytest.mark.parametrize("shape, dtype, maxval", [((40, 56), np.uint8, 255), ((40, 56), np.uint16, 65535), ((40, 56, 3), np.uint8, 255)])
+def test_blur_measure_is_the_variance_of_the_laplacian_on_0_255_grey(encode, shape, dtype, maxval) -> None:
+    """The same number as scipy's Laplacian over the interior pixels, whichever PNG
+    encoder wrote the image (ours, stored, decodes on the fast path; Pillow's is deflated)."""
+    from scipy import ndimage
+
+    from curation.images import encode_png
+
+    image = np.random.default_rng(5).integers(0, maxval + 1, shape, dtype=dtype)
+    rows = unimed_rows()[:1]
+    data = encode_png(image) if encode == "stored" else png_bytes(image)
+    rows[0]["images"][0].update(data=data, width=shape[1], height=shape[0], bit_depth=16 if dtype == np.uint16 else 8)
+    row = metrics_of(rows)[0]
+    grey = image.astype(np.float64).mean(axis=2) if image.ndim == 3 else image.astype(np.float64)
+    expected = ndimage.laplace(grey * (255.0 / maxval))[1:-1, 1:-1].var()
+    assert row["image_decodes"] and row["image_bit_depth"] == (16 if dtype == np.uint16 else 8)
+    assert row["blur_laplacian_var"] == pytest.approx(expected, rel=1e-6)
+    blurred = ndimage.uniform_filter(image, size=(3, 3, 1) if image.ndim == 3 else 3)
+    rows[0]["images"][0]["data"] = encode_png(blurred)
+    assert metrics_of(rows)[0]["blur_laplacian_var"] < expected / 4  # smoothing lowers it
+
+
 def test_png_16_bit_depth_is_measured() -> None:
     rows = unimed_rows()[:1]
     deep = (np.linspace(0, 4095, 64 * 64).reshape(64, 64)).astype(np.uint16)
