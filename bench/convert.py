@@ -19,7 +19,8 @@ input size; its peak RSS is compared with the baseline loop's peak RSS. The proc
 tree's memory is sampled in separate runs (the sampling thread costs ~5 % of a 2-core
 machine), so the timed runs carry no instrumentation.
 
-Run: .venv/bin/python bench/convert.py [--slices 1000]
+Run: .venv/bin/python bench/convert.py [--slices 1000] [--timing-only RUNS]
+(``--timing-only 3 --slices 10000``: the steady state, where per-build costs are amortised)
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import argparse
 import json
 import os
 import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -197,9 +200,38 @@ def measure(mode: str, source: Path, workdir: Path, shard_mb: float) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def report_run(label: str, run: dict, bare_seconds: float) -> None:
+    print(f"{label}: {run['seconds']:.2f} s  ({run['samples'] / run['seconds']:.1f} slices/s, {run['shards']} shards)")
+    print(f"  ratio pipeline/bare: {run['seconds'] / bare_seconds:.2f}x  (goal <= 1.3x)")
+    phases = run["phases"]
+    conversion = phases.get("plan", 0.0) + phases.get("partitions", 0.0)
+    print(
+        "  phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items())
+        + f"; discovery+conversion+shards alone: {conversion:.1f} s = {conversion / bare_seconds:.2f}x the bare loop"
+    )
+
+
+def timing_only(source: Path, tmp: Path, shard_mb: float, runs: int) -> None:
+    """``runs`` bare loops and default builds, interleaved (the VM's speed drifts between
+    minutes): each ratio is a build over the bare loop just before it."""
+    ratios = []
+    for index in range(runs):
+        bare = measure("bare", source, tmp / "unused", shard_mb)
+        pipe = measure("pipeline", source, tmp / f"work-{index}", shard_mb)
+        shutil.rmtree(tmp / f"work-{index}", ignore_errors=True)  # 10,000 slices write ~6 GB
+        ratios.append(pipe["seconds"] / bare["seconds"])
+        print(f"run {index + 1}: bare codec loop {bare['seconds']:.2f} s")
+        report_run(f"  medcurate build (default: {os.cpu_count()} worker processes)", pipe, bare["seconds"])
+    print(f"ratios: {', '.join(f'{r:.2f}x' for r in ratios)}; median {statistics.median(ratios):.2f}x (goal <= 1.3x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--slices", type=int, default=1000)
+    parser.add_argument(
+        "--timing-only", type=int, metavar="RUNS", default=0,
+        help="only the bare loop and the default build, RUNS times interleaved (no Pillow baseline, no one-worker or memory runs)",
+    )
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -210,6 +242,11 @@ def main() -> None:
         source = Path(tmp) / "ct"
         total = make_slices(source, args.slices)
         shard_mb = total / 10 / 1024 / 1024  # input = 10× the shard size
+        print(f"machine: {os.cpu_count()} cores, {sys.platform}, python {sys.version.split()[0]}")
+        print(f"input: {args.slices} CT slices 512x512, {total / 1e6:.0f} MB; shard target {shard_mb:.1f} MiB")
+        if args.timing_only:
+            timing_only(source, Path(tmp), shard_mb, args.timing_only)
+            return
         bare = measure("bare", source, Path(tmp) / "unused", shard_mb)
         pillow = measure("bare-pillow", source, Path(tmp) / "unused", shard_mb)
         pipe = measure("pipeline", source, Path(tmp) / "work", shard_mb)
@@ -224,22 +261,13 @@ def main() -> None:
         for folder in series[: max(1, len(series) // 4)]:
             folder.rename(quarter / folder.name)
         small = measure("pipeline-mem", quarter, Path(tmp) / "work-quarter", shard_mb)
-    print(f"machine: {os.cpu_count()} cores, {sys.platform}, python {sys.version.split()[0]}")
-    print(f"input: {args.slices} CT slices 512x512, {total / 1e6:.0f} MB; shard target {shard_mb:.1f} MiB")
     print(f"bare codec loop : {bare['seconds']:.2f} s  ({bare['samples'] / bare['seconds']:.1f} slices/s; stored PNG + zstd)")
     print(
         f"pillow baseline : {pillow['seconds']:.2f} s  ({pillow['samples'] / pillow['seconds']:.1f} slices/s; deflate PNG): "
         f"pipeline/pillow {pipe['seconds'] / pillow['seconds']:.2f}x"
     )
-    for label, run in ((f"medcurate build (default: {os.cpu_count()} worker processes)", pipe), ("medcurate build, --workers 1", single)):
-        print(f"{label}: {run['seconds']:.2f} s  ({run['samples'] / run['seconds']:.1f} slices/s, {run['shards']} shards)")
-        print(f"  ratio pipeline/bare: {run['seconds'] / bare['seconds']:.2f}x  (goal <= 1.3x)")
-        phases = run["phases"]
-        conversion = phases.get("plan", 0.0) + phases.get("partitions", 0.0)
-        print(
-            "  phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items())
-            + f"; discovery+conversion+shards alone: {conversion:.1f} s = {conversion / bare['seconds']:.2f}x the bare loop"
-        )
+    report_run(f"medcurate build (default: {os.cpu_count()} worker processes)", pipe, bare["seconds"])
+    report_run("medcurate build, --workers 1", single, bare["seconds"])
     print(f"peak RSS: pipeline {pipe_mem['peak_rss_mb']:.0f} MB vs bare loop {bare['peak_rss_mb']:.0f} MB (input {total / 1e6:.0f} MB)")
     print(
         f"  with its worker processes (summed, sampled every 50 ms in separate, untimed runs): {pipe_mem['tree_peak_mb']:.0f} MB "
