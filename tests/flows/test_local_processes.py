@@ -94,6 +94,15 @@ def test_finished_partitions_are_answered_before_any_task(tmp_path):
     assert len(pending) == 1 and all("img0003.png" not in i["key"] for i in pending[0].items)
 
 
+def test_pending_partitions_are_handed_out_largest_first(tmp_path):
+    """LPT order: a large partition never starts last while the other workers idle
+    (ties keep key order)."""
+    sizes = [3, 9, 1, 9, 4]
+    partitions = [Partition(i, f"k{i}", [{"key": f"f{i}-{j}", "size_bytes": 100} for j in range(n)]) for i, n in enumerate(sizes)]
+    finished, pending = reuse_finished(partitions, str(tmp_path / "w"))
+    assert finished == [] and [p.index for p in pending] == [1, 3, 4, 0, 2]
+
+
 def _partitions(count: int, item_bytes: int) -> list[Partition]:
     return [Partition(i, f"k{i}", [{"key": f"f{i}", "size_bytes": item_bytes}]) for i in range(count)]
 
@@ -242,19 +251,26 @@ def test_the_warm_up_names_modules_that_exist():
     assert not missing
 
 
-def test_local_workers_start_with_the_pipeline_but_without_the_catalog():
+def test_local_workers_start_with_the_pipeline_but_without_the_catalog(tmp_path):
     """The fork server preloads what partitions, discovery and the gate's measuring run;
     the catalog (pyiceberg, pyarrow.dataset and the pandas it imports) belongs to the
-    build process: ~0.3 s less before the first worker takes a task."""
-    import functools
-
-    from flows.engines import local_pool_map
-
+    build process: ~0.3 s less before the first worker takes a task. A fresh interpreter:
+    a process has one fork server, and its preload is fixed by whoever starts it first."""
     names = ("curation.build", "converters.stage", "converters.discover", "quality_checks.gate",
              "catalogs.catalog", "flows.build", "pyiceberg", "pandas", "pyarrow.dataset")
-    probe = functools.partial(eval, f"[m for m in {names!r} if m in __import__('sys').modules]")
-    for loaded in local_pool_map(2, probe, [{}, {}]):
-        assert loaded == ["curation.build", "converters.stage", "converters.discover", "quality_checks.gate"]
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import functools\n"
+        "from flows.engines import local_pool_map\n"
+        "if __name__ == '__main__':\n"
+        f"    probe = functools.partial(eval, \"[m for m in {names!r} if m in __import__('sys').modules]\")\n"
+        "    for loaded in local_pool_map(2, probe, [{}, {}]):\n"
+        "        print('LOADED', ','.join(loaded))\n"
+    )
+    done = run_script(script)
+    assert done.returncode == 0, done.stderr[-2000:]
+    preloaded = "curation.build,converters.stage,converters.discover,quality_checks.gate"
+    assert done.stdout.splitlines() == [f"LOADED {preloaded}"] * 2
 
 
 def test_long_lived_objects_are_frozen_but_garbage_is_collected_first(tmp_path):
