@@ -225,11 +225,18 @@ def timing_only(source: Path, tmp: Path, shard_mb: float, runs: int) -> None:
     print(f"ratios: {', '.join(f'{r:.2f}x' for r in ratios)}; median {statistics.median(ratios):.2f}x (goal <= 1.3x)")
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of runs, got {value}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--slices", type=int, default=1000)
     parser.add_argument(
-        "--timing-only", type=int, metavar="RUNS", default=0,
+        "--timing-only", type=positive_int, metavar="RUNS", default=0,
         help="only the bare loop and the default build, RUNS times interleaved (no Pillow baseline, no one-worker or memory runs)",
     )
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)

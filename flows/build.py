@@ -14,6 +14,7 @@ import gc
 import logging
 import os
 import posixpath
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -209,15 +210,27 @@ def leaves_a_core_idle(request: BuildRequest, processes: int) -> bool:
     return workers < cores
 
 
-@functools.cache  # one import per process is all there is to warm up
 def warm_up_gate() -> None:
     """Import Great Expectations (seconds) in a background thread while this process
     waits: for a temporary Prefect server to start, for discovery on the worker pool, or
     for partitions converting on cores it does not need (see :func:`leaves_a_core_idle`).
-    The gate's own import then finds it done (Python's import lock makes it wait if not)."""
-    import threading
+    The gate's own import then finds it done (Python's import lock makes it wait if not).
+    Once per process, whichever thread asks first."""
+    if _first_call("gate"):
+        threading.Thread(target=_import_gx, name="medcurate-gx-import", daemon=True).start()
 
-    threading.Thread(target=_import_gx, name="medcurate-gx-import", daemon=True).start()
+
+_WARM_UPS_STARTED: set[str] = set()
+_WARM_UPS_LOCK = threading.Lock()
+
+
+def _first_call(name: str) -> bool:
+    """True exactly once per process for ``name``, across threads (``functools.cache``
+    may run a function twice when two threads call it at the same time)."""
+    with _WARM_UPS_LOCK:
+        first = name not in _WARM_UPS_STARTED
+        _WARM_UPS_STARTED.add(name)
+        return first
 
 
 def _import_gx() -> None:
@@ -259,15 +272,13 @@ def _unfreeze_at_exit() -> None:
 _BUILD_MODULES = ("catalogs.catalog", "pyiceberg.catalog.sql", "quality_checks.gate", "quality_checks.card")
 
 
-@functools.cache  # once per process
 def warm_up_build() -> None:
     """Import what a build uses — the conversion pipeline, the catalog, then the gate's
-    Great Expectations — in a background thread while this process waits seconds for a
-    temporary Prefect server: the first build then starts converting at once (the
-    demo's first build: 1.4 → 0.65 s besides the gate's import)."""
-    import threading
-
-    threading.Thread(target=_import_build_modules, name="medcurate-warm-up", daemon=True).start()
+    Great Expectations — in a background thread while this process waits: seconds for a
+    temporary Prefect server (the demo's first build: 1.4 → 0.65 s besides the gate's
+    import), or discovery on the worker pool. Once per process."""
+    if _first_call("build"):
+        threading.Thread(target=_import_build_modules, name="medcurate-warm-up", daemon=True).start()
 
 
 def _import_build_modules() -> None:
@@ -514,7 +525,7 @@ def run_build_inline(request: BuildRequest) -> BuildOutcome:
         from flows.engines import local_pool_map
 
         if leaves_a_core_idle(request, processes):
-            warm_up_gate()
+            warm_up_build()
         build = functools.partial(build_partition, plan_for_tasks(plan), shard_dir=shard_dir, workdir=settings.workdir)
         results += local_pool_map(processes, build, pending)
     else:

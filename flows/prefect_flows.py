@@ -38,7 +38,7 @@ from flows.build import (
     prepare,
     reuse_finished,
     settings_for,
-    warm_up_gate,
+    warm_up_build,
 )
 from flows.heartbeats import flow_run_heartbeats
 from flows.progress import BuildProgress
@@ -204,7 +204,7 @@ def _run(request: BuildRequest, progress: BuildProgress | None = None) -> BuildO
         logger.info("run %s: %d of %d partitions unchanged, reused without a task", run_id, len(results), len(partitions))
     processes = local_processes(request, plan, pending)
     if pending and leaves_a_core_idle(request, processes):
-        warm_up_gate()  # this process only waits while the partitions convert elsewhere
+        warm_up_build()  # this process only waits while the partitions convert elsewhere
     pool = gpu_pool_for(request, plan) if pending else None
     task_plan = plan_for_tasks(plan)
     engine_started = time.perf_counter()

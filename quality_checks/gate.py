@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from converters.io import read_each
 from curation.schema import check_batch
 from curation.shards import read_present_columns
-from quality_checks.metrics import MetricsStage, SeverityBands, validation_table
+from quality_checks.metrics import METRICS_VERSION, MetricsStage, SeverityBands, validation_table
 from quality_checks.suites import (
     FAMILIES,
     SUBJECT_SPLIT_COUNT,
@@ -471,7 +471,7 @@ class PassedShardCache:
         self.fs, self.root = fsspec.core.url_to_fs(directory)
         self.fs.makedirs(self.root, exist_ok=True)
         self.salt = json.dumps(
-            [SUITE_VERSIONS, family, dataclasses.asdict(tolerances)], sort_keys=True, default=str
+            [SUITE_VERSIONS, METRICS_VERSION, family, dataclasses.asdict(tolerances)], sort_keys=True, default=str
         )
 
     def _key(self, path: str) -> str | None:

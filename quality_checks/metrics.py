@@ -34,7 +34,9 @@ from curation.images import decode_png
 from curation.stages import Resources, Stage, StageOutput
 from quality_checks.phi import phi_hits_in
 
-METRICS_VERSION = "1"
+#: bump when a metric's definition changes: the passed-shard cache keys on it (2: images
+#: decode with the readers' decoder; the Laplacian summed exactly; LA images measured on L)
+METRICS_VERSION = "2"
 
 METRICS_SCHEMA = pa.schema(
     [
@@ -243,7 +245,7 @@ def _pixel_metrics(pixels: np.ndarray, maxval: float, out: dict[str, Any]) -> No
     """Dynamic range, saturated/black fractions and sharpness, in the native dtype where
     possible (the gate decodes every image, so this must stay a few ms per image)."""
     if pixels.ndim == 3:  # channel-wise maximum by planes: ~10x faster than max(axis=2)
-        channels = [pixels[..., c] for c in range(min(3, pixels.shape[2]))]
+        channels = [pixels[..., c] for c in range(_colour_channels(pixels))]
         per_pixel = functools.reduce(np.maximum, channels)
     else:
         per_pixel = pixels
@@ -254,14 +256,21 @@ def _pixel_metrics(pixels: np.ndarray, maxval: float, out: dict[str, Any]) -> No
     out["blur_laplacian_var"] = _laplacian_variance(pixels, maxval)
 
 
+def _colour_channels(pixels: np.ndarray) -> int:
+    """Colour planes of an (H, W, C) image, alpha left out: LA → 1, RGB/RGBA → 3."""
+    return 1 if pixels.shape[2] <= 2 else 3
+
+
 def _laplacian_variance(pixels: np.ndarray, maxval: float) -> float:
     """Variance of the 4-neighbour Laplacian on 0-255 grey over interior pixels: the usual
     cheap sharpness measure (same kernel as ``scipy.ndimage.laplace``; slicing instead of
     a filter call is ~8x faster and skips the reflected border). Grey images are summed
     in integers (exact; 8-bit fits int16, 16-bit int32) and in place: ~0.3 ms for a
     512x512 slice against ~1.4 ms with a new float array per term."""
+    if pixels.ndim == 3 and _colour_channels(pixels) == 1:  # grey + alpha: the grey plane
+        pixels = pixels[..., 0]
     if pixels.ndim == 3:
-        channels = [pixels[..., c].astype(np.float32) for c in range(min(3, pixels.shape[2]))]
+        channels = [pixels[..., c].astype(np.float32) for c in range(_colour_channels(pixels))]
         grey = functools.reduce(np.add, channels) / np.float32(len(channels))
     elif pixels.dtype.kind in "ub":
         grey = pixels.astype(np.int16 if pixels.dtype.itemsize == 1 else np.int32)

@@ -24,7 +24,6 @@ import json
 import math
 import os
 import sys
-import threading
 import types
 from collections.abc import Mapping
 from typing import Any
@@ -128,65 +127,78 @@ _RANGES = (
 
 #: modules GX imports at start-up only for expectations and renderers our suites do not
 #: declare: ``scipy.stats`` for the KL-divergence and KS-test expectations, ``altair`` for
-#: the KL expectation's charts. They are ~1 CPU-s of GX's ~1.7 s import (``python -X
+#: the KL expectation's charts. They are ~0.7 CPU-s of GX's ~1.7 s import (``python -X
 #: importtime``), paid by every build process; deferred, they load on first use instead.
 GX_DEFERRED_MODULES = ("scipy.stats", "altair")
 
 
 def import_gx() -> Any:
     """Import great_expectations with analytics off (lazily: the import costs seconds),
-    with :data:`GX_DEFERRED_MODULES` deferred to their first use."""
-    os.environ["GX_ANALYTICS_ENABLED"] = "false"
-    if "great_expectations" not in sys.modules:
-        for name in GX_DEFERRED_MODULES:
-            defer_import(name)
-    import great_expectations as gx
+    with :data:`GX_DEFERRED_MODULES` deferred to their first use.
 
+    The placeholders stand in ``sys.modules`` only while GX imports: GX's modules keep
+    them (``stats.entropy`` inside its functions loads scipy.stats then), and every
+    later ``import scipy.stats`` anywhere is an ordinary import of the real module.
+    """
+    os.environ["GX_ANALYTICS_ENABLED"] = "false"
+    if "great_expectations" in sys.modules:
+        import great_expectations as gx
+
+        return gx
+    placeholders = [p for name in GX_DEFERRED_MODULES if (p := defer_import(name)) is not None]
+    try:
+        import great_expectations as gx
+    finally:
+        for placeholder in placeholders:
+            if sys.modules.get(placeholder.__name__) is placeholder:
+                del sys.modules[placeholder.__name__]
     return gx
 
 
 class DeferredModule(types.ModuleType):
-    """Stands in for a module in ``sys.modules`` until one of its attributes is used;
-    then imports the module and forwards every attribute to it.
+    """Stands in for a module until one of its attributes is used; then imports the
+    module and forwards every attribute to it.
 
     ``importlib.util.LazyLoader`` is the standard library's tool for this, but on Python
     3.11 the import system reads a placeholder's ``__spec__`` on every ``import x`` of an
     already-imported name, which makes the LazyLoader execute the module at once. This
     placeholder keeps ``__spec__`` None, so ``import x`` and ``from x import y`` hand it
-    out; its first real attribute (``y``, ``__path__`` for a submodule import) imports x.
+    out while it is in ``sys.modules``; its first real attribute imports x.
     """
-
-    def __init__(self, name: str):
-        super().__init__(name)
-        self.__dict__["_deferred_lock"] = threading.RLock()
-        self.__dict__["_deferred_target"] = None
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self.load(), attr)
 
+    def __dir__(self) -> list[str]:
+        return dir(self.load())
+
     def load(self) -> types.ModuleType:
-        """The real module, imported now if it was not yet."""
-        with self.__dict__["_deferred_lock"]:
-            target = self.__dict__["_deferred_target"]
-            if target is None:
-                if sys.modules.get(self.__name__) is self:
-                    del sys.modules[self.__name__]
-                target = importlib.import_module(self.__name__)
-                self.__dict__["_deferred_target"] = target
-            return target  # type: ignore[no-any-return]
+        """The real module, imported now if it was not yet. No lock of our own: the import
+        system serialises concurrent imports of one module, and storing the same module
+        twice is harmless."""
+        target = self.__dict__.get("_deferred_target")
+        if target is None:
+            if sys.modules.get(self.__name__) is self:
+                del sys.modules[self.__name__]
+            target = importlib.import_module(self.__name__)
+            self.__dict__["_deferred_target"] = target
+        return target  # type: ignore[no-any-return]
 
 
-def defer_import(name: str) -> None:
-    """Put a :class:`DeferredModule` for ``name`` in ``sys.modules`` unless it is imported
-    already or not installed (its parent package is imported to find out)."""
+def defer_import(name: str) -> DeferredModule | None:
+    """Put a :class:`DeferredModule` for ``name`` in ``sys.modules`` and return it, unless
+    ``name`` is imported already or not installed (its parent package is imported to
+    find out): then None."""
     if name in sys.modules:
-        return
+        return None
     try:
         if importlib.util.find_spec(name) is None:
-            return
+            return None
     except (ImportError, ValueError):
-        return
-    sys.modules.setdefault(name, DeferredModule(name))
+        return None
+    placeholder = DeferredModule(name)
+    sys.modules[name] = placeholder
+    return placeholder
 
 
 def suite_name(suite: str) -> str:

@@ -94,6 +94,26 @@ def test_finished_partitions_are_answered_before_any_task(tmp_path):
     assert len(pending) == 1 and all("img0003.png" not in i["key"] for i in pending[0].items)
 
 
+def test_each_warm_up_starts_once_however_many_threads_ask():
+    import threading
+
+    from flows.build import _first_call
+
+    answers: list[bool] = []
+    barrier = threading.Barrier(8)
+
+    def ask() -> None:
+        barrier.wait()
+        answers.append(_first_call("test-warm-up"))
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(answers) == [False] * 7 + [True]
+
+
 def test_pending_partitions_are_handed_out_largest_first(tmp_path):
     """LPT order: a large partition never starts last while the other workers idle
     (ties keep key order)."""

@@ -27,6 +27,7 @@ from qc_samples import (
 from curation.stages import run_stages_locally
 from quality_checks.metrics import (
     METRICS_SCHEMA,
+    METRICS_VERSION,
     MetricsStage,
     measure_video,
     psnr_band,
@@ -166,13 +167,16 @@ def test_stage_runs_under_the_local_engine_and_flattens() -> None:
     flat = validation_table(table, out.table)
     assert flat.column("degradation_severity").to_pylist() == [None] * 3 + [1, 2, 3]
     assert flat.column("quality_verdict").to_pylist()[3:] == ["good", "usable", "reject"]
-    assert json.loads(stage.params() and json.dumps(stage.params()))["metrics_version"] == "1"
+    assert json.loads(json.dumps(stage.params()))["metrics_version"] == METRICS_VERSION
     with pytest.raises(ValueError, match="6 samples but 5"):
         validation_table(table, out.table.slice(0, 5))
 
 
 @pytest.mark.parametrize("encode", ["stored", "pillow"])
-@pytest.mark.parametrize("shape, dtype, maxval", [((40, 56), np.uint8, 255), ((40, 56), np.uint16, 65535), ((40, 56, 3), np.uint8, 255)])
+@pytest.mark.parametrize(
+    "shape, dtype, maxval",
+    [((40, 56), np.uint8, 255), ((40, 56), np.uint16, 65535), ((40, 56, 3), np.uint8, 255), ((40, 56, 2), np.uint8, 255)],
+)
 def test_blur_measure_is_the_variance_of_the_laplacian_on_0_255_grey(encode, shape, dtype, maxval) -> None:
     """The same number as scipy's Laplacian over the interior pixels, whichever PNG
     encoder wrote the image (ours, stored, decodes on the fast path; Pillow's is deflated)."""
@@ -185,7 +189,8 @@ def test_blur_measure_is_the_variance_of_the_laplacian_on_0_255_grey(encode, sha
     data = encode_png(image) if encode == "stored" else png_bytes(image)
     rows[0]["images"][0].update(data=data, width=shape[1], height=shape[0], bit_depth=16 if dtype == np.uint16 else 8)
     row = metrics_of(rows)[0]
-    grey = image.astype(np.float64).mean(axis=2) if image.ndim == 3 else image.astype(np.float64)
+    colour = image[..., :1] if image.ndim == 3 and shape[2] == 2 else image  # grey + alpha: the grey plane
+    grey = colour.astype(np.float64).mean(axis=2) if colour.ndim == 3 else colour.astype(np.float64)
     expected = ndimage.laplace(grey * (255.0 / maxval))[1:-1, 1:-1].var()
     assert row["image_decodes"] and row["image_bit_depth"] == (16 if dtype == np.uint16 else 8)
     assert row["blur_laplacian_var"] == pytest.approx(expected, rel=1e-6)
