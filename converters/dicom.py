@@ -497,20 +497,39 @@ def _iter_dicom_rows(item: dict[str, Any], opts: ConvertOptions) -> Iterator[dic
             )
     selected = opts.slices.select(len(slots))
     cached: tuple[int, Dataset, np.ndarray] | None = None
+    failed: list[ConversionError] = []
     for slot_index in selected:
         file_index, frame_index, view = slots[slot_index]
         if cached is None or cached[0] != file_index:
             uri = ordered[file_index][0]
-            ds = read_dicom(read_bytes(uri), uri, check_elements=False)  # its header was checked at discovery
-            _reject_burned_in(ds, uri, opts)
-            check_pixel_budget(ds, uri)
-            cached = (file_index, ds, frames_of(ds, uri))
+            try:
+                ds = read_dicom(read_bytes(uri), uri, check_elements=False)  # its header was checked at discovery
+                _reject_burned_in(ds, uri, opts)
+                check_pixel_budget(ds, uri)
+                cached = (file_index, ds, frames_of(ds, uri))
+            except ConversionError as err:
+                if len(ordered) == 1:
+                    raise
+                failed.append(err)  # one file of a series: the series' other slices still convert
+                continue
         _, ds, frames = cached
         pixel_ds = ds if view is ordered[file_index][1] or view is first else view
         yield _slice_row(
             item, opts, ds, pixel_ds, frames[frame_index], slot_index, len(slots), modality, subject, part,
             label_volumes, header_meta, spacing_z,
         )
+    if failed:
+        raise series_files_failed(item["key"], failed, len(ordered))
+
+
+def series_files_failed(key: str, failed: list[ConversionError], files: int) -> ConversionError:
+    """The reject of a series some of whose files could not be converted (cut short,
+    undecodable pixels, burned-in text): raised after the other slices' rows, which a
+    streaming conversion keeps; the reason is the first failure's."""
+    shown = "; ".join(err.detail for err in failed[:3]) + ("; …" if len(failed) > 3 else "")
+    return ConversionError(
+        failed[0].reason, f"{key}: {len(failed)} of {files} files not converted, the series' other slices were: {shown}"
+    )
 
 
 def _label_volumes(

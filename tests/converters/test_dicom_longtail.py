@@ -209,6 +209,33 @@ def test_dicom_seg_written_by_highdicom_lands_on_its_slices(tmp_path):
     assert by_slot[1]["labels"] == ["liver"]
 
 
+@pytest.mark.parametrize("cut", ["01.dcm", "02.dcm"])
+def test_a_series_file_cut_short_is_named_and_the_other_slices_still_convert(tmp_path, cut):
+    """Pixel data cut short in one file of a series (a transfer that stopped): that file
+    is the reject; the others convert with their labels, exactly as from the whole series
+    (before, the series stopped at the bad file: a cut 01.dcm, the last slot, lost
+    nothing, a cut 02.dcm also lost 01.dcm)."""
+    whole = tmp_path / "whole"
+    shutil.copytree(CT_DIR, whole)
+    _, reference, no_rejects = convert_folder(whole)
+    assert no_rejects == [] and len(reference) == 3 and all(r["masks"] for r in reference)  # labels attached
+    src = tmp_path / "cut"
+    shutil.copytree(CT_DIR, src)
+    data = (src / cut).read_bytes()
+    (src / cut).write_bytes(data[: len(data) - 5000])
+    found, rows, rejects = convert_folder(src)
+    cut_slot = {"01.dcm": 2, "02.dcm": 1}[cut]  # slots in z order: 03.dcm, 02.dcm, 01.dcm
+    by_slot = {int(r["source_uri"].rsplit("=", 1)[1]): r for r in rows}
+    expected = {int(r["source_uri"].rsplit("=", 1)[1]): r for r in reference}
+    assert sorted(by_slot) == sorted(set(expected) - {cut_slot})
+    for slot, row in by_slot.items():
+        assert image(row, "raw")["data"] == image(expected[slot], "raw")["data"]
+        assert [m["data"] for m in row["masks"] or []] == [m["data"] for m in expected[slot]["masks"] or []]
+    (reject,) = rejects
+    assert reject.source_uri == found.items[0]["key"] and reject.reason == "truncated"
+    assert "1 of 3 files not converted" in reject.detail and f"{cut}: Pixel Data holds" in reject.detail
+
+
 def write_rtstruct(path: Path, sources: list[Dataset]) -> None:
     """An RT Structure Set over the real CT: a square on 02.dcm (referenced by UID) and a
     triangle on 03.dcm located only by its z coordinate."""
