@@ -275,6 +275,10 @@ def main() -> None:
     )
     report_run(f"medcurate build (default: {os.cpu_count()} worker processes)", pipe, bare["seconds"])
     report_run("medcurate build, --workers 1", single, bare["seconds"])
+    print(
+        "  (a build has ~2 s of fixed costs — starting workers, GX's import, the gate's GX runs, publish, card — that weigh"
+        " on small inputs; `--slices 10000 --timing-only 2` measures the per-slice steady state)"
+    )
     print(f"peak RSS: pipeline {pipe_mem['peak_rss_mb']:.0f} MB vs bare loop {bare['peak_rss_mb']:.0f} MB (input {total / 1e6:.0f} MB)")
     print(
         f"  with its worker processes (summed, sampled every 50 ms in separate, untimed runs): {pipe_mem['tree_peak_mb']:.0f} MB "
