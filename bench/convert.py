@@ -20,7 +20,7 @@ tree's memory is sampled in separate runs (the sampling thread costs ~5 % of a 2
 machine), so the timed runs carry no instrumentation.
 
 Run: .venv/bin/python bench/convert.py [--slices 1000] [--timing-only RUNS]
-(``--timing-only 3 --slices 10000``: the steady state, where per-build costs are amortised)
+(``--slices 10000 --timing-only 2``: the steady state, where per-build costs are amortised)
 """
 
 from __future__ import annotations

@@ -461,7 +461,7 @@ def _iter_dicom_rows(item: dict[str, Any], opts: ConvertOptions) -> Iterator[dic
     headers = [(uri, read_dicom(read_bytes(uri), uri, headers_only=True, check_elements=False)) for uri in members]
     ordered = order_series(headers)
     first = ordered[0][1]
-    _reject_burned_in(first, members[0], opts)
+    _reject_burned_in(first, ordered[0][0], opts)
     if annotation_kind(first) is not None:
         raise ConversionError(
             "orphan_label_map", f"{item['key']}: a {first.get('Modality')} object whose referenced image series is not in the source"

@@ -35,7 +35,8 @@ from curation.stages import Resources, Stage, StageOutput
 from quality_checks.phi import phi_hits_in
 
 #: bump when a metric's definition changes: the passed-shard cache keys on it (2: images
-#: decode with the readers' decoder; the Laplacian summed exactly; LA images measured on L)
+#: decode with the readers' decoder; the Laplacian of grey images summed exactly; alpha
+#: left out of every pixel metric)
 METRICS_VERSION = "2"
 
 METRICS_SCHEMA = pa.schema(
@@ -247,10 +248,12 @@ def _pixel_metrics(pixels: np.ndarray, maxval: float, out: dict[str, Any]) -> No
     if pixels.ndim == 3:  # channel-wise maximum by planes: ~10x faster than max(axis=2)
         channels = [pixels[..., c] for c in range(_colour_channels(pixels))]
         per_pixel = functools.reduce(np.maximum, channels)
+        lowest = float(min(c.min() for c in channels)) if pixels.size else 0.0
     else:
         per_pixel = pixels
+        lowest = float(pixels.min()) if pixels.size else 0.0
     size = max(1, per_pixel.size)
-    out["dynamic_range"] = (float(pixels.max()) - float(pixels.min())) / maxval if pixels.size else 0.0
+    out["dynamic_range"] = (float(per_pixel.max()) - lowest) / maxval if pixels.size else 0.0  # alpha left out
     out["saturated_fraction"] = np.count_nonzero(per_pixel >= maxval) / size
     out["black_fraction"] = np.count_nonzero(per_pixel <= 0) / size
     out["blur_laplacian_var"] = _laplacian_variance(pixels, maxval)

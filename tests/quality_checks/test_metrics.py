@@ -199,6 +199,22 @@ def test_blur_measure_is_the_variance_of_the_laplacian_on_0_255_grey(encode, sha
     assert metrics_of(rows)[0]["blur_laplacian_var"] < expected / 4  # smoothing lowers it
 
 
+@pytest.mark.parametrize("channels", [2, 4])
+def test_alpha_is_left_out_of_the_pixel_metrics(channels) -> None:
+    """An opaque grey+alpha or RGBA image of mid grey: no dynamic range, nothing saturated
+    (alpha 255 used to count as saturated pixels and as range)."""
+    from curation.images import encode_png
+
+    image = np.full((32, 48, channels), 100, np.uint8)
+    image[..., -1] = 255
+    image[0, 0, 0] = 60
+    rows = unimed_rows()[:1]
+    rows[0]["images"][0].update(data=encode_png(image), width=48, height=32, bit_depth=8)
+    row = metrics_of(rows)[0]
+    assert row["dynamic_range"] == pytest.approx(40 / 255)
+    assert row["saturated_fraction"] == 0.0 and row["black_fraction"] == 0.0
+
+
 def test_png_16_bit_depth_is_measured() -> None:
     rows = unimed_rows()[:1]
     deep = (np.linspace(0, 4095, 64 * 64).reshape(64, 64)).astype(np.uint16)
