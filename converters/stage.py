@@ -49,6 +49,28 @@ def _run_converter(kind: str, item: dict[str, Any], opts: ConvertOptions) -> lis
     return CONVERTERS[kind](item, opts)
 
 
+def _run_streaming_converter(item: dict[str, Any], opts: ConvertOptions) -> tuple[list[dict[str, Any]], Reject | None]:
+    """A streaming converter's rows and its reject together, in the guarded worker
+    process: as without the guard, a series whose one file failed keeps its other slices."""
+    rows: list[dict[str, Any]] = []
+    reject: Reject | None = None
+    for piece, piece_reject in iter_item_pieces(item, opts):
+        rows.extend(piece)
+        reject = piece_reject or reject
+    return rows, reject
+
+
+def convert_streaming_item_guarded(
+    item: dict[str, Any], opts: ConvertOptions, guard: ItemGuard
+) -> tuple[list[dict[str, Any]], Reject | None]:
+    """A streaming item in the guard's worker: its rows and its reject (both when a
+    series kept some slices); a timeout or a crashed worker is the item's reject."""
+    try:
+        return guard.call(_run_streaming_converter, item, opts, what=item["key"])  # type: ignore[no-any-return]
+    except ConversionError as err:
+        return [], Reject(item["key"], ConvertStage.name, err.reason, err.detail)
+
+
 def _as_reject(item: dict[str, Any], exc: Exception) -> Reject:
     """A converter's exception as the item's reject (the run never stops for an input)."""
     if isinstance(exc, ConversionError):
@@ -162,7 +184,10 @@ class ConvertStage(Stage):
                         yield StageOutput(samples_to_table(rows), rejects)
                         rows, rejects = [], []
                 continue
-            converted, reject = convert_item(item, self.options, self._guard)
+            if self._guard is not None and item["kind"] in STREAMING:
+                converted, reject = convert_streaming_item_guarded(item, self.options, self._guard)
+            else:
+                converted, reject = convert_item(item, self.options, self._guard)
             rows.extend(converted)
             if reject is not None:
                 rejects.append(reject)

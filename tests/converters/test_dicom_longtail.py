@@ -209,12 +209,13 @@ def test_dicom_seg_written_by_highdicom_lands_on_its_slices(tmp_path):
     assert by_slot[1]["labels"] == ["liver"]
 
 
+@pytest.mark.parametrize("guard", [None, 60.0], ids=["in-process", "item-timeout"])
 @pytest.mark.parametrize("cut", ["01.dcm", "02.dcm"])
-def test_a_series_file_cut_short_is_named_and_the_other_slices_still_convert(tmp_path, cut):
+def test_a_series_file_cut_short_is_named_and_the_other_slices_still_convert(tmp_path, cut, guard):
     """Pixel data cut short in one file of a series (a transfer that stopped): that file
     is the reject; the others convert with their labels, exactly as from the whole series
     (before, the series stopped at the bad file: a cut 01.dcm, the last slot, lost
-    nothing, a cut 02.dcm also lost 01.dcm)."""
+    nothing, a cut 02.dcm also lost 01.dcm; with ``--item-timeout`` it lost them all)."""
     whole = tmp_path / "whole"
     shutil.copytree(CT_DIR, whole)
     _, reference, no_rejects = convert_folder(whole)
@@ -223,7 +224,7 @@ def test_a_series_file_cut_short_is_named_and_the_other_slices_still_convert(tmp
     shutil.copytree(CT_DIR, src)
     data = (src / cut).read_bytes()
     (src / cut).write_bytes(data[: len(data) - 5000])
-    found, rows, rejects = convert_folder(src)
+    found, rows, rejects = convert_folder(src, item_timeout_s=guard)
     cut_slot = {"01.dcm": 2, "02.dcm": 1}[cut]  # slots in z order: 03.dcm, 02.dcm, 01.dcm
     by_slot = {int(r["source_uri"].rsplit("=", 1)[1]): r for r in rows}
     expected = {int(r["source_uri"].rsplit("=", 1)[1]): r for r in reference}
