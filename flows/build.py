@@ -81,7 +81,11 @@ def check_version_is_new(request: BuildRequest, settings: Settings) -> None:
         settings.catalog().check_new_version(request.dataset, request.version)
 
 
-def prepare(request: BuildRequest, settings: Settings, run_id: str) -> tuple[BuildPlan, list[Partition]]:
+def prepare(
+    request: BuildRequest, settings: Settings, run_id: str, parallel_map: ParallelMap | None = None
+) -> tuple[BuildPlan, list[Partition]]:
+    """The plan and its partitions. ``parallel_map``: where discovery reads, hashes and
+    header-checks new files (default: :func:`discovery_map`, the local worker pool)."""
     check_version_is_new(request, settings)
     sources = list(request.sources)
     if any("://" in s for s in sources):  # a family's s3:// or catalog:// sources: staged locally first
@@ -96,7 +100,7 @@ def prepare(request: BuildRequest, settings: Settings, run_id: str) -> tuple[Bui
         run_id=run_id,
         options=dict(request.options),
         workdir=settings.workdir,
-        parallel_map=discovery_map(request),
+        parallel_map=parallel_map or discovery_map(request),
     )
     plan = make_plan(request.recipe, ctx)
     per_partition = plan.partition_items or items_per_partition(plan.items, min(plan.shard_bytes, PARTITION_INPUT_BYTES))

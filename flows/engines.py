@@ -350,6 +350,21 @@ def warm_up_dask_workers(client: Any) -> int:
     return len(client.run(preload_pipeline))
 
 
+def cluster_map(executor: str, runner: Any, fn: Callable[[Any], Any], chunks: Sequence[Any]) -> list[Any]:
+    """``fn`` over ``chunks`` on a Dask or Ray cluster, results in order: discovery's
+    reading, hashing and DICOM header checks of new files run where the partitions will
+    (on a cluster the driver is one machine, and on object storage one network link)."""
+    if executor == "dask":
+        client = runner.client
+        return list(client.gather(client.map(fn, list(chunks), pure=False)))
+    if executor == "ray":
+        import ray
+
+        remote = ray.remote(num_cpus=1)(fn)
+        return list(ray.get([remote.remote(chunk) for chunk in chunks]))
+    raise ValueError(f"no cluster map for executor {executor!r}")
+
+
 #: longest a Ray warm-up task waits at the barrier for the others (a busy cluster may
 #: never start them all; the started ones must not hold their CPUs for long)
 RAY_WARM_UP_BARRIER_S = 15.0

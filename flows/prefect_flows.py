@@ -182,13 +182,61 @@ def gate_verdict(exc: GateFailed) -> State:
     return Failed(message=str(exc), data=exc)
 
 
+class LazyEngine:
+    """A Dask or Ray task runner started on first use: by discovery, when it has enough
+    new files to read on the cluster, or by the partitions; a rebuild with nothing to
+    read or convert starts no cluster. ``seconds``: time spent starting it."""
+
+    def __init__(self, request: BuildRequest, processes: int = 1):
+        self.request = request
+        self.processes = processes
+        self.runner: Any = None
+        self.seconds = 0.0
+        self._stack = contextlib.ExitStack()
+
+    def start(self) -> Any:
+        if self.runner is None:
+            tick = time.perf_counter()
+            runner = task_runner_for(self.request, self.processes)  # imports distributed: its config defaults first
+            self._stack.enter_context(local_dask_worker_environment(self.request))
+            self.runner = self._stack.enter_context(runner)
+            warm_up_workers(self.request, self.runner)
+            self.seconds += time.perf_counter() - tick
+        return self.runner
+
+    def discovery_map(self) -> Callable[[Callable[[Any], Any], Any], list[Any]] | None:
+        """Discovery's parallel map on the cluster (Dask/Ray); None for the local
+        executor, whose discovery uses the local worker pool."""
+        if self.request.executor not in ("dask", "ray"):
+            return None
+        from flows.engines import cluster_map
+
+        return lambda fn, chunks: cluster_map(self.request.executor, self.start(), fn, chunks)
+
+    def close(self) -> None:
+        self._stack.close()
+        self.runner = None
+
+
 def _run(request: BuildRequest, progress: BuildProgress | None = None) -> BuildOutcome:
     logger = get_run_logger()
     started = time.perf_counter()
     settings = settings_for(request)
     run_id = new_run_id()
-    plan, partitions = prepare(request, settings, run_id)
+    cluster = LazyEngine(request)
+    try:
+        return _run_with(request, progress, logger, started, settings, run_id, cluster)
+    finally:
+        cluster.close()
+
+
+def _run_with(
+    request: BuildRequest, progress: BuildProgress | None, logger: Any, started: float, settings: Any, run_id: str,
+    cluster: LazyEngine,
+) -> BuildOutcome:
+    plan, partitions = prepare(request, settings, run_id, cluster.discovery_map())
     planned = time.perf_counter()
+    engine_in_plan = cluster.seconds
     logger.info(
         "run %s: recipe %s, %d items in %d partitions on %s, %d inputs rejected before conversion",
         run_id, plan.recipe, len(plan.items), len(partitions), request.executor, len(plan.rejects),
@@ -207,13 +255,13 @@ def _run(request: BuildRequest, progress: BuildProgress | None = None) -> BuildO
         warm_up_build()  # this process only waits while the partitions convert elsewhere
     pool = gpu_pool_for(request, plan) if pending else None
     task_plan = plan_for_tasks(plan)
+    cluster.processes = processes
     engine_started = time.perf_counter()
-    runner_context: Any = task_runner_for(request, processes) if pending else contextlib.nullcontext()
     try:
-        with local_dask_worker_environment(request), runner_context as runner:
-            if pending:
-                warm_up_workers(request, runner)
-            engine_ready = time.perf_counter()  # a Dask LocalCluster or Ray takes seconds to start
+        if pending:
+            runner = cluster.start()  # started already if discovery used the cluster
+        engine_ready = time.perf_counter()  # a Dask LocalCluster or Ray takes seconds to start
+        if pending:
             opaque = opaque_to_prefect(request)
             futures = [
                 runner.submit(
@@ -237,14 +285,15 @@ def _run(request: BuildRequest, progress: BuildProgress | None = None) -> BuildO
     finally:
         if pool is not None:
             pool.shutdown()
+        cluster.close()  # before the gate: the cluster's workers are not needed there
     results.sort(key=lambda r: r.key)
     converted = time.perf_counter()
     try:
         outcome = finish(
             request, settings, plan, run_id, started, results,
             {
-                "plan": planned - started,
-                "engine_start": engine_ready - engine_started,
+                "plan": planned - started - engine_in_plan,
+                "engine_start": engine_ready - engine_started + engine_in_plan,
                 "partitions": converted - engine_ready,
             },
             processes=processes,

@@ -57,7 +57,7 @@ def worker_env(api: str) -> dict[str, str]:
     }
 
 
-def request(src: Path, work: Path, executor: str, **addresses) -> BuildRequest:
+def request(src: Path, work: Path, executor: str, **engine) -> BuildRequest:
     return BuildRequest(
         recipe="convert",
         sources=[str(src)],
@@ -65,12 +65,64 @@ def request(src: Path, work: Path, executor: str, **addresses) -> BuildRequest:
         workdir=str(work),
         executor=executor,
         options={"partition_items": 2, "modality": "XR"},
-        **addresses,
+        **engine,
     )
 
 
+@pytest.fixture
+def discovery_on_the_cluster(monkeypatch) -> list[tuple[str, str, int]]:
+    """Discovery sends even these small radiographs to the cluster (its threshold lowered
+    to 0 bytes); returns the record of its ``cluster_map`` calls: (executor, function,
+    files)."""
+    import converters.discover
+    import flows.engines
+
+    monkeypatch.setattr(converters.discover, "PARALLEL_MIN_BYTES", 0)
+    mapped: list[tuple[str, str, int]] = []
+    cluster_map = flows.engines.cluster_map
+
+    def recording_map(executor, runner, fn, chunks):
+        mapped.append((executor, fn.__name__, sum(len(c) for c in chunks)))
+        return cluster_map(executor, runner, fn, chunks)
+
+    monkeypatch.setattr(flows.engines, "cluster_map", recording_map)
+    return mapped
+
+
 @pytest.mark.slow
-def test_build_on_a_dask_scheduler_with_two_worker_processes(tmp_path, prefect_api, monkeypatch):
+def test_build_on_a_local_dask_cluster_discovers_and_converts_there(tmp_path, prefect_api):
+    """``--executor dask`` without an address: a LocalCluster, started by discovery. Two
+    builds in a fresh interpreter, where distributed is not imported when the first
+    starts: its worker environment must be set after distributed's configuration is
+    loaded, else leaving it removed that configuration and the second build failed."""
+    src, work = source_tree(tmp_path), tmp_path / "w"
+    script = tmp_path / "build.py"
+    script.write_text(
+        "import converters.discover, flows.engines\n"
+        "from flows.build import BuildRequest, run_build\n"
+        "converters.discover.PARALLEL_MIN_BYTES = 0  # these small radiographs go to the cluster too\n"
+        "real = flows.engines.cluster_map\n"
+        "def recording(executor, runner, fn, chunks):\n"
+        "    print('MAPPED', executor, fn.__name__, sum(len(c) for c in chunks))\n"
+        "    return real(executor, runner, fn, chunks)\n"
+        "flows.engines.cluster_map = recording\n"
+        "if __name__ == '__main__':\n"
+        "    for run in ('a', 'b'):\n"
+        f"        out = run_build(BuildRequest(recipe='convert', sources=[{str(src)!r}], dataset='on_dask',\n"
+        f"            workdir={str(work)!r} + run, executor='dask', workers=2,\n"
+        "            options={'partition_items': 2, 'modality': 'XR'}), progress=False)\n"
+        "        print('SAMPLES', out.summary['samples_written'], len(out.summary['workers']))\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], env=worker_env(prefect_api), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith(("MAPPED", "SAMPLES"))]
+    assert lines == ["MAPPED dask examine_files 16", "SAMPLES 16 2"] * 2
+
+
+@pytest.mark.slow
+def test_build_on_a_dask_scheduler_with_two_worker_processes(tmp_path, prefect_api, monkeypatch, discovery_on_the_cluster):
+    """Discovery and partitions both on the cluster."""
+    mapped = discovery_on_the_cluster
     monkeypatch.setenv("PREFECT_API_URL", prefect_api)
     port = _free_port()
     env = worker_env(prefect_api)
@@ -93,6 +145,8 @@ def test_build_on_a_dask_scheduler_with_two_worker_processes(tmp_path, prefect_a
         src, work = source_tree(tmp_path), tmp_path / "w"
         outcome = run_build(request(src, work, "dask", dask_address=f"tcp://127.0.0.1:{port}"), progress=False)
         assert outcome.summary["samples_written"] == 16
+        assert mapped == [("dask", "examine_files", 16)]  # every radiograph examined on the cluster
+        assert outcome.summary["phases"]["engine_start"] > 0 and outcome.summary["phases"]["plan"] >= 0
         workers = outcome.summary["workers"]
         assert len(workers) == 2 and all(not w.endswith(f":{os.getpid()}") for w in workers)
         assert open_catalog(workdir=str(work)).versions("on_dask")[0].medcurate["samples"] == "16"

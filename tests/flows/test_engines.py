@@ -122,3 +122,36 @@ def test_ray_warm_up_barrier_gives_up_after_its_deadline(ray_local):
     started = time.monotonic()
     ray.get(barrier.wait_all.remote(), timeout=30)  # two parties never arrive
     assert 0.3 < time.monotonic() - started < 10
+
+
+def _examine_jobs() -> list[list[tuple]]:
+    """Discovery's work on real files, in two chunks: CT slices (DICOM facts and hash) and
+    radiographs (hash only)."""
+    from converters.discover import _File
+    from tests.helpers import CT_DIR, XRAY_DIR
+
+    ct = [(_File(str(p), p.name, p.stat().st_size), "dicom") for p in sorted(CT_DIR.glob("*.dcm"))]
+    xr = [(_File(str(p), p.name, p.stat().st_size), "raster") for p in sorted(XRAY_DIR.glob("*.png"))]
+    return [ct, xr]
+
+
+def test_discovery_chunks_run_on_a_dask_cluster_and_on_ray_with_the_local_results(ray_local):
+    """``cluster_map``: discovery's reading, hashing and header checks on the cluster's
+    workers give what this process computes, in order."""
+    import types
+
+    from distributed import Client, LocalCluster
+
+    from converters.discover import examine_files
+    from flows.engines import cluster_map
+
+    chunks = _examine_jobs()
+    local = [examine_files(chunk) for chunk in chunks]
+    assert local[0][0].facts is not None and local[1][0].digest  # DICOM facts and a plain hash
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(
+        cluster
+    ) as client:
+        assert cluster_map("dask", types.SimpleNamespace(client=client), examine_files, chunks) == local
+    assert cluster_map("ray", None, examine_files, chunks) == local
+    with pytest.raises(ValueError, match="no cluster map for executor 'local'"):
+        cluster_map("local", None, examine_files, chunks)
