@@ -25,9 +25,11 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -39,6 +41,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from bench.convert import add_noise, make_slices  # noqa: E402
 from flows.build import BuildRequest, run_build, run_build_inline  # noqa: E402
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -61,7 +65,90 @@ def prefect_server():
         server.stop()
 
 
-def timed(fn, *args, **kwargs) -> tuple[float, object]:
+class ProcessTreeCPU:
+    """CPU seconds of this process and its descendants by role, sampled every 0.1 s.
+
+    The speed-up on two cores is bounded by what else runs on them while the partitions
+    convert: this build process (submitting tasks, the Dask scheduler, futures) and the
+    Prefect server (recording each task run's state events and logs). Counting every
+    process's CPU in the conversion phase shows how busy the cores were and what the
+    speed-up would be if only the workers had used them.
+    """
+
+    def __init__(self) -> None:
+        import psutil
+
+        self.me = psutil.Process()
+        self.samples: list[tuple[float, dict[int, tuple[str, float]]]] = []
+        self._roles: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ProcessTreeCPU:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _role(self, process: Any) -> str:
+        if process.pid not in self._roles:
+            try:
+                command = " ".join(process.cmdline())
+            except Exception:  # noqa: BLE001 - gone or not ours to read
+                command = ""
+            self._roles[process.pid] = "Prefect server" if "uvicorn" in command else "cluster processes"
+        return self._roles[process.pid]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            row: dict[int, tuple[str, float]] = {}
+            for process in [self.me, *self.me.children(recursive=True)]:
+                try:
+                    times = process.cpu_times()
+                except Exception:  # noqa: BLE001 - a process that ended between listing and reading
+                    continue
+                role = "build process" if process.pid == self.me.pid else self._role(process)
+                row[process.pid] = (role, times.user + times.system)
+            self.samples.append((time.perf_counter(), row))
+            self._stop.wait(0.1)
+
+    def window(self, start: float, end: float) -> dict[str, float]:
+        """CPU seconds per role between two ``perf_counter`` times (processes started
+        in the window count from zero; one that ended in it, up to its last sample)."""
+        inside = [row for t, row in self.samples if start <= t <= end]
+        before = [row for t, row in self.samples if t < start]
+        first = before[-1] if before else {}
+        last: dict[int, tuple[str, float]] = {}
+        for row in inside:
+            last.update(row)
+        totals: dict[str, float] = {}
+        for pid, (role, cpu) in last.items():
+            totals[role] = totals.get(role, 0.0) + cpu - first.get(pid, (role, 0.0))[1]
+        return totals
+
+
+@contextlib.contextmanager
+def partitions_phase_end(marks: dict[str, float]):
+    """Note when a flow build's partitions phase ends (its ``finish`` starts): with the
+    phase's length from summary.json, that places the phase on this process's clock."""
+    import flows.prefect_flows as prefect_flows
+
+    finish = prefect_flows.finish
+
+    def noted(*args: Any, **kwargs: Any) -> Any:
+        marks["partitions_end"] = time.perf_counter()
+        return finish(*args, **kwargs)
+
+    prefect_flows.finish = noted
+    try:
+        yield
+    finally:
+        prefect_flows.finish = finish
+
+
+def timed(fn: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[float, T]:
     started = time.perf_counter()
     result = fn(*args, **kwargs)
     return time.perf_counter() - started, result
@@ -80,13 +167,17 @@ def speedup(tmp: Path, slices: int, partition_items: int) -> list[str]:
     make_slices(source, slices, per_series=1)
     options = {"partition_items": partition_items} if partition_items else {}
     lines = []
+    marks: dict[str, float] = {}
     for executor in ("dask", "ray"):
         seconds, conversion, start = {}, {}, {}
+        cpu: dict[int, dict[str, float]] = {}
         for workers in (1, 2):
             work = tmp / f"{executor}-{workers}"
             req = request(source, work, "scale", executor=executor, workers=workers, options=dict(options))
-            seconds[workers], outcome = timed(run_build, req, progress=False)
+            with ProcessTreeCPU() as tree, partitions_phase_end(marks):
+                seconds[workers], outcome = timed(run_build, req, progress=False)
             conversion[workers] = outcome.summary["phases"]["partitions"]
+            cpu[workers] = tree.window(marks["partitions_end"] - conversion[workers], marks["partitions_end"])
             start[workers] = outcome.summary["phases"]["engine_start"]
             shutil.rmtree(work)
             if executor == "ray":  # Ray keeps its CPU count for the life of the process
@@ -99,7 +190,21 @@ def speedup(tmp: Path, slices: int, partition_items: int) -> list[str]:
             f"{start[1]:.1f} s / {start[2]:.1f} s); whole build incl. engine start and serial "
             f"discovery/gate/publish/card {seconds[1]:.1f} s -> {seconds[2]:.1f} s ({seconds[1] / seconds[2]:.2f}x)"
         )
+        lines.append(f"  {executor} CPU in the conversion phase: {cpu_line(cpu, conversion)}")
     return lines
+
+
+def cpu_line(cpu: dict[int, dict[str, float]], conversion: dict[int, float]) -> str:
+    """Where the two cores went, and the speed-up if the cluster's processes had had
+    them to themselves (the 1-worker phase against half the 2-worker cluster CPU)."""
+    parts = []
+    for workers in (1, 2):
+        roles = ", ".join(f"{role} {seconds:.2f} s" for role, seconds in sorted(cpu[workers].items()))
+        busy = sum(cpu[workers].values()) / conversion[workers]
+        parts.append(f"{workers} worker(s): {roles} ({busy:.2f} cores busy)")
+    cluster_2 = cpu[2].get("cluster processes", 0.0)
+    bound = conversion[1] / (cluster_2 / 2) if cluster_2 else float("nan")
+    return "; ".join(parts) + f"; speed-up bound with the cores to the cluster alone: {bound:.2f}x"
 
 
 def make_rasters(folder: Path, count: int, size: int = 256, seed: int = 0) -> None:
