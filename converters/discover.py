@@ -417,7 +417,7 @@ def _examine(files: list[tuple[_File, str]], parallel_map: ParallelMap | None) -
             continue
         jobs.append((file, role))
         idents.append(identities.get(file.key))
-    if parallel_map is not None and sum(file.size for file, _ in jobs) >= PARALLEL_MIN_BYTES:
+    if parallel_map is not None and jobs and sum(file.size for file, _ in jobs) >= PARALLEL_MIN_BYTES:
         chunks = [jobs[i : i + PARALLEL_CHUNK_FILES] for i in range(0, len(jobs), PARALLEL_CHUNK_FILES)]
         results = [e for chunk in parallel_map(examine_files, chunks) for e in chunk]
     else:

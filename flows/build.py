@@ -112,7 +112,8 @@ def discovery_map(request: BuildRequest) -> ParallelMap | None:
     """The local executor's worker processes for discovery's per-file reading, hashing and
     DICOM header checks (used only for ``PARALLEL_MIN_BYTES`` of files the hash cache does
     not know; the pool then serves the conversion as well). None with ``--workers 1``,
-    one core, or Dask/Ray (whose workers exist only once the plan is made)."""
+    one core, or Dask/Ray (whose discovery goes to the cluster:
+    ``flows.prefect_flows.LazyEngine.discovery_map``)."""
     from flows.engines import local_pool_map, local_process_pool_usable
 
     processes = request.workers or os.cpu_count() or 1
@@ -186,6 +187,7 @@ def build_partition_here_or_in(
     else (or when the pool breaks) here; see :func:`flows.engines.local_pool_map`."""
     from flows.engines import local_pool_map
 
+    configure_object_storage()  # on a Dask/Ray worker this task may be the first code of ours to run
     build = functools.partial(build_partition, plan, shard_dir=shard_dir, workdir=workdir, remote=remote)
     return local_pool_map(processes, build, [partition])[0]  # type: ignore[no-any-return]
 

@@ -13,6 +13,7 @@ an existing cluster when given an address (``ray://`` or ``host:port``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -164,10 +165,12 @@ class RayStagePool:
     where the cluster has GPUs.
     """
 
-    def __init__(self, factory: StageFactory, *, num_actors: int = 1, address: str | None = None):
+    def __init__(
+        self, factory: StageFactory, *, num_actors: int = 1, address: str | None = None, num_cpus: int | None = None
+    ):
         import ray
 
-        ensure_ray(address)
+        ensure_ray(address, num_cpus=num_cpus)  # local Ray: the build's --workers, however Ray is first started
         probe = factory()
         cpus = max(s.resources.cpus for s in probe) if probe else 1.0
         gpus = max(s.resources.gpus for s in probe) if probe else 0.0
@@ -350,19 +353,46 @@ def warm_up_dask_workers(client: Any) -> int:
     return len(client.run(preload_pipeline))
 
 
-def cluster_map(executor: str, runner: Any, fn: Callable[[Any], Any], chunks: Sequence[Any]) -> list[Any]:
+def cluster_map(executor: str, runner: Any, fn: Callable[[Any], Any], chunks: Sequence[Sequence[Any]]) -> list[Any]:
     """``fn`` over ``chunks`` on a Dask or Ray cluster, results in order: discovery's
     reading, hashing and DICOM header checks of new files run where the partitions will
-    (on a cluster the driver is one machine, and on object storage one network link)."""
+    (on a cluster the driver is one machine, and on object storage one network link).
+
+    A chunk whose cluster task fails (its worker died, say of memory, or the cluster lost
+    it) runs again here, as the local pool's chunks do when the pool breaks: discovery's
+    own per-file errors are rejects inside ``fn``, so what reaches this point is the
+    cluster's, and the build goes on with the chunk read in this process.
+    """
     if executor == "dask":
         client = runner.client
-        return list(client.gather(client.map(fn, list(chunks), pure=False)))
-    if executor == "ray":
+        pending = client.map(functools.partial(_on_cluster_worker, fn), list(chunks), pure=False)
+        fetch = [future.result for future in pending]
+    elif executor == "ray":
         import ray
 
-        remote = ray.remote(num_cpus=1)(fn)
-        return list(ray.get([remote.remote(chunk) for chunk in chunks]))
-    raise ValueError(f"no cluster map for executor {executor!r}")
+        remote = ray.remote(num_cpus=1)(_on_cluster_worker)
+        refs = [remote.remote(fn, chunk) for chunk in chunks]
+        fetch = [functools.partial(ray.get, ref) for ref in refs]
+    else:
+        raise ValueError(f"no cluster map for executor {executor!r}")
+    results = []
+    for chunk, result in zip(chunks, fetch, strict=True):
+        try:
+            results.append(result())
+        except Exception as exc:  # noqa: BLE001 - the cluster's failure, not the chunk's: read it here
+            log.warning("a discovery chunk failed on the %s cluster (%s: %s); reading its %d files in the build process",
+                        executor, type(exc).__name__, exc, len(chunk))
+            results.append(fn(chunk))
+    return results
+
+
+def _on_cluster_worker(fn: Callable[[Any], Any], chunk: Any) -> Any:
+    """``fn(chunk)`` on a cluster worker, with the object-store retries and timeouts this
+    process would use (a worker process has not run any of our set-up)."""
+    from flows.storage import configure_object_storage
+
+    configure_object_storage()
+    return fn(chunk)
 
 
 #: longest a Ray warm-up task waits at the barrier for the others (a busy cluster may

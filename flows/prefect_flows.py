@@ -135,7 +135,9 @@ def gpu_pool_for(request: BuildRequest, plan: BuildPlan) -> Any:
     from flows.engines import LocalStagePool, RayStagePool
 
     if request.executor == "ray" or request.ray_address:
-        return RayStagePool(plan.gpu_stage_factory, num_actors=request.workers or 1, address=request.ray_address)
+        return RayStagePool(
+            plan.gpu_stage_factory, num_actors=request.workers or 1, address=request.ray_address, num_cpus=request.workers
+        )
     return LocalStagePool(plan.gpu_stage_factory)
 
 
@@ -187,17 +189,19 @@ class LazyEngine:
     new files to read on the cluster, or by the partitions; a rebuild with nothing to
     read or convert starts no cluster. ``seconds``: time spent starting it."""
 
-    def __init__(self, request: BuildRequest, processes: int = 1):
+    def __init__(self, request: BuildRequest):
         self.request = request
-        self.processes = processes
         self.runner: Any = None
         self.seconds = 0.0
         self._stack = contextlib.ExitStack()
 
-    def start(self) -> Any:
+    def start(self, processes: int = 1) -> Any:
+        """The task runner, started now if it is not yet. ``processes``: the local
+        executor's worker processes (Dask and Ray size their clusters from the request,
+        so a cluster that discovery started serves the partitions as it is)."""
         if self.runner is None:
             tick = time.perf_counter()
-            runner = task_runner_for(self.request, self.processes)  # imports distributed: its config defaults first
+            runner = task_runner_for(self.request, processes)  # imports distributed: its config defaults first
             self._stack.enter_context(local_dask_worker_environment(self.request))
             self.runner = self._stack.enter_context(runner)
             warm_up_workers(self.request, self.runner)
@@ -255,11 +259,10 @@ def _run_with(
         warm_up_build()  # this process only waits while the partitions convert elsewhere
     pool = gpu_pool_for(request, plan) if pending else None
     task_plan = plan_for_tasks(plan)
-    cluster.processes = processes
     engine_started = time.perf_counter()
     try:
         if pending:
-            runner = cluster.start()  # started already if discovery used the cluster
+            runner = cluster.start(processes)  # started already if discovery used the cluster
         engine_ready = time.perf_counter()  # a Dask LocalCluster or Ray takes seconds to start
         if pending:
             opaque = opaque_to_prefect(request)
@@ -282,12 +285,13 @@ def _run_with(
                 results.append(result)
                 if progress:
                     progress.partition_done(result.items, result.cached)
+        converted = time.perf_counter()
     finally:
         if pool is not None:
             pool.shutdown()
         cluster.close()  # before the gate: the cluster's workers are not needed there
+    stopped = time.perf_counter()
     results.sort(key=lambda r: r.key)
-    converted = time.perf_counter()
     try:
         outcome = finish(
             request, settings, plan, run_id, started, results,
@@ -295,6 +299,7 @@ def _run_with(
                 "plan": planned - started - engine_in_plan,
                 "engine_start": engine_ready - engine_started + engine_in_plan,
                 "partitions": converted - engine_ready,
+                "engine_stop": stopped - converted,
             },
             processes=processes,
         )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -119,6 +120,46 @@ def test_build_on_a_local_dask_cluster_discovers_and_converts_there(tmp_path, pr
     assert lines == ["MAPPED dask examine_files 16", "SAMPLES 16 2"] * 2
 
 
+def _time_engine_starts(monkeypatch) -> list[float]:
+    """Seconds of each ``LazyEngine.start`` call of the builds that follow."""
+    from flows.prefect_flows import LazyEngine
+
+    starts: list[float] = []
+    real = LazyEngine.start
+
+    def timed(self, processes=1):
+        tick = time.perf_counter()
+        try:
+            return real(self, processes)
+        finally:
+            starts.append(time.perf_counter() - tick)
+
+    monkeypatch.setattr(LazyEngine, "start", timed)
+    return starts
+
+
+def test_a_dask_rebuild_with_nothing_new_starts_no_cluster(tmp_path, prefect_api, monkeypatch, discovery_on_the_cluster):
+    """Every file known to the hash cache and every partition finished: neither discovery
+    nor the partitions need workers, so no cluster starts (a nightly no-op rebuild costs
+    seconds, not a cluster's start and stop)."""
+    import flows.prefect_flows
+
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api)
+    src, work = source_tree(tmp_path), tmp_path / "w"
+    first = run_build(dataclasses.replace(request(src, work, "dask"), executor="local", workers=1), progress=False)
+    assert first.summary["samples_written"] == 16
+
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("a rebuild with nothing to read or convert started an engine")
+
+    monkeypatch.setattr(flows.prefect_flows, "task_runner_for", no_cluster)
+    again = run_build(request(src, work, "dask"), progress=False)
+    assert discovery_on_the_cluster == []
+    assert again.summary["partitions_reused"] == again.summary["partitions"] == first.summary["partitions"]
+    assert again.published is not None and again.published.unchanged
+    assert again.summary["phases"]["engine_start"] < 0.05 and again.summary["phases"]["engine_stop"] < 0.05
+
+
 @pytest.mark.slow
 def test_build_on_a_dask_scheduler_with_two_worker_processes(tmp_path, prefect_api, monkeypatch, discovery_on_the_cluster):
     """Discovery and partitions both on the cluster."""
@@ -143,10 +184,13 @@ def test_build_on_a_dask_scheduler_with_two_worker_processes(tmp_path, prefect_a
         with Client(f"tcp://127.0.0.1:{port}", timeout=60) as client:
             client.wait_for_workers(2, timeout=90)
         src, work = source_tree(tmp_path), tmp_path / "w"
+        starts = _time_engine_starts(monkeypatch)
         outcome = run_build(request(src, work, "dask", dask_address=f"tcp://127.0.0.1:{port}"), progress=False)
         assert outcome.summary["samples_written"] == 16
         assert mapped == [("dask", "examine_files", 16)]  # every radiograph examined on the cluster
-        assert outcome.summary["phases"]["engine_start"] > 0 and outcome.summary["phases"]["plan"] >= 0
+        # discovery started the engine: its start counts as engine_start, not as plan
+        phases = outcome.summary["phases"]
+        assert phases["engine_start"] >= round(starts[0], 3) - 0.002 and phases["plan"] >= 0
         workers = outcome.summary["workers"]
         assert len(workers) == 2 and all(not w.endswith(f":{os.getpid()}") for w in workers)
         assert open_catalog(workdir=str(work)).versions("on_dask")[0].medcurate["samples"] == "16"

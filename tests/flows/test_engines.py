@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import pyarrow as pa
@@ -135,6 +136,18 @@ def _examine_jobs() -> list[list[tuple]]:
     return [ct, xr]
 
 
+def _s3_settings(_: list[int]) -> dict:
+    import fsspec
+
+    return dict(fsspec.config.conf.get("s3", {}).get("config_kwargs", {}))
+
+
+def _pid_unless_off(driver: int, _: list[int]) -> int:
+    if os.getpid() != driver:
+        raise RuntimeError("fails on every cluster worker")
+    return os.getpid()
+
+
 def test_discovery_chunks_run_on_a_dask_cluster_and_on_ray_with_the_local_results(ray_local):
     """``cluster_map``: discovery's reading, hashing and header checks on the cluster's
     workers give what this process computes, in order."""
@@ -144,14 +157,53 @@ def test_discovery_chunks_run_on_a_dask_cluster_and_on_ray_with_the_local_result
 
     from converters.discover import examine_files
     from flows.engines import cluster_map
+    from flows.storage import s3_config_kwargs
 
     chunks = _examine_jobs()
     local = [examine_files(chunk) for chunk in chunks]
     assert local[0][0].facts is not None and local[1][0].digest  # DICOM facts and a plain hash
+    here = functools.partial(_pid_unless_off, os.getpid())
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(
         cluster
     ) as client:
-        assert cluster_map("dask", types.SimpleNamespace(client=client), examine_files, chunks) == local
+        dask = types.SimpleNamespace(client=client)
+        assert cluster_map("dask", dask, examine_files, chunks) == local
+        # the workers read object storage with this process's retries and timeouts
+        assert cluster_map("dask", dask, _s3_settings, [[0], [1]]) == [s3_config_kwargs()] * 2
+        # a chunk whose cluster task fails is read in this process instead
+        assert cluster_map("dask", dask, here, [[0], [1]]) == [os.getpid()] * 2
     assert cluster_map("ray", None, examine_files, chunks) == local
+    assert cluster_map("ray", None, _s3_settings, [[0]]) == [s3_config_kwargs()]
+    assert cluster_map("ray", None, here, [[0]]) == [os.getpid()]
     with pytest.raises(ValueError, match="no cluster map for executor 'local'"):
         cluster_map("local", None, examine_files, chunks)
+
+
+def test_a_ray_gpu_pool_starts_local_ray_with_the_builds_workers(monkeypatch):
+    """The GPU pool may be the first to start Ray (a rebuild whose discovery read nothing
+    on the cluster): it must size a local Ray as the task runner would, ``--workers``,
+    not every core of the machine."""
+    import dataclasses
+
+    import flows.engines
+    from curation.build import BuildPlan
+    from flows.build import BuildRequest
+    from flows.prefect_flows import gpu_pool_for
+
+    asked: list[tuple[str | None, int | None]] = []
+
+    class Stop(Exception):
+        pass
+
+    def recording(address=None, *, num_cpus=None):
+        asked.append((address, num_cpus))
+        raise Stop
+
+    monkeypatch.setattr(flows.engines, "ensure_ray", recording)
+    plan = BuildPlan("d", "medq", items=[], stage_factory=list, fingerprint="f", gpu_stage_factory=list)
+    request = BuildRequest(recipe="medq", sources=[], dataset="d", executor="ray", workers=2)
+    with pytest.raises(Stop):
+        gpu_pool_for(request, plan)
+    with pytest.raises(Stop):
+        gpu_pool_for(dataclasses.replace(request, ray_address="ray://head:10001"), plan)
+    assert asked == [(None, 2), ("ray://head:10001", 2)]
