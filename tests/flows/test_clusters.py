@@ -202,7 +202,8 @@ def test_build_on_a_dask_scheduler_with_two_worker_processes(tmp_path, prefect_a
 
 @pytest.mark.slow
 def test_build_on_a_two_node_ray_cluster(tmp_path, prefect_api):
-    """The CLI (a fresh driver process) on `ray start --head` + a second `ray start` node."""
+    """The CLI (a fresh driver process) on `ray start --head` + a second `ray start` node:
+    discovery and partitions on the cluster."""
     port = _free_port()
     # Ray 2.60 clusters authenticate with a token: every node and the driver share it
     env = {**worker_env(prefect_api), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
@@ -226,12 +227,26 @@ def test_build_on_a_two_node_ray_cluster(tmp_path, prefect_api):
             time.sleep(2)
         assert status.stdout.count("node_") >= 2, status.stdout
         src, work = source_tree(tmp_path), tmp_path / "w"
+        # the CLI's own entry point, with discovery sending even these small files to the
+        # cluster (threshold 0) and each cluster map recorded on stdout
+        driver = (
+            "import sys, converters.discover, flows.engines\n"
+            "converters.discover.PARALLEL_MIN_BYTES = 0\n"
+            "real = flows.engines.cluster_map\n"
+            "def recording(executor, runner, fn, chunks):\n"
+            "    print('MAPPED', executor, fn.__name__, sum(len(c) for c in chunks), flush=True)\n"
+            "    return real(executor, runner, fn, chunks)\n"
+            "flows.engines.cluster_map = recording\n"
+            "from flows.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n"
+        )
         build = subprocess.run(
-            [str(BIN / "medcurate"), "--workdir", str(work), "convert", str(src), "--dataset", "on_ray",
+            [sys.executable, "-c", driver, "--workdir", str(work), "convert", str(src), "--dataset", "on_ray",
              "--modality", "XR", "--partition-items", "2", "--executor", "ray", "--ray-address", f"127.0.0.1:{port}"],
-            env=env, capture_output=True, text=True, timeout=400,
+            env=env, capture_output=True, text=True, timeout=400, cwd=str(ROOT),
         )
         assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+        assert "MAPPED ray examine_files 16" in build.stdout.splitlines()  # discovery on the cluster
         summary = json.loads(next((work / "runs").glob("*/summary.json")).read_text())
         assert summary["samples_written"] == 16 and summary["executor"] == "ray"
         assert len(summary["workers"]) >= 2  # partitions ran in more than one Ray worker process
