@@ -3,7 +3,10 @@
 Pixels are kept as stored: 8-bit grey and RGB images are re-encoded losslessly with
 the same values and orientation (EXIF orientation of camera JPEGs is applied, as every
 viewer does). 16-bit grey images get a windowed 8-bit ``input`` plus the lossless
-16-bit ``raw``. Palette images become RGB; alpha is dropped (composited on black).
+16-bit ``raw``. 16-bit *colour* PNGs and TIFFs come out of Pillow as 8-bit (the high
+byte of each sample, a linear rendering); that reduction is recorded in the row's
+provenance (``raster.pixels``: ``reduced_from_bits``), not hidden behind "as stored".
+Palette images become RGB; alpha is dropped (composited on black).
 Multi-page TIFFs are treated like volumes: one sample per page, under the slice policy.
 Attached masks (mask images, IMIS ``.npz``) become ``masks``; an ImageFolder class
 (``attrs["class"]``) goes to ``labels``.
@@ -39,6 +42,26 @@ def open_raster(data: bytes, uri: str) -> Image.Image:
     return img
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TIFF_BITS_PER_SAMPLE = 258
+
+
+def stored_bits_per_sample(page: Image.Image, data: bytes) -> int | None:
+    """Bits per sample as the file stores them (None where the header does not say).
+
+    Why: Pillow reads 16-bit RGB(A) PNGs and TIFFs as 8-bit RGB without a word, so the
+    decoded array cannot tell. Read from the PNG's IHDR, or from a TIFF page's
+    BitsPerSample tag (``page`` is the page as Pillow opened it, before any copy).
+    """
+    if data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) >= 25:
+        return data[24]
+    tags = getattr(page, "tag_v2", None)
+    if tags is not None and _TIFF_BITS_PER_SAMPLE in tags:
+        bits = tags[_TIFF_BITS_PER_SAMPLE]
+        return max(bits) if isinstance(bits, tuple) else int(bits)
+    return None
+
+
 def page_pixels(page: Image.Image) -> np.ndarray:
     """One page as uint8 grey/RGB or uint16/int32/float grey (mode-specific decoding)."""
     mode = page.mode
@@ -65,8 +88,12 @@ def _composite_on_black(arr: np.ndarray) -> np.ndarray:
     return out[..., 0] if out.shape[-1] == 1 else out
 
 
-def raster_images(pixels: np.ndarray, modality: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def raster_images(
+    pixels: np.ndarray, modality: str, stored_bits: int | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     if pixels.dtype == np.uint8:
+        if stored_bits is not None and stored_bits > 8:
+            return [image_record("input", pixels)], {"kept": "8-bit, the high byte of each sample", "reduced_from_bits": stored_bits}
         return [image_record("input", pixels)], {"kept": "8-bit as stored"}
     values = pixels if pixels.dtype == np.uint16 else pixels.astype(np.float64)
     raw = lossless_raw(pixels, 1.0, 0.0) if pixels.dtype.kind in "iu" else None
@@ -79,8 +106,12 @@ def raster_images(pixels: np.ndarray, modality: str) -> tuple[list[dict[str, Any
 
 def convert_raster_item(item: dict[str, Any], opts: ConvertOptions) -> list[dict[str, Any]]:
     uri = item["uri"]
-    img = open_raster(read_bytes(uri), uri)
-    pages = [ImageOps.exif_transpose(p.copy()) for p in ImageSequence.Iterator(img)]
+    data = read_bytes(uri)
+    img = open_raster(data, uri)
+    pages, stored_bits = [], []
+    for page in ImageSequence.Iterator(img):
+        stored_bits.append(stored_bits_per_sample(page, data))
+        pages.append(ImageOps.exif_transpose(page.copy()))
     attrs = json.loads(item["attrs"]) if item.get("attrs") else {}
     modality = opts.modality or "OTHER"
     subject = subject_from_key(item["key"], opts)
@@ -90,7 +121,7 @@ def convert_raster_item(item: dict[str, Any], opts: ConvertOptions) -> list[dict
         pixels = page_pixels(pages[index])
         if pixels.ndim not in (2, 3) or min(pixels.shape[:2]) == 0:
             raise ConversionError("bad_header", f"{uri}: page {index} has shape {pixels.shape}")
-        images, params = raster_images(pixels, modality)
+        images, params = raster_images(pixels, modality, stored_bits[index])
         steps = [
             {"step": "raster.read", "params": {"format": img.format, "mode": pages[index].mode}},
             {"step": "raster.pixels", "params": params},

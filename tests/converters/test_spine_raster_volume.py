@@ -55,6 +55,31 @@ def test_sixteen_bit_raster_keeps_a_lossless_raw_copy(tmp_path):
     assert images["raw"]["bit_depth"] == 16 and images["input"]["bit_depth"] == 8
 
 
+def test_sixteen_bit_colour_rasters_say_they_were_reduced_to_eight_bits(tmp_path):
+    """Pillow reads 16-bit RGB PNGs and TIFFs as 8-bit (the high byte): the pixels are that
+    linear rendering, and the row's provenance says so instead of "as stored"."""
+    import json
+
+    import tifffile
+
+    colour = (np.arange(24 * 20 * 3, dtype=np.uint32).reshape(24, 20, 3) * 181 % 65536).astype(np.uint16)
+    sitk.WriteImage(sitk.GetImageFromArray(colour, isVector=True), str(tmp_path / "deep_rgb.png"))
+    tifffile.imwrite(tmp_path / "deep_rgb.tif", colour, photometric="rgb")
+    Image.fromarray((colour >> 8).astype(np.uint8)).save(tmp_path / "plain_rgb.png")
+    table, rejects = convert(tmp_path)
+    assert rejects == []
+    rows = {r["source_uri"]: r for r in table.to_pylist()}
+    assert set(rows) == {"deep_rgb.png", "deep_rgb.tif", "plain_rgb.png"}
+    for name, row in rows.items():
+        np.testing.assert_array_equal(decode_png(row["images"][0]["data"]), colour >> 8)
+        steps = {s["step"]: s for s in json.loads(row["provenance"]["steps_json"])}
+        pixels = steps["raster.pixels"]["params"]
+        if name.startswith("deep"):
+            assert pixels == {"kept": "8-bit, the high byte of each sample", "reduced_from_bits": 16}
+        else:
+            assert pixels == {"kept": "8-bit as stored"}
+
+
 def test_palette_and_rgba_rasters_become_rgb(tmp_path):
     rgb = np.zeros((20, 30, 3), np.uint8)
     rgb[:, :10] = (255, 0, 0)
