@@ -80,7 +80,7 @@ def bare_codec(files: list[Path], baseline: str = "stored") -> float:
     from curation.images import encode_png, to_uint8_window
     from curation.shards import ShardWriter
 
-    level = ShardWriter.__init__.__kwdefaults__["compression_level"]
+    level = (ShardWriter.__init__.__kwdefaults__ or {})["compression_level"]
     zstd = pa.Codec("zstd", compression_level=level)
 
     def encode(array: np.ndarray) -> bytes:
@@ -109,32 +109,13 @@ class TreeMemory:
     worker processes are children of a fork server, which getrusage does not see)."""
 
     def __init__(self, interval: float = 0.05):
-        import threading
+        from bench.process_tree import ProcessTreeSampler
 
-        import psutil
-
-        self.peak = 0
-        self._done = threading.Event()
-        self._me = psutil.Process()
-        self._thread = threading.Thread(target=self._watch, args=(interval,), daemon=True)
-        self._thread.start()
-
-    def _watch(self, interval: float) -> None:
-        import psutil
-
-        while not self._done.wait(interval):
-            total = 0
-            for proc in [self._me, *self._me.children(recursive=True)]:
-                try:
-                    total += proc.memory_info().rss
-                except psutil.Error:
-                    continue
-            self.peak = max(self.peak, total)
+        self._sampler = ProcessTreeSampler(lambda process: process.memory_info().rss, interval).start()
 
     def stop(self) -> int:
-        self._done.set()
-        self._thread.join()
-        return self.peak
+        self._sampler.stop()
+        return max((sum(row.values()) for _, row in self._sampler.samples), default=0)
 
 
 def run_pipeline(

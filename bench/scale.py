@@ -25,7 +25,6 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -76,53 +75,41 @@ class ProcessTreeCPU:
     """
 
     def __init__(self) -> None:
-        import psutil
+        from bench.process_tree import ProcessTreeSampler
 
-        self.me = psutil.Process()
-        self.samples: list[tuple[float, dict[int, tuple[str, float]]]] = []
         self._roles: dict[int, str] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._sampler = ProcessTreeSampler(self._role_and_cpu, 0.1)
 
     def __enter__(self) -> ProcessTreeCPU:
-        self._thread.start()
+        self._sampler.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        self._sampler.stop()
 
-    def _role(self, process: Any) -> str:
+    def _role_and_cpu(self, process: Any) -> tuple[str, float]:
+        times = process.cpu_times()
         if process.pid not in self._roles:
-            try:
-                command = " ".join(process.cmdline())
-            except Exception:  # noqa: BLE001 - gone or not ours to read
-                command = ""
-            self._roles[process.pid] = "Prefect server" if "uvicorn" in command else "cluster processes"
-        return self._roles[process.pid]
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            row: dict[int, tuple[str, float]] = {}
-            for process in [self.me, *self.me.children(recursive=True)]:
+            if process.pid == self._sampler.me.pid:
+                self._roles[process.pid] = "build process"
+            else:
                 try:
-                    times = process.cpu_times()
-                except Exception:  # noqa: BLE001 - a process that ended between listing and reading
-                    continue
-                role = "build process" if process.pid == self.me.pid else self._role(process)
-                row[process.pid] = (role, times.user + times.system)
-            self.samples.append((time.perf_counter(), row))
-            self._stop.wait(0.1)
+                    command = " ".join(process.cmdline())
+                except Exception:  # noqa: BLE001 - gone or not ours to read
+                    command = ""
+                self._roles[process.pid] = "Prefect server" if "uvicorn" in command else "cluster processes"
+        return self._roles[process.pid], times.user + times.system
 
     def window(self, start: float, end: float) -> dict[str, float]:
         """CPU seconds per role between two ``perf_counter`` times (processes started
         in the window count from zero; one that ended in it, up to its last sample)."""
-        inside = [row for t, row in self.samples if start <= t <= end]
-        before = [row for t, row in self.samples if t < start]
+        samples = self._sampler.samples
+        before = [row for t, row in samples if t < start]
         first = before[-1] if before else {}
         last: dict[int, tuple[str, float]] = {}
-        for row in inside:
-            last.update(row)
+        for t, row in samples:
+            if start <= t <= end:
+                last.update(row)
         totals: dict[str, float] = {}
         for pid, (role, cpu) in last.items():
             totals[role] = totals.get(role, 0.0) + cpu - first.get(pid, (role, 0.0))[1]

@@ -26,7 +26,7 @@ from converters.imaging import auto_window, grey_images, lossless_raw
 from converters.io import read_bytes
 from converters.raster_masks import raster_masks
 from converters.rows import build_row, subject_from_key
-from curation.images import image_record
+from curation.images import image_record, png_header
 
 Image.MAX_IMAGE_PIXELS = 40_000 * 40_000  # whole-slide pages are big, but not unbounded
 
@@ -42,7 +42,6 @@ def open_raster(data: bytes, uri: str) -> Image.Image:
     return img
 
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TIFF_BITS_PER_SAMPLE = 258
 
 
@@ -53,8 +52,9 @@ def stored_bits_per_sample(page: Image.Image, data: bytes) -> int | None:
     decoded array cannot tell. Read from the PNG's IHDR, or from a TIFF page's
     BitsPerSample tag (``page`` is the page as Pillow opened it, before any copy).
     """
-    if data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) >= 25:
-        return data[24]
+    header = png_header(data)
+    if header is not None:
+        return header.bit_depth
     tags = getattr(page, "tag_v2", None)
     if tags is not None and _TIFF_BITS_PER_SAMPLE in tags:
         bits = tags[_TIFF_BITS_PER_SAMPLE]
@@ -92,9 +92,9 @@ def raster_images(
     pixels: np.ndarray, modality: str, stored_bits: int | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     if pixels.dtype == np.uint8:
-        if stored_bits is not None and stored_bits > 8:
-            return [image_record("input", pixels)], {"kept": "8-bit, the high byte of each sample", "reduced_from_bits": stored_bits}
-        return [image_record("input", pixels)], {"kept": "8-bit as stored"}
+        reduced = stored_bits is not None and stored_bits > 8
+        params = {"kept": "8-bit, the high byte of each sample", "reduced_from_bits": stored_bits} if reduced else {"kept": "8-bit as stored"}
+        return [image_record("input", pixels)], params
     values = pixels if pixels.dtype == np.uint16 else pixels.astype(np.float64)
     raw = lossless_raw(pixels, 1.0, 0.0) if pixels.dtype.kind in "iu" else None
     window = auto_window(values, modality)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -135,6 +135,25 @@ def _inflate(stream: bytes | memoryview) -> bytes:
         raise ValueError(f"corrupt PNG: image data does not inflate ({exc})") from exc
 
 
+class PngHeader(NamedTuple):
+    width: int
+    height: int
+    bit_depth: int
+    colour_type: int
+    interlace: int
+
+
+def png_header(data: bytes | memoryview) -> PngHeader | None:
+    """The IHDR fields of PNG bytes, or None when they are not a PNG (too short, no
+    signature, IHDR not first). Pillow hides some of them: it reads 16-bit colour as
+    8-bit, so the stored depth is known only from here."""
+    view = memoryview(data)
+    if len(view) < 33 or view[:8] != _PNG_SIGNATURE or view[12:16] != b"IHDR":
+        return None
+    width, height, bit_depth, colour_type, _, _, interlace = struct.unpack(">IIBBBBB", view[16:29])
+    return PngHeader(width, height, bit_depth, colour_type, interlace)
+
+
 def _decode_unfiltered_png(data: bytes) -> np.ndarray | None:
     """Pixels of a non-interlaced PNG whose rows all use filter type 0, else None.
 
@@ -143,9 +162,10 @@ def _decode_unfiltered_png(data: bytes) -> np.ndarray | None:
     any filtered row. Raises ValueError on a corrupt chunk, as Pillow would.
     """
     view = memoryview(data)
-    if len(view) < 33 or view[:8] != _PNG_SIGNATURE or view[12:16] != b"IHDR":
+    header = png_header(view)
+    if header is None:
         return None
-    width, height, bit_depth, colour_type, _, _, interlace = struct.unpack(">IIBBBBB", view[16:29])
+    width, height, bit_depth, colour_type, interlace = header
     channels = _CHANNELS.get(colour_type)
     if interlace or channels is None or width == 0 or height == 0:
         return None

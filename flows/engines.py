@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import operator
 import os
 import sys
 import threading
@@ -363,22 +364,22 @@ def cluster_map(executor: str, runner: Any, fn: Callable[[Any], Any], chunks: Se
     own per-file errors are rejects inside ``fn``, so what reaches this point is the
     cluster's, and the build goes on with the chunk read in this process.
     """
+    get: Callable[[Any], Any]
     if executor == "dask":
-        client = runner.client
-        pending = client.map(functools.partial(_on_cluster_worker, fn), list(chunks), pure=False)
-        fetch = [future.result for future in pending]
+        futures = runner.client.map(functools.partial(_on_cluster_worker, fn), list(chunks), pure=False)
+        get = operator.methodcaller("result")
     elif executor == "ray":
         import ray
 
         remote = ray.remote(num_cpus=1)(_on_cluster_worker)
-        refs = [remote.remote(fn, chunk) for chunk in chunks]
-        fetch = [functools.partial(ray.get, ref) for ref in refs]
+        futures = [remote.remote(fn, chunk) for chunk in chunks]
+        get = ray.get
     else:
         raise ValueError(f"no cluster map for executor {executor!r}")
     results = []
-    for chunk, result in zip(chunks, fetch, strict=True):
+    for chunk, future in zip(chunks, futures, strict=True):
         try:
-            results.append(result())
+            results.append(get(future))
         except Exception as exc:  # noqa: BLE001 - the cluster's failure, not the chunk's: read it here
             log.warning("a discovery chunk failed on the %s cluster (%s: %s); reading its %d files in the build process",
                         executor, type(exc).__name__, exc, len(chunk))

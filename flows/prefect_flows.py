@@ -223,21 +223,15 @@ class LazyEngine:
 
 
 def _run(request: BuildRequest, progress: BuildProgress | None = None) -> BuildOutcome:
+    with contextlib.closing(LazyEngine(request)) as cluster:  # closed on every path, at the latest here
+        return _build_on(cluster, request, progress)
+
+
+def _build_on(cluster: LazyEngine, request: BuildRequest, progress: BuildProgress | None) -> BuildOutcome:
     logger = get_run_logger()
     started = time.perf_counter()
     settings = settings_for(request)
     run_id = new_run_id()
-    cluster = LazyEngine(request)
-    try:
-        return _run_with(request, progress, logger, started, settings, run_id, cluster)
-    finally:
-        cluster.close()
-
-
-def _run_with(
-    request: BuildRequest, progress: BuildProgress | None, logger: Any, started: float, settings: Any, run_id: str,
-    cluster: LazyEngine,
-) -> BuildOutcome:
     plan, partitions = prepare(request, settings, run_id, cluster.discovery_map())
     planned = time.perf_counter()
     engine_in_plan = cluster.seconds
