@@ -4,7 +4,7 @@
    processes) and on Ray (local), same inputs: 512×512 CT slices (DICOM decode, LUTs,
    two PNG encodes per slice).
 2. Prefect overhead on a 10,000-sample build: the same build through the Prefect flow
-   (one task per partition) vs in-process without Prefect, against a running Prefect
+   (a task run per batch of partitions) vs in-process without Prefect, against a running Prefect
    server (how production runs), both warmed by one untimed build, interleaved rounds.
 3. Incremental rebuild with 1% of the sources changed, as a fraction of the full build.
 

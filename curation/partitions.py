@@ -34,7 +34,9 @@ from curation.stages import Reject, Stage, iter_batches
 
 #: a partition holds about this much input, and at most MAX_ITEMS_PER_PARTITION items: small
 #: enough that a nightly change touches few partitions (an incremental rebuild redoes only
-#: those), large enough that the per-task orchestration cost (~50 ms) stays negligible
+#: those), large enough that its own fixed costs (stage set-up, a shard file, a manifest)
+#: stay small. Orchestration is not per partition: a task run carries a batch of them
+#: (``flows.build.task_batches``).
 PARTITION_INPUT_BYTES = 64 * 1024 * 1024
 MAX_ITEMS_PER_PARTITION = 256
 

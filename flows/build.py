@@ -1,7 +1,7 @@
 """Run a build: plan → partitions → shards → (gate) → catalog snapshot → run record.
 
-Everything here is plain Python; ``flows.prefect_flows`` wraps it in a Prefect flow with
-one task per partition. The catalog is committed last, only after every partition has
+Everything here is plain Python; ``flows.prefect_flows`` wraps it in a Prefect flow whose
+tasks each run a batch of partitions (:func:`task_batches`). The catalog is committed last, only after every partition has
 finished, so a crash leaves the published versions untouched and the next run resumes
 from the finished partitions' manifests.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gc
+import heapq
 import logging
 import os
 import posixpath
@@ -180,16 +181,52 @@ def local_processes(request: BuildRequest, plan: BuildPlan, pending: list[Partit
     return min(len(pending), os.cpu_count() or 1)
 
 
-def build_partition_here_or_in(
-    processes: int, plan: BuildPlan, partition: Partition, shard_dir: str, workdir: str, remote: RemoteStages | None = None
-) -> PartitionResult:
-    """:func:`build_partition` in a worker of the local process pool when ``processes`` > 1,
-    else (or when the pool breaks) here; see :func:`flows.engines.local_pool_map`."""
+#: Prefect task runs per engine slot (a local worker, a Dask worker thread, a Ray CPU).
+#: A task run costs the same whatever it carries: ~35 ms of CPU between the build process
+#: and the Prefect server, and 60-100 ms more inside a Dask or Ray worker (a new API
+#: client, settings, state events; docs/benchmarks.md). One task per partition paid that
+#: 30-40 times for a 10,000-image build on two workers, as much as a partition of cheap
+#: images takes to convert. Four batches per slot, filled largest first, still end
+#: together; 2 slots make at most 8 task runs whatever the partition count.
+TASKS_PER_SLOT = 4
+
+
+def task_batches(pending: Sequence[Partition], slots: int) -> list[list[Partition]]:
+    """The pending partitions (largest first, as :func:`reuse_finished` orders them) in
+    at most ``slots`` x :data:`TASKS_PER_SLOT` batches of about equal input: each joins
+    the batch with the least input so far (LPT), so the first batches are the largest.
+
+    Batching changes only how many task runs carry the work: each partition keeps its own
+    key, shard and manifest (an incremental rebuild or a resume reuses partitions, not
+    batches), and a retried batch answers the partitions its failed attempt finished from
+    their manifests.
+    """
+    count = min(len(pending), max(1, slots) * TASKS_PER_SLOT)
+    loads = [(0, index) for index in range(count)]
+    batches: list[list[Partition]] = [[] for _ in range(count)]
+    for partition in pending:
+        load, index = heapq.heappop(loads)
+        batches[index].append(partition)
+        heapq.heappush(loads, (load + max(1, partition.input_bytes), index))
+    return batches
+
+
+def build_partitions_here_or_in(
+    processes: int,
+    plan: BuildPlan,
+    partitions: Sequence[Partition],
+    shard_dir: str,
+    workdir: str,
+    remote: RemoteStages | None = None,
+) -> list[PartitionResult]:
+    """:func:`build_partition` for each partition in turn, in a worker of the local process
+    pool when ``processes`` > 1, else (or when the pool breaks) here; see
+    :func:`flows.engines.local_pool_map`. One task thread per pool worker keeps them all busy."""
     from flows.engines import local_pool_map
 
     configure_object_storage()  # on a Dask/Ray worker this task may be the first code of ours to run
     build = functools.partial(build_partition, plan, shard_dir=shard_dir, workdir=workdir, remote=remote)
-    return local_pool_map(processes, build, [partition])[0]  # type: ignore[no-any-return]
+    return [local_pool_map(processes, build, [partition])[0] for partition in partitions]
 
 
 def plan_for_tasks(plan: BuildPlan) -> BuildPlan:

@@ -1,4 +1,4 @@
-"""Prefect flows and tasks: coarse tasks (one per partition), plain Python inside.
+"""Prefect flows and tasks: coarse tasks (a batch of partitions each), plain Python inside.
 
 ``build_dataset`` is the one flow: the CLI calls it, and every deployment (``medcurate
 serve``) runs it with JSON parameters. The engine is chosen per run from the
@@ -30,7 +30,7 @@ from flows.build import (
     BuildOutcome,
     BuildRequest,
     GateFailed,
-    build_partition_here_or_in,
+    build_partitions_here_or_in,
     finish,
     leaves_a_core_idle,
     local_processes,
@@ -38,6 +38,7 @@ from flows.build import (
     prepare,
     reuse_finished,
     settings_for,
+    task_batches,
     warm_up_build,
 )
 from flows.heartbeats import flow_run_heartbeats
@@ -45,13 +46,39 @@ from flows.progress import BuildProgress
 from flows.runs import new_run_id
 
 
-@task(name="build-partition", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
-def build_partition_task(
-    plan: BuildPlan, partition: Partition, shard_dir: str, workdir: str, remote: RemoteStages | None, processes: int = 1
-) -> PartitionResult:
-    """One partition; with ``processes`` > 1 (local executor) its CPU work runs in a worker
-    of the local process pool while this task (state, retries, logs) stays here."""
-    return build_partition_here_or_in(processes, plan, partition, shard_dir, workdir, remote)
+@task(name="build-partitions", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+def build_partitions_task(
+    plan: BuildPlan,
+    partitions: list[Partition],
+    shard_dir: str,
+    workdir: str,
+    remote: RemoteStages | None,
+    processes: int = 1,
+) -> list[PartitionResult]:
+    """A batch of partitions (``flows.build.task_batches``), in turn; with ``processes`` > 1
+    (local executor) their CPU work runs in a worker of the local process pool while this
+    task (state, retries, logs) stays here. A retry answers the partitions a failed
+    attempt finished from their manifests."""
+    return build_partitions_here_or_in(processes, plan, partitions, shard_dir, workdir, remote)
+
+
+def task_slots(request: BuildRequest, runner: Any, processes: int) -> int:
+    """How many partition tasks the engine runs at once: the local executor's task
+    threads, the Dask cluster's worker threads, Ray's CPUs (at most ``--workers``). When
+    the cluster cannot say, what the request asked for."""
+    asked = request.workers or (DEFAULT_DASK_LOCAL_WORKERS if request.executor == "dask" else 1)
+    try:
+        if request.executor == "dask":
+            return max(1, sum(runner.client.nthreads().values()))
+        if request.executor == "ray":
+            import ray
+
+            cpus = int(ray.cluster_resources().get("CPU", 1))
+            return max(1, min(request.workers or cpus, cpus))
+    except Exception as exc:  # noqa: BLE001 - only sizes the batches; the tasks report real failures
+        get_run_logger().warning("%s: could not count the cluster's slots (%s); assuming %d", request.executor, exc, asked)
+        return asked
+    return max(processes, request.workers or 1)
 
 
 def task_runner_for(request: BuildRequest, processes: int = 1) -> Any:
@@ -259,26 +286,28 @@ def _build_on(cluster: LazyEngine, request: BuildRequest, progress: BuildProgres
             runner = cluster.start(processes)  # started already if discovery used the cluster
         engine_ready = time.perf_counter()  # a Dask LocalCluster or Ray takes seconds to start
         if pending:
+            batches = task_batches(pending, task_slots(request, runner, processes))
+            logger.info("run %s: %d partitions to convert in %d task runs", run_id, len(pending), len(batches))
             opaque = opaque_to_prefect(request)
             futures = [
                 runner.submit(
-                    build_partition_task,
+                    build_partitions_task,
                     parameters={
                         "plan": opaque(task_plan),
-                        "partition": opaque(p),
+                        "partitions": opaque(batch),
                         "shard_dir": shard_dir,
                         "workdir": settings.workdir,
                         "remote": opaque(pool),
                         "processes": processes,
                     },
                 )
-                for p in pending
+                for batch in batches
             ]
             for future in as_completed(futures):
-                result = future.result()
-                results.append(result)
-                if progress:
-                    progress.partition_done(result.items, result.cached)
+                for result in future.result():
+                    results.append(result)
+                    if progress:
+                        progress.partition_done(result.items, result.cached)
         converted = time.perf_counter()
     finally:
         if pool is not None:

@@ -1,0 +1,143 @@
+"""Partition tasks carry batches: at most TASKS_PER_SLOT task runs per engine slot, every
+partition in exactly one, of about equal input; a retried batch reuses what its failed
+attempt finished; a flow build makes that many Prefect task runs and the same samples."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from catalogs import open_catalog
+from curation.partitions import Partition
+from flows.build import (
+    TASKS_PER_SLOT,
+    BuildRequest,
+    build_partitions_here_or_in,
+    prepare,
+    reuse_finished,
+    run_build,
+    settings_for,
+    task_batches,
+)
+from tests.flows.test_incremental_resume import write_images
+
+
+def _partition(index: int, items: int, item_bytes: int = 1000) -> Partition:
+    return Partition(index, f"k{index:03d}", [{"key": f"p{index}-{j}", "size_bytes": item_bytes} for j in range(items)])
+
+
+def test_batches_hold_every_partition_once_in_at_most_four_per_slot_of_about_equal_input(tmp_path):
+    sizes = [1 + (i * 7) % 23 for i in range(40)]  # 1..23 items: content-defined cuts are uneven
+    _, pending = reuse_finished([_partition(i, n) for i, n in enumerate(sizes)], str(tmp_path))
+    batches = task_batches(pending, slots=2)
+
+    assert len(batches) == 2 * TASKS_PER_SLOT == 8
+    assert sorted(p.index for b in batches for p in b) == list(range(40))
+    loads = [sum(p.input_bytes for p in b) for b in batches]
+    assert max(loads) - min(loads) <= max(sizes) * 1000  # LPT: within one partition of each other
+    assert loads[0] == max(loads) and batches[0][0].index == pending[0].index  # the largest goes first
+
+
+def test_few_partitions_get_a_task_each_and_one_slot_gets_four():
+    pending = [_partition(i, 3) for i in range(5)]
+    assert [[p.index for p in b] for b in task_batches(pending[:3], slots=2)] == [[0], [1], [2]]
+    assert len(task_batches(pending, slots=1)) == TASKS_PER_SLOT
+    assert len(task_batches(pending, slots=0)) == TASKS_PER_SLOT  # an engine that reports no slots still runs
+    assert task_batches([], slots=4) == []
+
+
+def test_partitions_without_sizes_are_spread_by_count():
+    pending = [Partition(i, f"k{i}", [{"key": f"f{i}"}]) for i in range(10)]
+    assert sorted(len(b) for b in task_batches(pending, slots=1)) == [2, 2, 3, 3]
+
+
+def test_a_retried_batch_answers_the_partitions_its_failed_attempt_finished(tmp_path, monkeypatch):
+    write_images(tmp_path / "src", 12, size=32)
+    request = BuildRequest(recipe="convert", sources=[str(tmp_path / "src")], dataset="retry", workdir=str(tmp_path / "w"),
+                           options={"partition_items": 2, "modality": "XR"})
+    settings = settings_for(request)
+    plan, partitions = prepare(request, settings, "retry-run")
+    batch = partitions[:3]
+    assert len(batch) == 3
+
+    import curation.build as curation_build
+
+    real = curation_build.run_partition
+    converted: list[str] = []
+
+    def fails_on_the_third(partition, stages, **kwargs):
+        if partition.key == batch[2].key and not converted.count(partition.key):
+            converted.append(partition.key)
+            raise OSError(f"injected: object store hiccup on {partition.key}")
+        hit = kwargs["cache"].get(partition.key)
+        if hit is None:
+            converted.append(partition.key)
+        return real(partition, stages, **kwargs)
+
+    monkeypatch.setattr(curation_build, "run_partition", fails_on_the_third)
+    shard_dir = settings.catalog().data_dir("retry")
+    with pytest.raises(OSError, match="injected"):
+        build_partitions_here_or_in(1, plan, batch, shard_dir, settings.workdir)
+    assert converted == [batch[0].key, batch[1].key, batch[2].key]
+
+    again = build_partitions_here_or_in(1, plan, batch, shard_dir, settings.workdir)  # Prefect's retry
+    assert converted == [batch[0].key, batch[1].key, batch[2].key, batch[2].key]  # only the failed one is redone
+    assert [r.key for r in again] == [p.key for p in batch]
+    assert [r.cached for r in again] == [True, True, False]
+    assert all(r.shards and all(Path(s).exists() for s in r.shards) for r in again)
+
+
+def _task_runs_of_latest(flow_name: str, expected: int) -> list[str]:
+    """Names of the task runs the Prefect server recorded for the latest run of
+    ``flow_name`` (the server records them from events, a moment after the flow ends)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    deadline = time.monotonic() + 30
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])), sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=1
+        )[0]
+        while True:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
+            if len(runs) >= expected or time.monotonic() > deadline:
+                return [r.name for r in runs if r.state is not None and r.state.is_completed()]
+            time.sleep(0.2)
+
+
+def test_a_flow_build_runs_its_partitions_in_four_task_runs_per_slot(tmp_path, monkeypatch):
+    import flows.prefect_flows as prefect_flows
+
+    write_images(tmp_path / "src", 24, size=32)
+    carried: list[list[str]] = []
+    real = prefect_flows.build_partitions_here_or_in
+
+    def recording(processes, plan, partitions, *args, **kwargs):
+        carried.append([p.key for p in partitions])
+        return real(processes, plan, partitions, *args, **kwargs)
+
+    monkeypatch.setattr(prefect_flows, "build_partitions_here_or_in", recording)
+    request = BuildRequest(recipe="convert", sources=[str(tmp_path / "src")], dataset="batched", workdir=str(tmp_path / "w"),
+                           workers=1, options={"partition_items": 2, "modality": "XR"})
+    outcome = run_build(request, progress=False)
+
+    partitions = outcome.summary["partitions"]
+    assert partitions >= 8  # 24 images cut about every 2
+    assert len(carried) == TASKS_PER_SLOT  # one slot: one task thread, one process
+    keys = [k for batch in carried for k in batch]
+    assert len(keys) == len(set(keys)) == partitions
+    assert outcome.summary["samples_written"] == 24 and outcome.summary["partitions_reused"] == 0
+    assert open_catalog(workdir=str(tmp_path / "w")).to_arrow("batched", columns=["sample_id"]).num_rows == 24
+    record = json.loads(next((tmp_path / "w" / "runs").glob("*/summary.json")).read_text())
+    assert record["stages"]["convert"]["rows_in"] == 24  # every partition's stage timings were summed
+    names = _task_runs_of_latest("medcurate-build-convert", TASKS_PER_SLOT)
+    assert len(names) == TASKS_PER_SLOT and all(n.startswith("build-partitions") for n in names)
