@@ -353,6 +353,12 @@ def stage_summary(results: list[PartitionResult]) -> dict[str, dict[str, float |
     }
 
 
+#: set on the log records of a failed gate's verdict (failed expectations, quarantined
+#: shards, Data Docs): the run's log in the Prefect UI needs them, while the CLI prints
+#: the same verdict on stderr itself and keeps them off its console (no line twice)
+GATE_VERDICT_RECORD = "medcurate_gate_verdict"
+
+
 class GateFailed(Exception):
     """The quality gate refused the build: nothing was published (CLI exit code 3)."""
 

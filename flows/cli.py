@@ -367,6 +367,14 @@ def _stdout_reader_gone() -> bool:
         return False
 
 
+def _not_a_gate_verdict(record: logging.LogRecord) -> bool:
+    """Console filter: a failed gate's verdict lines are for the run's log in the UI;
+    :func:`main` prints the verdict on stderr itself."""
+    from flows.build import GATE_VERDICT_RECORD
+
+    return not getattr(record, GATE_VERDICT_RECORD, False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -377,6 +385,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("pyiceberg.io.pyarrow").setLevel(logging.ERROR)
     from catalogs.catalog import CatalogError
     from flows.build import GateFailed
+
+    for console in logging.getLogger().handlers:  # the verdict is printed below, once
+        console.addFilter(_not_a_gate_verdict)  # the same function each time: added once
 
     handler: Callable[[argparse.Namespace], int] = args.func
     try:

@@ -27,6 +27,7 @@ from curation.build import BuildPlan
 from curation.partitions import Partition, PartitionResult, RemoteStages
 from flows.build import (
     DEFAULT_DASK_LOCAL_WORKERS,
+    GATE_VERDICT_RECORD,
     BuildOutcome,
     BuildRequest,
     GateFailed,
@@ -327,11 +328,12 @@ def _build_on(cluster: LazyEngine, request: BuildRequest, progress: BuildProgres
             processes=processes,
         )
     except GateFailed as exc:  # the verdict in the run's log (UI), not only on the CLI's stderr
+        verdict = {GATE_VERDICT_RECORD: True}  # the CLI prints the same lines itself, once
         for line in exc.report.failed_expectations:
-            logger.warning("gate: failed %s", line)
+            logger.warning("gate: failed %s", line, extra=verdict)
         for path in exc.report.quarantined:
-            logger.warning("gate: quarantined %s", path)
-        logger.warning("gate: data docs %s", exc.report.data_docs_path or "-")
+            logger.warning("gate: quarantined %s", path, extra=verdict)
+        logger.warning("gate: data docs %s", exc.report.data_docs_path or "-", extra=verdict)
         raise
     _artifacts(outcome)
     logger.info("run %s: %s", run_id, outcome.summary)

@@ -77,6 +77,29 @@ def test_a_failed_gate_exits_3_publishes_nothing_and_ends_the_flow_run_failed_wi
     assert capsys.readouterr().out.startswith("(no datasets yet")
 
 
+def test_a_failed_gate_verdict_reaches_the_terminal_once(tmp_path):
+    """The run's log carries the verdict for the UI (above); the CLI prints it on stderr
+    and keeps those log lines off its console, so each failed expectation shows once."""
+    import os
+    import subprocess
+    import sys
+
+    recipe = fundus_recipe(
+        tmp_path, "dataset: strict_fundus\ngate: {min_blur_laplacian_var: 1000000}\nsources:\n  - {name: IDRiD, path: idrid}\n"
+    )
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "medcurate"), "--workdir", str(tmp_path / "w"), "build", str(recipe)],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "GX_ANALYTICS_ENABLED": "false"},
+    )
+    assert done.returncode == 3, done.stderr
+    terminal = done.stdout + done.stderr
+    assert terminal.count("column=blur_laplacian_var") == 1, terminal
+    assert terminal.count("failed_shard_fraction_within_tolerance") == 1
+    assert terminal.count("/quarantine/") == 1 and terminal.count("data_docs/index.html") == 1
+    assert "  failed: [part-" in done.stderr  # the CLI's own verdict block
+
+
 def test_the_deployment_flow_ends_failed_on_a_failed_gate_and_raises_the_verdict(tmp_path):
     """``medcurate-build`` (what ``medcurate serve`` runs) with a gate the data cannot meet."""
     import pytest
