@@ -64,22 +64,25 @@ def build_partitions_task(
 
 
 def task_slots(request: BuildRequest, runner: Any, processes: int) -> int:
-    """How many partition tasks the engine runs at once: the local executor's task
-    threads, the Dask cluster's worker threads, Ray's CPUs (at most ``--workers``). When
-    the cluster cannot say, what the request asked for."""
-    asked = request.workers or (DEFAULT_DASK_LOCAL_WORKERS if request.executor == "dask" else 1)
+    """How many partition tasks the engine runs at once, to size the batches: the local
+    executor's task threads; a Dask cluster's worker threads or Ray's CPUs as they are
+    now, or ``--workers`` where that is more (an autoscaling cluster that starts small
+    grows into it). Too many slots cost a few task runs; too few would leave workers idle."""
+    asked = request.workers or 0
+    if request.executor == "local":
+        return max(processes, asked, 1)
     try:
         if request.executor == "dask":
-            return max(1, sum(runner.client.nthreads().values()))
-        if request.executor == "ray":
+            now = sum(runner.client.nthreads().values())
+        else:
             import ray
 
-            cpus = int(ray.cluster_resources().get("CPU", 1))
-            return max(1, min(request.workers or cpus, cpus))
+            now = int(ray.cluster_resources().get("CPU", 0))
     except Exception as exc:  # noqa: BLE001 - only sizes the batches; the tasks report real failures
-        get_run_logger().warning("%s: could not count the cluster's slots (%s); assuming %d", request.executor, exc, asked)
-        return asked
-    return max(processes, request.workers or 1)
+        fallback = asked or DEFAULT_DASK_LOCAL_WORKERS
+        get_run_logger().warning("%s: could not count the cluster's slots (%s); assuming %d", request.executor, exc, fallback)
+        return fallback
+    return max(now, asked, 1)
 
 
 def task_runner_for(request: BuildRequest, processes: int = 1) -> Any:

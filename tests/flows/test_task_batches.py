@@ -141,3 +141,38 @@ def test_a_flow_build_runs_its_partitions_in_four_task_runs_per_slot(tmp_path, m
     assert record["stages"]["convert"]["rows_in"] == 24  # every partition's stage timings were summed
     names = _task_runs_of_latest("medcurate-build-convert", TASKS_PER_SLOT)
     assert len(names) == TASKS_PER_SLOT and all(n.startswith("build-partitions") for n in names)
+
+
+class _DaskClient:
+    def __init__(self, threads: dict[str, int]):
+        self.threads = threads
+
+    def nthreads(self) -> dict[str, int]:
+        return self.threads
+
+
+class _DaskRunner:
+    def __init__(self, threads: dict[str, int]):
+        self.client = _DaskClient(threads)
+
+
+def test_slots_are_the_engines_parallelism_or_the_workers_asked_for_when_more(monkeypatch):
+    from flows.prefect_flows import task_slots
+
+    def req(executor: str, workers: int | None = None) -> BuildRequest:
+        return BuildRequest(recipe="convert", sources=[], dataset="d", executor=executor, workers=workers)
+
+    assert task_slots(req("local"), None, processes=2) == 2
+    assert task_slots(req("local", workers=3), None, processes=2) == 3  # task threads = max(processes, workers)
+    two_workers = _DaskRunner({"tcp://a:1": 1, "tcp://b:1": 1})
+    assert task_slots(req("dask"), two_workers, processes=1) == 2
+    assert task_slots(req("dask"), _DaskRunner({"tcp://a:1": 4, "tcp://b:1": 4}), processes=1) == 8  # threads, not workers
+    # an autoscaling scheduler with no workers yet: --workers says what it will have
+    assert task_slots(req("dask", workers=16), _DaskRunner({}), processes=1) == 16
+    assert task_slots(req("dask"), _DaskRunner({}), processes=1) == 1
+
+    import ray
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 6.0, "GPU": 1.0})
+    assert task_slots(req("ray"), None, processes=1) == 6
+    assert task_slots(req("ray", workers=12), None, processes=1) == 12
