@@ -218,15 +218,25 @@ def build_partitions_here_or_in(
     shard_dir: str,
     workdir: str,
     remote: RemoteStages | None = None,
+    on_done: Callable[[PartitionResult], None] | None = None,
 ) -> list[PartitionResult]:
     """:func:`build_partition` for each partition in turn, in a worker of the local process
     pool when ``processes`` > 1, else (or when the pool breaks) here; see
-    :func:`flows.engines.local_pool_map`. One task thread per pool worker keeps them all busy."""
+    :func:`flows.engines.local_pool_map`. One task thread per pool worker keeps them all busy.
+
+    ``on_done`` hears of each partition as it finishes (the CLI's progress bars, where the
+    task runs in the build process), not only when the whole batch has."""
     from flows.engines import local_pool_map
 
     configure_object_storage()  # on a Dask/Ray worker this task may be the first code of ours to run
     build = functools.partial(build_partition, plan, shard_dir=shard_dir, workdir=workdir, remote=remote)
-    return [local_pool_map(processes, build, [partition])[0] for partition in partitions]
+    results = []
+    for partition in partitions:
+        result = local_pool_map(processes, build, [partition])[0]
+        if on_done is not None:
+            on_done(result)
+        results.append(result)
+    return results
 
 
 def plan_for_tasks(plan: BuildPlan) -> BuildPlan:

@@ -55,12 +55,14 @@ def build_partitions_task(
     workdir: str,
     remote: RemoteStages | None,
     processes: int = 1,
+    on_done: Callable[[PartitionResult], None] | None = None,
 ) -> list[PartitionResult]:
     """A batch of partitions (``flows.build.task_batches``), in turn; with ``processes`` > 1
     (local executor) their CPU work runs in a worker of the local process pool while this
     task (state, retries, logs) stays here. A retry answers the partitions a failed
-    attempt finished from their manifests."""
-    return build_partitions_here_or_in(processes, plan, partitions, shard_dir, workdir, remote)
+    attempt finished from their manifests. ``on_done``: told of each finished partition
+    (local executor only: the task runs in the build process)."""
+    return build_partitions_here_or_in(processes, plan, partitions, shard_dir, workdir, remote, on_done)
 
 
 def task_slots(request: BuildRequest, runner: Any, processes: int) -> int:
@@ -83,6 +85,13 @@ def task_slots(request: BuildRequest, runner: Any, processes: int) -> int:
         get_run_logger().warning("%s: could not count the cluster's slots (%s); assuming %d", request.executor, exc, fallback)
         return fallback
     return max(now, asked, 1)
+
+
+def progress_callback(progress: BuildProgress | None) -> Callable[[PartitionResult], None] | None:
+    """What a local partition task calls as each of its partitions finishes."""
+    if progress is None:
+        return None
+    return lambda result: progress.partition_done(result.items, result.cached)
 
 
 def task_runner_for(request: BuildRequest, processes: int = 1) -> Any:
@@ -293,6 +302,9 @@ def _build_on(cluster: LazyEngine, request: BuildRequest, progress: BuildProgres
             batches = task_batches(pending, task_slots(request, runner, processes))
             logger.info("run %s: %d partitions to convert in %d task runs", run_id, len(pending), len(batches))
             opaque = opaque_to_prefect(request)
+            # the local executor's tasks run in this process: they report each partition
+            # as it finishes; from a Dask or Ray worker a batch reports when it is done
+            each = progress_callback(progress) if request.executor == "local" else None
             futures = [
                 runner.submit(
                     build_partitions_task,
@@ -303,6 +315,7 @@ def _build_on(cluster: LazyEngine, request: BuildRequest, progress: BuildProgres
                         "workdir": settings.workdir,
                         "remote": opaque(pool),
                         "processes": processes,
+                        "on_done": opaque(each),
                     },
                 )
                 for batch in batches
@@ -310,7 +323,7 @@ def _build_on(cluster: LazyEngine, request: BuildRequest, progress: BuildProgres
             for future in as_completed(futures):
                 for result in future.result():
                     results.append(result)
-                    if progress:
+                    if progress and each is None:
                         progress.partition_done(result.items, result.cached)
         converted = time.perf_counter()
     finally:

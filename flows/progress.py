@@ -1,13 +1,15 @@
 """Progress bars for the CLI: one bar per phase of a build, fed by the flow.
 
-The bars advance as partitions finish (a partition is the unit a worker reports back,
-wherever it ran); reused partitions advance them at once. Nothing is drawn when the
+The bars advance as partitions finish: the local executor's tasks report each partition
+from their threads as it ends; a Dask or Ray task reports its batch of partitions when
+the batch is done. Reused partitions advance them at once. Nothing is drawn when the
 output is not a terminal, so logs and CI stay clean.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 from typing import Any
 
 
@@ -19,6 +21,7 @@ class BuildProgress:
         self._items: Any = None
         self._partitions: Any = None
         self.reused = 0
+        self._lock = threading.Lock()  # partition tasks report from their own threads
 
     def __enter__(self) -> BuildProgress:
         if self.enabled:
@@ -50,7 +53,8 @@ class BuildProgress:
             self._partitions = self._progress.add_task(f"{self.label}: partitions", total=partitions)
 
     def partition_done(self, items: int, cached: bool) -> None:
-        self.reused += int(cached)
-        if self._progress is not None:
+        with self._lock:
+            self.reused += int(cached)
+        if self._progress is not None:  # rich's Progress takes its own lock
             self._progress.advance(self._items, items)
             self._progress.advance(self._partitions, 1)

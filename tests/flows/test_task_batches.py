@@ -176,3 +176,41 @@ def test_slots_are_the_engines_parallelism_or_the_workers_asked_for_when_more(mo
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 6.0, "GPU": 1.0})
     assert task_slots(req("ray"), None, processes=1) == 6
     assert task_slots(req("ray", workers=12), None, processes=1) == 12
+
+
+def test_local_tasks_report_each_partition_as_it_finishes_not_per_batch(tmp_path, monkeypatch):
+    """With three partitions per batch, the second of a batch waits until the progress
+    bars have heard of the first: a batch that reported only at its end would stall here."""
+    import threading
+
+    import flows.build as flows_build
+    from flows.progress import BuildProgress
+
+    heard = threading.Event()
+    reported: list[tuple[int, bool]] = []
+
+    class Recording(BuildProgress):
+        def partition_done(self, items: int, cached: bool) -> None:
+            super().partition_done(items, cached)
+            reported.append((items, cached))
+            heard.set()
+
+    real = flows_build.build_partition
+    started: list[bool] = []
+
+    def waits_for_the_first_report(plan, partition, *args, **kwargs):
+        if started:  # every partition after the first: the first must have been reported
+            assert heard.wait(timeout=30), "no progress until the batch ended"
+        started.append(True)
+        return real(plan, partition, *args, **kwargs)
+
+    monkeypatch.setattr(flows_build, "build_partition", waits_for_the_first_report)
+    write_images(tmp_path / "src", 24, size=32)
+    request = BuildRequest(recipe="convert", sources=[str(tmp_path / "src")], dataset="progress",
+                           workdir=str(tmp_path / "w"), workers=1, options={"partition_items": 2, "modality": "XR"})
+    import flows.prefect_flows as prefect_flows
+
+    bars = Recording("progress", enabled=False)
+    outcome = prefect_flows.build_flow(request, bars)
+    assert len(reported) == outcome.summary["partitions"] >= 2 * TASKS_PER_SLOT
+    assert sum(items for items, _ in reported) == 24 and bars.reused == 0
