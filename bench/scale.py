@@ -148,9 +148,10 @@ def request(source: Path, work: Path, dataset: str, **kw) -> BuildRequest:
 
 def speedup(tmp: Path, slices: int, partition_items: int) -> list[str]:
     source = tmp / "ct"
-    # one slice per series: items are independent; 32 per partition = 15 tasks for 480
-    # slices (each task pays ~0.1-0.3 s of Prefect orchestration in the worker: API
-    # client, states, logs); 0 = the product's default partitioning (~64 MiB of input)
+    # one slice per series: items are independent; 32 per partition = ~26 partitions for
+    # 480 slices, in at most 4 task runs per worker (each task run pays ~0.1-0.3 s of
+    # Prefect orchestration in the worker: API client, states, logs); 0 = the product's
+    # default partitioning (~64 MiB of input)
     make_slices(source, slices, per_series=1)
     options = {"partition_items": partition_items} if partition_items else {}
     lines = []

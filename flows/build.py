@@ -138,7 +138,7 @@ LOCAL_PROCESSES_MIN_BYTES = 64 * 1024 * 1024
 
 def reuse_finished(partitions: list[Partition], workdir: str) -> tuple[list[PartitionResult], list[Partition]]:
     """Finished partitions answered from their manifests here, before any task is made:
-    a nightly rebuild where 1 % changed schedules 1 % of the tasks, not 100 %.
+    a nightly rebuild where 1 % changed converts 1 % of the partitions, not 100 %.
 
     The pending ones come largest first (by input bytes). Content-defined boundaries make
     partition sizes uneven (one item up to 4x the target), and every engine hands tasks out in
@@ -192,23 +192,41 @@ TASKS_PER_SLOT = 4
 
 
 def task_batches(pending: Sequence[Partition], slots: int) -> list[list[Partition]]:
-    """The pending partitions (largest first, as :func:`reuse_finished` orders them) in
-    at most ``slots`` x :data:`TASKS_PER_SLOT` batches of about equal input: each joins
-    the batch with the least input so far (LPT), so the first batches are the largest.
+    """The pending partitions in at most ``slots`` x :data:`TASKS_PER_SLOT` batches of
+    about equal input, largest batch first: each partition, largest first, joins the
+    batch with the least input so far (LPT). A partition whose items carry no size
+    weighs its item count times the average item size of the others.
 
     Batching changes only how many task runs carry the work: each partition keeps its own
     key, shard and manifest (an incremental rebuild or a resume reuses partitions, not
     batches), and a retried batch answers the partitions its failed attempt finished from
     their manifests.
     """
+    sized = [p for p in pending if p.input_bytes > 0]
+    average_item = max(1, sum(p.input_bytes for p in sized) // max(1, sum(len(p.items) for p in sized)))
+
+    def weight(partition: Partition) -> int:
+        return partition.input_bytes or max(1, len(partition.items)) * average_item
+
     count = min(len(pending), max(1, slots) * TASKS_PER_SLOT)
     loads = [(0, index) for index in range(count)]
     batches: list[list[Partition]] = [[] for _ in range(count)]
-    for partition in pending:
+    totals = [0] * count
+    for partition in sorted(pending, key=lambda p: (-weight(p), p.index)):
         load, index = heapq.heappop(loads)
         batches[index].append(partition)
-        heapq.heappush(loads, (load + max(1, partition.input_bytes), index))
-    return batches
+        totals[index] = load + weight(partition)
+        heapq.heappush(loads, (totals[index], index))
+    order = sorted(range(count), key=lambda i: (-totals[i], i))
+    return [batches[i] for i in order]
+
+
+#: Prefect retries per partition of a batch: a batch of n partitions may retry 2n times
+#: (each retry resumes after the partitions already finished), the two retries each
+#: partition had when it was a task of its own. Failures that are the input's fault are
+#: rejects, not exceptions: what retries meet is the infrastructure (object storage, a
+#: worker lost), so a batch that cannot progress still ends after 2n short waits.
+RETRIES_PER_PARTITION = 2
 
 
 def build_partitions_here_or_in(
@@ -224,6 +242,12 @@ def build_partitions_here_or_in(
     pool when ``processes`` > 1, else (or when the pool breaks) here; see
     :func:`flows.engines.local_pool_map`. One task thread per pool worker keeps them all busy.
 
+    Every partition given here was pending when its batch was made (finished ones were
+    answered before any task, :func:`reuse_finished`). One that its manifest answers now
+    was converted by a failed attempt of this same task, in this run: it is returned as
+    converted (``cached`` False), so the run's summary neither counts it as reused nor
+    leaves out its stage timings and worker.
+
     ``on_done`` hears of each partition as it finishes (the CLI's progress bars, where the
     task runs in the build process), not only when the whole batch has."""
     from flows.engines import local_pool_map
@@ -233,6 +257,8 @@ def build_partitions_here_or_in(
     results = []
     for partition in partitions:
         result = local_pool_map(processes, build, [partition])[0]
+        if result.cached:
+            result = dataclasses.replace(result, cached=False)
         if on_done is not None:
             on_done(result)
         results.append(result)
@@ -241,7 +267,7 @@ def build_partitions_here_or_in(
 
 def plan_for_tasks(plan: BuildPlan) -> BuildPlan:
     """The plan a partition task carries: without the full item list (each task has its
-    partition's items), which Prefect would inspect and every worker would receive."""
+    partitions' items), which Prefect would inspect and every worker would receive."""
     return dataclasses.replace(plan, items=[], rejects=[])
 
 

@@ -265,7 +265,7 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
                         help="where partitions run: local worker processes, a Dask cluster, or Ray (default local)")
     parser.add_argument("--dask-address", help="Dask scheduler address (default: a LocalCluster)")
     parser.add_argument("--ray-address", help="Ray cluster address (default: Ray in this process)")
-    parser.add_argument("--workers", type=int, help="parallel workers (local: processes, default every core for builds of >= 64 MiB; Dask processes; Ray CPUs/actors)")
+    parser.add_argument("--workers", type=int, help="parallel workers (local: processes, default every core for builds of >= 64 MiB; Dask: LocalCluster processes; Ray: CPUs and GPU actors; with a cluster address: the parallelism it will grow to)")
 
 
 def add_global_options(parser: argparse.ArgumentParser, default: Any = None) -> None:
@@ -383,11 +383,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # pyiceberg warns once per nested column that Parquet keeps no statistics for it
     logging.getLogger("pyiceberg.io.pyarrow").setLevel(logging.ERROR)
+    consoles = list(logging.getLogger().handlers)
+    for console in consoles:  # the verdict is printed below, once
+        console.addFilter(_not_a_gate_verdict)
+    try:
+        return _run_command(args)
+    finally:  # a process that embeds main() (tests, notebooks) keeps its handlers as they were
+        for console in consoles:
+            console.removeFilter(_not_a_gate_verdict)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """The subcommand, with its failures turned into exit codes and messages."""
     from catalogs.catalog import CatalogError
     from flows.build import GateFailed
-
-    for console in logging.getLogger().handlers:  # the verdict is printed below, once
-        console.addFilter(_not_a_gate_verdict)  # the same function each time: added once
 
     handler: Callable[[argparse.Namespace], int] = args.func
     try:

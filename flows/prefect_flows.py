@@ -11,6 +11,7 @@ A recipe's GPU stages run on a Ray actor pool when Ray is in play, in-process ot
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,7 @@ from curation.partitions import Partition, PartitionResult, RemoteStages
 from flows.build import (
     DEFAULT_DASK_LOCAL_WORKERS,
     GATE_VERDICT_RECORD,
+    RETRIES_PER_PARTITION,
     BuildOutcome,
     BuildRequest,
     GateFailed,
@@ -47,7 +49,7 @@ from flows.progress import BuildProgress
 from flows.runs import new_run_id
 
 
-@task(name="build-partitions", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+@task(name="build-partitions", retries=RETRIES_PER_PARTITION, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
 def build_partitions_task(
     plan: BuildPlan,
     partitions: list[Partition],
@@ -81,7 +83,7 @@ def task_slots(request: BuildRequest, runner: Any, processes: int) -> int:
 
             now = int(ray.cluster_resources().get("CPU", 0))
     except Exception as exc:  # noqa: BLE001 - only sizes the batches; the tasks report real failures
-        fallback = asked or DEFAULT_DASK_LOCAL_WORKERS
+        fallback = asked or (DEFAULT_DASK_LOCAL_WORKERS if request.executor == "dask" else os.cpu_count() or 1)
         get_run_logger().warning("%s: could not count the cluster's slots (%s); assuming %d", request.executor, exc, fallback)
         return fallback
     return max(now, asked, 1)
@@ -91,7 +93,7 @@ def progress_callback(progress: BuildProgress | None) -> Callable[[PartitionResu
     """What a local partition task calls as each of its partitions finishes."""
     if progress is None:
         return None
-    return lambda result: progress.partition_done(result.items, result.cached)
+    return lambda result: progress.partition_done(result.items, result.cached, key=result.key)
 
 
 def task_runner_for(request: BuildRequest, processes: int = 1) -> Any:
@@ -121,7 +123,7 @@ def opaque_to_prefect(request: BuildRequest) -> Callable[[Any], Any]:
     """How task parameters are wrapped so that Prefect does not walk them.
 
     Prefect visits every element of a task's parameters (each item dict of the plan and
-    the partition, twice per task) looking for futures to track: ~35 ms of this process's
+    the batch's partitions, twice per task) looking for futures to track: ~35 ms of this process's
     CPU per 300-item partition, 1.2 s of a 34-task build (bench/scale.py). No partition
     task takes another's future, so ``quote`` (Prefect's documented opt-out) loses
     nothing. Local executor only: prefect-dask and prefect-ray ship parameters in a way
@@ -285,7 +287,7 @@ def _build_on(cluster: LazyEngine, request: BuildRequest, progress: BuildProgres
     results, pending = reuse_finished(partitions, settings.workdir)
     if progress:
         for result in results:
-            progress.partition_done(result.items, result.cached)
+            progress.partition_done(result.items, result.cached, key=result.key)
     if len(results):
         logger.info("run %s: %d of %d partitions unchanged, reused without a task", run_id, len(results), len(partitions))
     processes = local_processes(request, plan, pending)
@@ -307,7 +309,7 @@ def _build_on(cluster: LazyEngine, request: BuildRequest, progress: BuildProgres
             each = progress_callback(progress) if request.executor == "local" else None
             futures = [
                 runner.submit(
-                    build_partitions_task,
+                    build_partitions_task.with_options(retries=RETRIES_PER_PARTITION * len(batch)),
                     parameters={
                         "plan": opaque(task_plan),
                         "partitions": opaque(batch),
@@ -324,7 +326,7 @@ def _build_on(cluster: LazyEngine, request: BuildRequest, progress: BuildProgres
                 for result in future.result():
                     results.append(result)
                     if progress and each is None:
-                        progress.partition_done(result.items, result.cached)
+                        progress.partition_done(result.items, result.cached, key=result.key)
         converted = time.perf_counter()
     finally:
         if pool is not None:

@@ -21,7 +21,9 @@ class BuildProgress:
         self._items: Any = None
         self._partitions: Any = None
         self.reused = 0
+        self.done = 0  # partitions counted, reused ones included
         self._lock = threading.Lock()  # partition tasks report from their own threads
+        self._seen: set[str] = set()
 
     def __enter__(self) -> BuildProgress:
         if self.enabled:
@@ -52,9 +54,17 @@ class BuildProgress:
             self._items = self._progress.add_task(f"{self.label}: items", total=items)
             self._partitions = self._progress.add_task(f"{self.label}: partitions", total=partitions)
 
-    def partition_done(self, items: int, cached: bool) -> None:
+    def partition_done(self, items: int, cached: bool, key: str | None = None) -> None:
+        """One partition finished (``cached``: reused from an earlier run). A partition
+        reported again under the same ``key`` (a retried batch that finished it in its
+        failed attempt) is counted once."""
         with self._lock:
+            if key is not None:
+                if key in self._seen:
+                    return
+                self._seen.add(key)
             self.reused += int(cached)
+            self.done += 1
         if self._progress is not None:  # rich's Progress takes its own lock
             self._progress.advance(self._items, items)
             self._progress.advance(self._partitions, 1)

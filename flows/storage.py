@@ -5,7 +5,8 @@ s3fs (through aiobotocore) reads credentials the standard way — environment va
 ``AWS_ENDPOINT_URL`` (MinIO, on-prem, moto). medcurate never takes credentials as
 arguments and never logs them. What it adds are retries with backoff and timeouts, so
 a throttled or flaky store (HTTP 5xx, slow responses) costs time, not the build; on top
-of these, each partition task is retried by Prefect.
+of these, Prefect retries each partition task (its batch resumes after the partitions
+already finished).
 """
 
 from __future__ import annotations

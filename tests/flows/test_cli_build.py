@@ -100,6 +100,16 @@ def test_a_failed_gate_verdict_reaches_the_terminal_once(tmp_path):
     assert "  failed: [part-" in done.stderr  # the CLI's own verdict block
 
 
+def test_main_leaves_the_root_handlers_filters_as_it_found_them(tmp_path):
+    import logging
+
+    from flows.cli import _not_a_gate_verdict
+
+    assert main(["--workdir", str(tmp_path / "w"), "catalog", "list"]) == 0
+    assert main(["--workdir", str(tmp_path / "w"), "catalog", "show", "nothing"]) == 2
+    assert not any(_not_a_gate_verdict in h.filters for h in logging.getLogger().handlers)
+
+
 def test_the_deployment_flow_ends_failed_on_a_failed_gate_and_raises_the_verdict(tmp_path):
     """``medcurate-build`` (what ``medcurate serve`` runs) with a gate the data cannot meet."""
     import pytest

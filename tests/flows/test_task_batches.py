@@ -38,7 +38,16 @@ def test_batches_hold_every_partition_once_in_at_most_four_per_slot_of_about_equ
     assert sorted(p.index for b in batches for p in b) == list(range(40))
     loads = [sum(p.input_bytes for p in b) for b in batches]
     assert max(loads) - min(loads) <= max(sizes) * 1000  # LPT: within one partition of each other
-    assert loads[0] == max(loads) and batches[0][0].index == pending[0].index  # the largest goes first
+    assert loads == sorted(loads, reverse=True)  # the heaviest batch is submitted first
+    assert any(b[0].index == pending[0].index for b in batches)  # the largest partition starts a batch
+
+
+def test_the_heaviest_batch_comes_first_even_when_the_largest_partition_is_not_in_it():
+    pending = [_partition(i, n) for i, n in enumerate([10, 6, 6, 6, 5])]
+    batches = task_batches(pending, slots=1)
+    loads = [sum(p.input_bytes for p in b) for b in batches]
+    assert loads == [11_000, 10_000, 6_000, 6_000]
+    assert [[p.index for p in b] for b in batches][:2] == [[1, 4], [0]]
 
 
 def test_few_partitions_get_a_task_each_and_one_slot_gets_four():
@@ -52,6 +61,15 @@ def test_few_partitions_get_a_task_each_and_one_slot_gets_four():
 def test_partitions_without_sizes_are_spread_by_count():
     pending = [Partition(i, f"k{i}", [{"key": f"f{i}"}]) for i in range(10)]
     assert sorted(len(b) for b in task_batches(pending, slots=1)) == [2, 2, 3, 3]
+
+
+def test_a_partition_without_sizes_weighs_as_its_items_would():
+    """Unsized partitions among sized ones count their items at the others' average size,
+    so they do not all pile into the lightest batch."""
+    sized = [_partition(i, n, item_bytes=1000) for i, n in enumerate([10, 9, 8, 7])]
+    unsized = [Partition(4 + i, f"u{i}", [{"key": f"u{i}-{j}"} for j in range(6)]) for i in range(6)]
+    batches = task_batches(sized + unsized, slots=1)
+    assert sorted(sum(1 for p in b if p.index >= 4) for b in batches) == [1, 1, 2, 2]
 
 
 def test_a_retried_batch_answers_the_partitions_its_failed_attempt_finished(tmp_path, monkeypatch):
@@ -86,7 +104,8 @@ def test_a_retried_batch_answers_the_partitions_its_failed_attempt_finished(tmp_
     again = build_partitions_here_or_in(1, plan, batch, shard_dir, settings.workdir)  # Prefect's retry
     assert converted == [batch[0].key, batch[1].key, batch[2].key, batch[2].key]  # only the failed one is redone
     assert [r.key for r in again] == [p.key for p in batch]
-    assert [r.cached for r in again] == [True, True, False]
+    assert [r.cached for r in again] == [False, False, False]  # converted in this run, not reused
+    assert again[0].stages["convert"]["rows_in"] == len(batch[0].items)  # its manifest's timings
     assert all(r.shards and all(Path(s).exists() for s in r.shards) for r in again)
 
 
@@ -190,8 +209,8 @@ def test_local_tasks_report_each_partition_as_it_finishes_not_per_batch(tmp_path
     reported: list[tuple[int, bool]] = []
 
     class Recording(BuildProgress):
-        def partition_done(self, items: int, cached: bool) -> None:
-            super().partition_done(items, cached)
+        def partition_done(self, items: int, cached: bool, key: str | None = None) -> None:
+            super().partition_done(items, cached, key=key)
             reported.append((items, cached))
             heard.set()
 
@@ -214,3 +233,44 @@ def test_local_tasks_report_each_partition_as_it_finishes_not_per_batch(tmp_path
     outcome = prefect_flows.build_flow(request, bars)
     assert len(reported) == outcome.summary["partitions"] >= 2 * TASKS_PER_SLOT
     assert sum(items for items, _ in reported) == 24 and bars.reused == 0
+
+
+def test_a_flow_build_whose_batch_is_retried_counts_each_partition_once_and_none_as_reused(tmp_path, monkeypatch):
+    """One partition fails once (an object-store hiccup); Prefect retries its batch, which
+    resumes after the partitions its first attempt finished. The run's summary and the
+    progress bars must read as if nothing had failed."""
+    import flows.build as flows_build
+    import flows.prefect_flows as prefect_flows
+    from flows.progress import BuildProgress
+
+    reported: list[str] = []
+
+    class Recording(BuildProgress):
+        def partition_done(self, items: int, cached: bool, key: str | None = None) -> None:
+            before = self.reused
+            super().partition_done(items, cached, key=key)
+            reported.append(f"{key}:{cached}:{self.reused - before}")
+
+    real = flows_build.build_partition
+    calls: list[str] = []
+
+    def one_hiccup(plan, partition, *args, **kwargs):
+        calls.append(partition.key)
+        if len(calls) == 2:  # the second partition of the first batch, on its first attempt
+            raise OSError("injected: 503 Slow Down from the object store")
+        return real(plan, partition, *args, **kwargs)
+
+    monkeypatch.setattr(flows_build, "build_partition", one_hiccup)
+    write_images(tmp_path / "src", 24, size=32)
+    request = BuildRequest(recipe="convert", sources=[str(tmp_path / "src")], dataset="hiccup",
+                           workdir=str(tmp_path / "w"), workers=1, options={"partition_items": 2, "modality": "XR"})
+    bars = Recording("hiccup", enabled=False)
+    outcome = prefect_flows.build_flow(request, bars)
+
+    summary = outcome.summary
+    assert summary["partitions_reused"] == 0 and bars.reused == 0
+    assert len(calls) == summary["partitions"] + 2  # the failed one again, and the first of its batch from its manifest
+    keys = [r.split(":")[0] for r in reported]
+    assert len(set(keys)) == summary["partitions"] == bars.done  # counted once each
+    assert len(keys) == summary["partitions"] + 1  # the first of the batch, reported by both attempts
+    assert summary["stages"]["convert"]["rows_in"] == 24 and summary["samples_written"] == 24
