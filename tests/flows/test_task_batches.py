@@ -4,9 +4,12 @@ attempt finished; a flow build makes that many Prefect task runs and the same sa
 
 from __future__ import annotations
 
+import functools
 import json
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +25,7 @@ from flows.build import (
     settings_for,
     task_batches,
 )
+from flows.progress import BuildProgress
 from tests.flows.test_incremental_resume import write_images
 
 
@@ -197,80 +201,68 @@ def test_slots_are_the_engines_parallelism_or_the_workers_asked_for_when_more(mo
     assert task_slots(req("ray", workers=12), None, processes=1) == 12
 
 
+class RecordingProgress(BuildProgress):
+    """Progress bars that draw nothing and record every report: (key, items, cached)."""
+
+    def __init__(self) -> None:
+        super().__init__("test", enabled=False)
+        self.reports: list[tuple[str | None, int, bool]] = []
+        self.heard = threading.Event()
+
+    def partition_done(self, items: int, cached: bool, key: str | None = None) -> None:
+        super().partition_done(items, cached, key=key)
+        self.reports.append((key, items, cached))
+        self.heard.set()
+
+
+def _flow_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, build_partition: Any, bars: BuildProgress) -> Any:
+    """A local flow build of 24 images cut about every 2 (one slot: 4 batches of ~3), with
+    ``build_partition(real, plan, partition, *args, **kwargs)`` standing in for the real one."""
+    import flows.build as flows_build
+    import flows.prefect_flows as prefect_flows
+
+    real = flows_build.build_partition
+    monkeypatch.setattr(flows_build, "build_partition", functools.partial(build_partition, real))
+    write_images(tmp_path / "src", 24, size=32)
+    request = BuildRequest(recipe="convert", sources=[str(tmp_path / "src")], dataset="flowed",
+                           workdir=str(tmp_path / "w"), workers=1, options={"partition_items": 2, "modality": "XR"})
+    return prefect_flows.build_flow(request, bars)
+
+
 def test_local_tasks_report_each_partition_as_it_finishes_not_per_batch(tmp_path, monkeypatch):
     """With three partitions per batch, the second of a batch waits until the progress
     bars have heard of the first: a batch that reported only at its end would stall here."""
-    import threading
-
-    import flows.build as flows_build
-    from flows.progress import BuildProgress
-
-    heard = threading.Event()
-    reported: list[tuple[int, bool]] = []
-
-    class Recording(BuildProgress):
-        def partition_done(self, items: int, cached: bool, key: str | None = None) -> None:
-            super().partition_done(items, cached, key=key)
-            reported.append((items, cached))
-            heard.set()
-
-    real = flows_build.build_partition
+    bars = RecordingProgress()
     started: list[bool] = []
 
-    def waits_for_the_first_report(plan, partition, *args, **kwargs):
+    def waits_for_the_first_report(real, plan, partition, *args, **kwargs):
         if started:  # every partition after the first: the first must have been reported
-            assert heard.wait(timeout=30), "no progress until the batch ended"
+            assert bars.heard.wait(timeout=30), "no progress until the batch ended"
         started.append(True)
         return real(plan, partition, *args, **kwargs)
 
-    monkeypatch.setattr(flows_build, "build_partition", waits_for_the_first_report)
-    write_images(tmp_path / "src", 24, size=32)
-    request = BuildRequest(recipe="convert", sources=[str(tmp_path / "src")], dataset="progress",
-                           workdir=str(tmp_path / "w"), workers=1, options={"partition_items": 2, "modality": "XR"})
-    import flows.prefect_flows as prefect_flows
-
-    bars = Recording("progress", enabled=False)
-    outcome = prefect_flows.build_flow(request, bars)
-    assert len(reported) == outcome.summary["partitions"] >= 2 * TASKS_PER_SLOT
-    assert sum(items for items, _ in reported) == 24 and bars.reused == 0
+    outcome = _flow_build(tmp_path, monkeypatch, waits_for_the_first_report, bars)
+    assert len(bars.reports) == outcome.summary["partitions"] >= 2 * TASKS_PER_SLOT
+    assert sum(items for _, items, _ in bars.reports) == 24 and bars.reused == 0
 
 
 def test_a_flow_build_whose_batch_is_retried_counts_each_partition_once_and_none_as_reused(tmp_path, monkeypatch):
     """One partition fails once (an object-store hiccup); Prefect retries its batch, which
     resumes after the partitions its first attempt finished. The run's summary and the
     progress bars must read as if nothing had failed."""
-    import flows.build as flows_build
-    import flows.prefect_flows as prefect_flows
-    from flows.progress import BuildProgress
-
-    reported: list[str] = []
-
-    class Recording(BuildProgress):
-        def partition_done(self, items: int, cached: bool, key: str | None = None) -> None:
-            before = self.reused
-            super().partition_done(items, cached, key=key)
-            reported.append(f"{key}:{cached}:{self.reused - before}")
-
-    real = flows_build.build_partition
+    bars = RecordingProgress()
     calls: list[str] = []
 
-    def one_hiccup(plan, partition, *args, **kwargs):
+    def one_hiccup(real, plan, partition, *args, **kwargs):
         calls.append(partition.key)
         if len(calls) == 2:  # the second partition of the first batch, on its first attempt
             raise OSError("injected: 503 Slow Down from the object store")
         return real(plan, partition, *args, **kwargs)
 
-    monkeypatch.setattr(flows_build, "build_partition", one_hiccup)
-    write_images(tmp_path / "src", 24, size=32)
-    request = BuildRequest(recipe="convert", sources=[str(tmp_path / "src")], dataset="hiccup",
-                           workdir=str(tmp_path / "w"), workers=1, options={"partition_items": 2, "modality": "XR"})
-    bars = Recording("hiccup", enabled=False)
-    outcome = prefect_flows.build_flow(request, bars)
-
-    summary = outcome.summary
+    summary = _flow_build(tmp_path, monkeypatch, one_hiccup, bars).summary
     assert summary["partitions_reused"] == 0 and bars.reused == 0
     assert len(calls) == summary["partitions"] + 2  # the failed one again, and the first of its batch from its manifest
-    keys = [r.split(":")[0] for r in reported]
+    keys = [key for key, _, _ in bars.reports]
     assert len(set(keys)) == summary["partitions"] == bars.done  # counted once each
     assert len(keys) == summary["partitions"] + 1  # the first of the batch, reported by both attempts
     assert summary["stages"]["convert"]["rows_in"] == 24 and summary["samples_written"] == 24
