@@ -25,6 +25,16 @@ class BuildProgress:
         self._lock = threading.Lock()  # partition tasks report from their own threads
         self._seen: set[str] = set()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy that draws nothing: the build's flow function holds these bars, and
+        Prefect serializes the flow with its context into every Dask or Ray task, where
+        a live terminal display (threads, locks) could not go and is not wanted."""
+        return {"label": self.label, "reused": self.reused, "done": self.done}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["label"], enabled=False)  # type: ignore[misc]
+        self.reused, self.done = state["reused"], state["done"]
+
     def __enter__(self) -> BuildProgress:
         if self.enabled:
             from rich.progress import (
