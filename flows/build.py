@@ -221,12 +221,12 @@ def task_batches(pending: Sequence[Partition], slots: int) -> list[list[Partitio
     return [batches[i] for i in order]
 
 
-#: Prefect retries of a partition task. A retry resumes after the partitions its batch
-#: already finished, so they are spent only on the partitions still to do. Failures that
-#: are the input's fault are rejects, not exceptions: what retries meet is the
-#: infrastructure (a worker lost; object storage, whose requests botocore has already
-#: retried), and a build that still fails resumes from its finished partitions.
-PARTITION_TASK_RETRIES = 2
+#: Prefect retries per partition of a batch: a batch of n partitions may retry 2n times
+#: (each retry resumes after the partitions already finished), the two retries each
+#: partition had when it was a task of its own. Failures that are the input's fault are
+#: rejects, not exceptions: what retries meet is the infrastructure (object storage, a
+#: worker lost), so a batch that cannot progress still ends after 2n short waits.
+RETRIES_PER_PARTITION = 2
 
 
 def build_partitions_here_or_in(

@@ -29,7 +29,7 @@ from curation.partitions import Partition, PartitionResult, RemoteStages
 from flows.build import (
     DEFAULT_DASK_LOCAL_WORKERS,
     GATE_VERDICT_RECORD,
-    PARTITION_TASK_RETRIES,
+    RETRIES_PER_PARTITION,
     BuildOutcome,
     BuildRequest,
     GateFailed,
@@ -49,7 +49,7 @@ from flows.progress import BuildProgress
 from flows.runs import new_run_id
 
 
-@task(name="build-partitions", retries=PARTITION_TASK_RETRIES, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+@task(name="build-partitions", retries=RETRIES_PER_PARTITION, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
 def build_partitions_task(
     plan: BuildPlan,
     partitions: list[Partition],
@@ -309,7 +309,7 @@ def _build_on(cluster: LazyEngine, request: BuildRequest, progress: BuildProgres
             each = progress_callback(progress) if request.executor == "local" else None
             futures = [
                 runner.submit(
-                    build_partitions_task,
+                    build_partitions_task.with_options(retries=RETRIES_PER_PARTITION * len(batch)),
                     parameters={
                         "plan": opaque(task_plan),
                         "partitions": opaque(batch),
