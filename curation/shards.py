@@ -201,11 +201,6 @@ def _protocol_prefix(fs: Any) -> str:
     return "" if protocol in ("file", "local") else f"{protocol}://"
 
 
-def read_shard(path: str, columns: list[str] | None = None) -> pa.Table:
-    fs, p = url_to_fs(path)
-    return pq.read_table(p, filesystem=fs, columns=columns)
-
-
 def read_present_columns(path: str, columns: Sequence[str]) -> pa.Table:
     """Those of ``columns`` a Parquet file has (a shard of another family lacks some),
     read through ``ParquetFile`` (no dataset layer for one file)."""
