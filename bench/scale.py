@@ -118,8 +118,9 @@ class ProcessTreeCPU:
 
 @contextlib.contextmanager
 def partitions_phase_end(marks: dict[str, float]):
-    """Note when a flow build's partitions phase ends (its ``finish`` starts): with the
-    phase's length from summary.json, that places the phase on this process's clock."""
+    """Note when a flow build's ``finish`` starts (after the partitions phase and the
+    engine's stop): with those phases' lengths from summary.json, that places the
+    partitions phase on this process's clock."""
     import flows.prefect_flows as prefect_flows
 
     finish = prefect_flows.finish
@@ -164,8 +165,10 @@ def speedup(tmp: Path, slices: int, partition_items: int) -> list[str]:
             req = request(source, work, "scale", executor=executor, workers=workers, options=dict(options))
             with ProcessTreeCPU() as tree, partitions_phase_end(marks):
                 seconds[workers], outcome = timed(run_build, req, progress=False)
-            conversion[workers] = outcome.summary["phases"]["partitions"]
-            cpu[workers] = tree.window(marks["partitions_end"] - conversion[workers], marks["partitions_end"])
+            phases = outcome.summary["phases"]
+            conversion[workers] = phases["partitions"]
+            ended = marks["partitions_end"] - phases["engine_stop"]  # finish starts after the cluster stopped
+            cpu[workers] = tree.window(ended - conversion[workers], ended)
             start[workers] = outcome.summary["phases"]["engine_start"]
             shutil.rmtree(work)
             if executor == "ray":  # Ray keeps its CPU count for the life of the process

@@ -209,16 +209,13 @@ def task_batches(pending: Sequence[Partition], slots: int) -> list[list[Partitio
         return partition.input_bytes or max(1, len(partition.items)) * average_item
 
     count = min(len(pending), max(1, slots) * TASKS_PER_SLOT)
-    loads = [(0, index) for index in range(count)]
+    loads = [(0, index) for index in range(count)]  # (batch total, batch index), a heap
     batches: list[list[Partition]] = [[] for _ in range(count)]
-    totals = [0] * count
     for partition in sorted(pending, key=lambda p: (-weight(p), p.index)):
         load, index = heapq.heappop(loads)
         batches[index].append(partition)
-        totals[index] = load + weight(partition)
-        heapq.heappush(loads, (totals[index], index))
-    order = sorted(range(count), key=lambda i: (-totals[i], i))
-    return [batches[i] for i in order]
+        heapq.heappush(loads, (load + weight(partition), index))
+    return [batches[index] for _, index in sorted(loads, key=lambda entry: (-entry[0], entry[1]))]
 
 
 #: Prefect retries per partition of a batch: a batch of n partitions may retry 2n times

@@ -89,13 +89,6 @@ def task_slots(request: BuildRequest, runner: Any, processes: int) -> int:
     return max(now, asked, 1)
 
 
-def progress_callback(progress: BuildProgress | None) -> Callable[[PartitionResult], None] | None:
-    """What a local partition task calls as each of its partitions finishes."""
-    if progress is None:
-        return None
-    return lambda result: progress.partition_done(result.items, result.cached, key=result.key)
-
-
 def task_runner_for(request: BuildRequest, processes: int = 1) -> Any:
     """The Prefect task runner for the request's executor (``processes``: the local
     executor's worker processes, one task thread each)."""
@@ -287,7 +280,7 @@ def _build_on(cluster: LazyEngine, request: BuildRequest, progress: BuildProgres
     results, pending = reuse_finished(partitions, settings.workdir)
     if progress:
         for result in results:
-            progress.partition_done(result.items, result.cached, key=result.key)
+            progress.partition_done(result)
     if len(results):
         logger.info("run %s: %d of %d partitions unchanged, reused without a task", run_id, len(results), len(partitions))
     processes = local_processes(request, plan, pending)
@@ -306,7 +299,7 @@ def _build_on(cluster: LazyEngine, request: BuildRequest, progress: BuildProgres
             opaque = opaque_to_prefect(request)
             # the local executor's tasks run in this process: they report each partition
             # as it finishes; from a Dask or Ray worker a batch reports when it is done
-            each = progress_callback(progress) if request.executor == "local" else None
+            each = progress.partition_done if progress and request.executor == "local" else None
             futures = [
                 runner.submit(
                     build_partitions_task.with_options(retries=RETRIES_PER_PARTITION * len(batch)),
@@ -326,7 +319,7 @@ def _build_on(cluster: LazyEngine, request: BuildRequest, progress: BuildProgres
                 for result in future.result():
                     results.append(result)
                     if progress and each is None:
-                        progress.partition_done(result.items, result.cached, key=result.key)
+                        progress.partition_done(result)
         converted = time.perf_counter()
     finally:
         if pool is not None:

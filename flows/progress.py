@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from curation.partitions import PartitionResult
 
 
 class BuildProgress:
@@ -21,7 +24,6 @@ class BuildProgress:
         self._items: Any = None
         self._partitions: Any = None
         self.reused = 0
-        self.done = 0  # partitions counted, reused ones included
         self._lock = threading.Lock()  # partition tasks report from their own threads
         self._seen: set[str] = set()
 
@@ -29,11 +31,16 @@ class BuildProgress:
         """A copy that draws nothing: the build's flow function holds these bars, and
         Prefect serializes the flow with its context into every Dask or Ray task, where
         a live terminal display (threads, locks) could not go and is not wanted."""
-        return {"label": self.label, "reused": self.reused, "done": self.done}
+        return {"label": self.label, "reused": self.reused, "seen": set(self._seen)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["label"], enabled=False)  # type: ignore[misc]
-        self.reused, self.done = state["reused"], state["done"]
+        self.reused, self._seen = state["reused"], state["seen"]
+
+    @property
+    def done(self) -> int:
+        """Partitions counted, reused ones included."""
+        return len(self._seen)
 
     def __enter__(self) -> BuildProgress:
         if self.enabled:
@@ -64,17 +71,15 @@ class BuildProgress:
             self._items = self._progress.add_task(f"{self.label}: items", total=items)
             self._partitions = self._progress.add_task(f"{self.label}: partitions", total=partitions)
 
-    def partition_done(self, items: int, cached: bool, key: str | None = None) -> None:
-        """One partition finished (``cached``: reused from an earlier run). A partition
-        reported again under the same ``key`` (a retried batch that finished it in its
-        failed attempt) is counted once."""
+    def partition_done(self, result: PartitionResult) -> None:
+        """One partition finished (``result.cached``: reused from an earlier run). One
+        reported again (a retried batch that finished it in its failed attempt) is
+        counted once, by its key."""
         with self._lock:
-            if key is not None:
-                if key in self._seen:
-                    return
-                self._seen.add(key)
-            self.reused += int(cached)
-            self.done += 1
+            if result.key in self._seen:
+                return
+            self._seen.add(result.key)
+            self.reused += int(result.cached)
         if self._progress is not None:  # rich's Progress takes its own lock
-            self._progress.advance(self._items, items)
+            self._progress.advance(self._items, result.items)
             self._progress.advance(self._partitions, 1)

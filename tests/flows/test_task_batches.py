@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from catalogs import open_catalog
-from curation.partitions import Partition
+from curation.partitions import Partition, PartitionResult
 from flows.build import (
     TASKS_PER_SLOT,
     BuildRequest,
@@ -209,9 +209,9 @@ class RecordingProgress(BuildProgress):
         self.reports: list[tuple[str | None, int, bool]] = []
         self.heard = threading.Event()
 
-    def partition_done(self, items: int, cached: bool, key: str | None = None) -> None:
-        super().partition_done(items, cached, key=key)
-        self.reports.append((key, items, cached))
+    def partition_done(self, result: PartitionResult) -> None:
+        super().partition_done(result)
+        self.reports.append((result.key, result.items, result.cached))
         self.heard.set()
 
 
