@@ -70,6 +70,19 @@ def request(src: Path, work: Path, executor: str, **engine) -> BuildRequest:
     )
 
 
+#: the start of a fresh interpreter's script: discovery sends even these small files to
+#: the cluster (threshold 0), and each cluster map is printed as MAPPED executor fn files
+RECORD_CLUSTER_MAPS = (
+    "import converters.discover, flows.engines\n"
+    "converters.discover.PARALLEL_MIN_BYTES = 0\n"
+    "real = flows.engines.cluster_map\n"
+    "def recording(executor, runner, fn, chunks):\n"
+    "    print('MAPPED', executor, fn.__name__, sum(len(c) for c in chunks), flush=True)\n"
+    "    return real(executor, runner, fn, chunks)\n"
+    "flows.engines.cluster_map = recording\n"
+)
+
+
 @pytest.fixture
 def discovery_on_the_cluster(monkeypatch) -> list[tuple[str, str, int]]:
     """Discovery sends even these small radiographs to the cluster (its threshold lowered
@@ -101,14 +114,8 @@ def test_build_on_a_local_dask_cluster_discovers_and_converts_there(tmp_path, pr
     src, work = source_tree(tmp_path), tmp_path / "w"
     script = tmp_path / "build.py"
     script.write_text(
-        "import converters.discover, flows.engines\n"
-        "from flows.build import BuildRequest, run_build\n"
-        "converters.discover.PARALLEL_MIN_BYTES = 0  # these small radiographs go to the cluster too\n"
-        "real = flows.engines.cluster_map\n"
-        "def recording(executor, runner, fn, chunks):\n"
-        "    print('MAPPED', executor, fn.__name__, sum(len(c) for c in chunks))\n"
-        "    return real(executor, runner, fn, chunks)\n"
-        "flows.engines.cluster_map = recording\n"
+        RECORD_CLUSTER_MAPS
+        + "from flows.build import BuildRequest, run_build\n"
         "if __name__ == '__main__':\n"
         "    for run in ('a', 'b'):\n"
         f"        out = run_build(BuildRequest(recipe='convert', sources=[{str(src)!r}], dataset='on_dask',\n"
@@ -231,17 +238,7 @@ def test_build_on_a_two_node_ray_cluster(tmp_path, prefect_api):
         src, work = source_tree(tmp_path), tmp_path / "w"
         # the CLI's own entry point, with discovery sending even these small files to the
         # cluster (threshold 0) and each cluster map recorded on stdout
-        driver = (
-            "import sys, converters.discover, flows.engines\n"
-            "converters.discover.PARALLEL_MIN_BYTES = 0\n"
-            "real = flows.engines.cluster_map\n"
-            "def recording(executor, runner, fn, chunks):\n"
-            "    print('MAPPED', executor, fn.__name__, sum(len(c) for c in chunks), flush=True)\n"
-            "    return real(executor, runner, fn, chunks)\n"
-            "flows.engines.cluster_map = recording\n"
-            "from flows.cli import main\n"
-            "sys.exit(main(sys.argv[1:]))\n"
-        )
+        driver = RECORD_CLUSTER_MAPS + "import sys\nfrom flows.cli import main\nsys.exit(main(sys.argv[1:]))\n"
         build = subprocess.run(
             [sys.executable, "-c", driver, "--workdir", str(work), "convert", str(src), "--dataset", "on_ray",
              "--modality", "XR", "--partition-items", "2", "--executor", "ray", "--ray-address", f"127.0.0.1:{port}"],
