@@ -11,6 +11,7 @@ import SimpleITK as sitk
 
 from converters.base import ConversionError, ConvertOptions
 from converters.io import as_local_file, member_path
+from converters.nifti import itk_readable_nifti
 from curation.images import mask_record
 
 LABEL_FILE_PATTERN = re.compile(r"(?:^|[_\-. ])(seg|segmentation|label|labels|mask|masks|annotation)(?:$|[_\-. ])", re.I)
@@ -58,7 +59,7 @@ def label_names(path: str, values: list[int], opts: ConvertOptions) -> dict[int,
 
 def read_label_image(uri: str) -> sitk.Image:
     try:
-        with as_local_file(uri) as path:
+        with as_local_file(uri) as fetched, itk_readable_nifti(fetched, uri) as path:
             return sitk.ReadImage(path)
     except RuntimeError as exc:
         raise ConversionError("bad_label_map", f"{uri}: SimpleITK cannot read the label map ({_first_line(exc)})") from exc
@@ -130,6 +131,8 @@ def load_label_volumes(
         if label.GetNumberOfComponentsPerPixel() != 1:
             raise ConversionError("bad_label_map", f"{uri}: label maps must have one component per voxel")
         label = sitk.Cast(label, sitk.sitkUInt16) if label.GetPixelID() != sitk.sitkUInt16 else label
+        if label.GetDimension() == 2 and reference.GetDimension() == 3 and reference.GetSize()[2] == 1:
+            label = sitk.JoinSeries(label)  # a 2D image is converted as a one-slice volume: its 2D map likewise
         resampled = resample_nearest(label, reference)
         array = sitk.GetArrayFromImage(resampled)
         if array.ndim == 2:

@@ -34,6 +34,12 @@ from converters.labels import (
     masks_for_slice,
     strip_volume_suffix,
 )
+from converters.nifti import (
+    MAX_VOLUME_BYTES,
+    check_nifti_data_complete,
+    is_nifti_path,
+    itk_readable_nifti,
+)
 from converters.rows import build_row, subject_from_key
 from curation.images import image_record
 
@@ -48,15 +54,11 @@ def acquisition_plane(image: sitk.Image) -> str:
     return ("sagittal", "coronal", "axial")[axis]
 
 
-#: volumes whose header declares more than this many decoded bytes are rejected unread
-MAX_VOLUME_BYTES = 8 * 1024**3
-
-
 def read_volume(uri: str, companions: tuple[str, ...] = ()) -> sitk.Image:
     """Read a volume, checking the header's declared size first: a mangled header must
     not make one item allocate (or spend minutes filling) an absurd buffer."""
     try:
-        with as_local_file(uri, companions) as path:
+        with as_local_file(uri, companions) as fetched, itk_readable_nifti(fetched, uri) as path:
             reader = sitk.ImageFileReader()
             reader.SetFileName(path)
             reader.ReadImageInformation()
@@ -66,7 +68,7 @@ def read_volume(uri: str, companions: tuple[str, ...] = ()) -> sitk.Image:
                 raise ConversionError(
                     "too_large", f"{uri}: header declares size {reader.GetSize()} (> {MAX_VOLUME_BYTES // 1024**3} GiB)"
                 )
-            if path.endswith((".nii", ".nii.gz")):
+            if is_nifti_path(path):
                 check_nifti_data_complete(path, uri)
             return reader.Execute()
     except RuntimeError as exc:
@@ -74,59 +76,6 @@ def read_volume(uri: str, companions: tuple[str, ...] = ()) -> sitk.Image:
         raise ConversionError(
             "bad_header", f"{uri}: SimpleITK cannot read the volume ({lines[-1][:200] if lines else 'no detail'})"
         ) from exc
-
-
-def check_nifti_data_complete(path: str, uri: str) -> None:
-    """Reject a NIfTI file that holds less voxel data than its header declares.
-
-    ITK's NIfTI reader fills what a truncated file lacks with zeros and says nothing, so
-    a cut-off download would become slices of black. Uncompressed: the file size against
-    the data offset + voxels x bytes (nibabel's reading of the header). Gzipped: the
-    stream's trailer records the uncompressed size (mod 2**32); only when it differs, or
-    the header cannot be read, is the whole stream read, to tell a truncated file (no
-    end-of-stream marker) from a complete one. Our own check: nibabel reads the header
-    but does not verify the data either.
-    """
-    import gzip
-    import os
-    import struct
-
-    expected = _nifti_declared_bytes(path, uri)
-    if not path.endswith(".gz"):
-        size = os.path.getsize(path)
-        if expected is not None and size < expected:
-            raise ConversionError("truncated", f"{uri}: {size} bytes, the header declares {expected} (offset + voxel data)")
-        return
-    with open(path, "rb") as handle:
-        handle.seek(-4, os.SEEK_END)
-        (recorded,) = struct.unpack("<I", handle.read(4))
-    if expected is not None and recorded == expected % 2**32:
-        return
-    try:
-        with gzip.open(path, "rb") as stream:
-            total = 0
-            while chunk := stream.read(1 << 22):
-                total += len(chunk)
-    except (EOFError, OSError) as exc:
-        raise ConversionError("truncated", f"{uri}: the gzip stream is cut off ({exc})") from exc
-    if expected is not None and total < expected:
-        raise ConversionError("truncated", f"{uri}: {total} bytes uncompressed, the header declares {expected}")
-
-
-def _nifti_declared_bytes(path: str, uri: str) -> int | None:
-    """Data offset + voxel bytes the header declares (None: nibabel cannot read it)."""
-    import nibabel as nib
-
-    try:
-        image: Any = nib.load(path)
-        shape = tuple(int(d) for d in image.header.get_data_shape())
-        offset = int(getattr(image.dataobj, "offset", image.header.get_data_offset()))  # the effective offset
-        itemsize = int(image.header.get_data_dtype().itemsize)
-    except Exception:  # noqa: BLE001 - a header nibabel cannot read is left to SimpleITK's verdict
-        return None
-    if 0 in shape:
-        raise ConversionError("bad_header", f"{uri}: volume has an empty axis, size {shape}")
-    return offset + int(np.prod(shape, dtype=np.int64)) * itemsize
 
 
 def convert_volume_item(item: dict[str, Any], opts: ConvertOptions) -> list[dict[str, Any]]:

@@ -64,6 +64,13 @@ def _volume_seed(ext: str) -> bytes:
         return path.read_bytes()
 
 
+def _nifti2_seed() -> bytes:
+    import nibabel as nib
+
+    image = nib.Nifti2Image(np.arange(5 * 6 * 4, dtype=np.int16).reshape(5, 6, 4), np.diag([0.8, 0.8, 2.0, 1.0]))
+    return image.to_bytes()
+
+
 def _video_seed() -> bytes:
     out = io.BytesIO()
     with av.open(out, "w", format="mp4") as container:
@@ -96,6 +103,7 @@ SEEDS: dict[str, tuple[str, Callable[[], bytes]]] = {
     "dicom_j2k": (".dcm", lambda: pydicom_file("MR_small_jp2klossless.dcm").read_bytes()),
     "png": (".png", _png_seed),
     "nifti": (".nii.gz", lambda: _volume_seed(".nii.gz")),
+    "nifti2": (".nii", _nifti2_seed),  # uncompressed: damage reaches the header the NIfTI-2 rewrite reads
     "nrrd": (".nrrd", lambda: _volume_seed(".nrrd")),
     "mha": (".mha", lambda: _volume_seed(".mha")),
     "mp4": (".mp4", _video_seed),
