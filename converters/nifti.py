@@ -61,9 +61,14 @@ def itk_readable_nifti(path: str, uri: str, max_bytes: int = MAX_VOLUME_BYTES) -
     scaling as it would to the original. NIfTI-1 keeps the geometry in float32
     (NIfTI-2: float64): ~1e-5 mm at 100 mm from the origin. Raises ConversionError for a
     volume that NIfTI-1 cannot hold (an axis over 32767 voxels) or larger than
-    ``max_bytes``.
+    ``max_bytes``, and for any NIfTI file whose geometry is not finite
+    (:func:`check_nifti_geometry`).
     """
-    if not (is_nifti_path(path) and is_nifti2(path)):
+    if not is_nifti_path(path):
+        yield path
+        return
+    if not is_nifti2(path):
+        check_nifti_geometry(path, uri)
         yield path
         return
     import nibabel as nib
@@ -84,15 +89,16 @@ def itk_readable_nifti(path: str, uri: str, max_bytes: int = MAX_VOLUME_BYTES) -
         raise ConversionError("too_large", f"{uri}: header declares size {shape} (> {max_bytes // 1024**3} GiB)")
     check_nifti_data_complete(path, uri)
     header = nib.Nifti1Header(endianness=source.endianness)
-    for key in source:
-        if key in header and key not in _NOT_COPIED:
-            header[key] = source[key]
+    with np.errstate(over="ignore"):  # float64 past float32's range becomes inf: rejected below
+        for key in source:
+            if key in header and key not in _NOT_COPIED:
+                header[key] = source[key]
     header["vox_offset"] = 352  # 348-byte header + 4-byte extension flag (no extensions)
     # nibabel resets a loaded image's header scaling (its data proxy applies it): take it from the proxy
     header.set_slope_inter(float(image.dataobj.slope), float(image.dataobj.inter))
     try:
         voxels = np.asanyarray(image.dataobj.get_unscaled())
-    except (OSError, EOFError, ValueError, zlib.error) as exc:
+    except (OSError, EOFError, ValueError, OverflowError, zlib.error) as exc:
         raise ConversionError("truncated", f"{uri}: the NIfTI-2 voxel data cannot be read ({str(exc)[:200]})") from exc
     folder = tempfile.mkdtemp(prefix="medcurate-nifti2-")
     try:
@@ -101,9 +107,36 @@ def itk_readable_nifti(path: str, uri: str, max_bytes: int = MAX_VOLUME_BYTES) -
             out.write(header.binaryblock)
             out.write(b"\0\0\0\0")
             out.write(voxels.astype(source.get_data_dtype(), copy=False).tobytes(order="F"))
+        check_nifti_geometry(target, uri)  # float64 geometry past float32's range became inf
         yield target
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def check_nifti_geometry(path: str, uri: str) -> None:
+    """Reject a NIfTI header whose voxel spacing or in-use transform holds NaN or infinity.
+
+    ITK's reader never returns on some of those (found by fuzzing: an infinite srow
+    element hangs ``ReadImageInformation``), so one damaged header would stall its worker
+    for good. A header nibabel cannot read is left to ITK's verdict.
+    """
+    import nibabel as nib
+
+    try:
+        header: Any = nib.load(path).header
+        dims = int(header["dim"][0])
+        fields = {"pixdim": np.asarray(header["pixdim"][1 : 1 + max(0, min(dims, 7))], dtype=float)}
+        if int(header["sform_code"]) > 0:
+            fields["sform"] = np.asarray([header["srow_x"], header["srow_y"], header["srow_z"]], dtype=float)
+        if int(header["qform_code"]) > 0:
+            fields["qform"] = np.asarray(
+                [header[k] for k in ("quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y", "qoffset_z")], dtype=float
+            )
+    except Exception:  # noqa: BLE001 - unreadable for nibabel: ITK decides
+        return
+    for name, values in fields.items():
+        if not np.all(np.isfinite(values)):
+            raise ConversionError("bad_header", f"{uri}: the NIfTI header's {name} is not finite ({values.tolist()})")
 
 
 def check_nifti_data_complete(path: str, uri: str) -> None:

@@ -112,3 +112,25 @@ def convert_rejects(path: Path) -> str:
     """The detail of the one reject a conversion of ``path``'s folder makes for it."""
     _, rejects = convert(path.parent)
     return next(r.detail for r in rejects if r.source_uri.endswith(path.name))
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_header_with_an_infinite_transform_is_a_reject_not_a_hung_reader(tmp_path: Path, version: int):
+    """ITK's reader never returns on an infinite sform element (found by fuzzing a NIfTI-2
+    whose float64 srow overflowed float32 in the rewrite; a damaged NIfTI-1 can say so
+    directly). The header is checked before ITK sees it."""
+    header = (nib.Nifti1Header if version == 1 else nib.Nifti2Header)()
+    stored = np.zeros((4, 4, 3), np.int16)
+    header.set_data_dtype(np.int16)
+    header.set_data_shape(stored.shape)
+    header.set_sform(np.eye(4), code=2)
+    far = np.inf if version == 1 else 1e300  # 1e300: inf once NIfTI-1 holds it as float32
+    header["srow_x"] = [0.0, far, 0.0, 0.0]  # this sform, as NIfTI-1, hangs ITK 5.4's reader
+    header["srow_y"] = [0.0, far, 0.0, 0.0]
+    header["srow_z"] = [0.0, 0.0, 2.0, 0.0]
+    header["vox_offset"] = {1: 352, 2: 544}[version]
+    path = tmp_path / "damaged.nii"
+    path.write_bytes(header.binaryblock + b"\0" * 4 + stored.tobytes(order="F"))
+    with pytest.raises(ConversionError) as caught:
+        read_volume(str(path))
+    assert caught.value.reason == "bad_header" and "sform is not finite" in caught.value.detail
