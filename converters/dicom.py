@@ -22,9 +22,11 @@ attached by discovery become per-structure masks (``converters.dicom_labels``).
 from __future__ import annotations
 
 import io
+import os
 import re
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,14 +34,22 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, apply_windowing
 
 from converters.base import ConversionError, ConvertOptions
 from converters.deid import dicom_metadata
 from converters.dicom_labels import annotation_kind, load_dicom_labels
 from converters.imaging import auto_window, grey_images, lossless_raw
 from converters.io import member_path, read_bytes
-from converters.labels import VOLUME_SUFFIXES, distinct_stems, load_label_volumes, masks_for_slice
+from converters.labels import (
+    VOLUME_SUFFIXES,
+    distinct_stems,
+    label_names,
+    load_label_volumes,
+    masks_for_slice,
+    read_label_image,
+    strip_volume_suffix,
+)
 from converters.rows import build_row
 from converters.video import encode_frames
 from curation.images import image_record, to_uint8_window
@@ -202,7 +212,14 @@ def series_slice_spacing(ordered: list[Dataset]) -> float | None:
 
 
 def series_reference(ordered: list[Dataset]) -> sitk.Image:
-    """An empty SimpleITK image with the series' physical grid, for resampling labels."""
+    """An empty SimpleITK image with the series' physical grid, for resampling labels.
+
+    The grid is the first position + k × the median slice spacing: right only where the
+    slices really are evenly spaced, which is what a single file's frames without
+    per-frame positions state. A series or an enhanced object, whose slices each carry
+    a position, uses :func:`slice_planes` instead, so a gap or uneven spacing cannot
+    shift the labels.
+    """
     first = ordered[0]
     rows, cols = int(first.Rows), int(first.Columns)
     iop = first.get("ImageOrientationPatient") or [1, 0, 0, 0, 1, 0]
@@ -215,6 +232,123 @@ def series_reference(ordered: list[Dataset]) -> sitk.Image:
     ref.SetOrigin([float(v) for v in (first.get("ImagePositionPatient") or [0, 0, 0])])
     ref.SetDirection(np.column_stack([row_dir, col_dir, normal]).flatten().tolist())
     return ref
+
+
+@dataclass(frozen=True)
+class SlicePlane:
+    """Where one slice's pixels lie in patient space (DICOM LPS, mm)."""
+
+    origin: tuple[float, float, float]  #: centre of the first pixel (ImagePositionPatient)
+    direction: tuple[float, ...]  #: 3×3 row-major, columns = row direction, column direction, normal
+    spacing: tuple[float, float]  #: mm between columns, between rows (PixelSpacing reversed)
+    size: tuple[int, int]  #: columns, rows
+
+    def reference(self) -> sitk.Image:
+        """A one-slice image on this plane: resampling onto it samples the plane only."""
+        ref = sitk.Image([self.size[0], self.size[1], 1], sitk.sitkUInt8)
+        ref.SetSpacing([self.spacing[0], self.spacing[1], 1.0])
+        ref.SetOrigin(self.origin)
+        ref.SetDirection(self.direction)
+        return ref
+
+
+def slice_plane(ds: Dataset, where: str) -> SlicePlane:
+    """The plane of one slice from its own ImagePositionPatient / ImageOrientationPatient.
+
+    A slice without them cannot be placed in patient space, so a label map (which is
+    placed there) cannot be put on it: ``label_grid_mismatch``, naming the slice, rather
+    than a guessed position. A missing PixelSpacing counts as 1 mm, as in
+    :func:`series_reference`.
+    """
+    ipp, iop = ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")
+    if ipp is None or len(ipp) != 3 or iop is None or len(iop) != 6:
+        raise ConversionError(
+            "label_grid_mismatch",
+            f"{where} has no usable ImagePositionPatient/ImageOrientationPatient, "
+            "so a label map cannot be placed on it",
+        )
+    row_dir, col_dir = np.asarray(iop[:3], float), np.asarray(iop[3:], float)
+    normal = np.cross(row_dir, col_dir)
+    if not np.isfinite(normal).all() or np.linalg.norm(normal) < 1e-6 or not np.isfinite(np.asarray(ipp, float)).all():
+        raise ConversionError(
+            "label_grid_mismatch", f"{where}: ImageOrientationPatient {list(iop)} does not span a plane"
+        )
+    pixel_spacing = ds.get("PixelSpacing") or [1.0, 1.0]
+    spacing = (float(pixel_spacing[1]), float(pixel_spacing[0]))
+    if not all(np.isfinite(v) and v > 0 for v in spacing):
+        raise ConversionError("label_grid_mismatch", f"{where}: PixelSpacing {list(pixel_spacing)} is not positive")
+    row_dir, col_dir = row_dir / np.linalg.norm(row_dir), col_dir / np.linalg.norm(col_dir)
+    direction = np.column_stack([row_dir, col_dir, normal / np.linalg.norm(normal)])
+    return SlicePlane(
+        origin=tuple(float(v) for v in ipp),  # type: ignore[arg-type]
+        direction=tuple(float(v) for v in direction.flatten()),
+        spacing=spacing,
+        size=(int(ds.Columns), int(ds.Rows)),
+    )
+
+
+def slice_planes(slots: list[Dataset], names: list[str]) -> list[SlicePlane]:
+    """Each slice's own plane (see :func:`slice_plane`); ``names`` say which slice in errors.
+
+    The labels of all slices share one [k, y, x] array, so slices of different sizes
+    (which no label volume file describes either) are a ``label_grid_mismatch``.
+    """
+    planes = [slice_plane(ds, name) for ds, name in zip(slots, names, strict=True)]
+    sizes = sorted({p.size for p in planes})
+    if len(sizes) > 1:
+        shown = ", ".join(f"{c}x{r}" for c, r in sizes)
+        raise ConversionError(
+            "label_grid_mismatch", f"the slices differ in size ({shown}); one label map cannot cover them all"
+        )
+    return planes
+
+
+def label_on_plane(label: sitk.Image, voxels: np.ndarray, plane: SlicePlane) -> np.ndarray:
+    """The [y, x] labels found at the physical position of each pixel of ``plane``.
+
+    A plane that is exactly one of the label map's own slices (same size, spacing and
+    direction, origin on a slice centre) takes that slice as stored; any other plane is
+    resampled nearest-neighbour (0 outside the label map).
+    """
+    same_axes = (
+        tuple(label.GetSize()[:2]) == plane.size
+        and np.allclose(label.GetSpacing()[:2], plane.spacing, atol=1e-4)
+        and np.allclose(label.GetDirection(), plane.direction, atol=1e-4)
+    )
+    if same_axes:
+        i, j, k = label.TransformPhysicalPointToContinuousIndex(plane.origin)
+        index = round(k)
+        if abs(i) < 1e-3 and abs(j) < 1e-3 and abs(k - index) < 1e-3 and 0 <= index < voxels.shape[0]:
+            return voxels[index]
+    resampled = sitk.Resample(label, plane.reference(), sitk.Transform(), sitk.sitkNearestNeighbor, 0, label.GetPixelID())
+    return sitk.GetArrayFromImage(resampled)[0]
+
+
+def load_label_volumes_per_slice(
+    label_uris: list[str], planes: list[SlicePlane], opts: ConvertOptions
+) -> list[tuple[np.ndarray, dict[int, str], str]]:
+    """Each attached label map sampled at every slice's own plane: (array [k, y, x], names, stem).
+
+    Why per slice and not one resampling onto a regular grid: the slices of a series
+    with a missing file, or unevenly spaced, are not at first position + k × spacing;
+    a regular grid would give every slice after the gap its neighbour's labels.
+    """
+    volumes = []
+    for uri in label_uris:
+        label = read_label_image(uri)
+        if label.GetNumberOfComponentsPerPixel() != 1:
+            raise ConversionError("bad_label_map", f"{uri}: label maps must have one component per voxel")
+        if label.GetDimension() != 3:
+            raise ConversionError(
+                "label_grid_mismatch", f"{uri}: label map is {label.GetDimension()}D but the image has {len(planes)} slices"
+            )
+        label = sitk.Cast(label, sitk.sitkUInt16) if label.GetPixelID() != sitk.sitkUInt16 else label
+        voxels = sitk.GetArrayViewFromImage(label)
+        array = np.stack([label_on_plane(label, voxels, plane) for plane in planes])
+        values = [int(v) for v in np.unique(array) if v != 0]
+        stem = strip_volume_suffix(os.path.basename(member_path(uri)))
+        volumes.append((array, label_names(member_path(uri), values, opts), stem))
+    return volumes
 
 
 def frames_of(ds: Dataset, uri: str) -> np.ndarray:
@@ -291,37 +425,157 @@ def _check_native_length(ds: Dataset, uri: str) -> None:
 
 
 def colour_frame(ds: Dataset, frame: np.ndarray) -> np.ndarray:
-    """8-bit RGB of a colour frame (RGB/YBR already RGB from pydicom; palette via its LUT)."""
+    """8-bit RGB of a colour frame (RGB/YBR already RGB from pydicom; palette via its LUT).
+
+    Values wider than 8 bits are scaled by the range the header declares
+    (:func:`colour_bits`), never by the frame's own maximum: every frame of an object
+    then gets the same brightness, and a 12-bit frame is not read as a dark 16-bit one.
+    """
     if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
         frame = apply_color_lut(frame, ds)
-    if frame.dtype != np.uint8:
-        bits = 16 if frame.dtype.itemsize >= 2 and frame.max() > 255 else 8
-        frame = (frame >> (bits - 8)).astype(np.uint8) if bits > 8 else frame.astype(np.uint8)
-    return frame
+    if frame.dtype == np.uint8:
+        return frame
+    top = float(2 ** colour_bits(ds, frame) - 1)
+    scaled = np.rint(np.clip(frame.astype(np.float64), 0.0, top) * (255.0 / top))
+    return scaled.astype(np.uint8)
+
+
+def colour_bits(ds: Dataset, frame: np.ndarray) -> int:
+    """Bits of the colour values: the palette LUT's entry size (descriptor 3rd value) for
+    palette colour, else BitsStored, bounded by the array's own width (a header that
+    claims more than the decoded data holds cannot be right)."""
+    width = frame.dtype.itemsize * 8
+    try:
+        if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
+            bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+        else:
+            bits = int(ds.get("BitsStored") or width)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        bits = width
+    return min(max(bits, 8), width)
+
+
+#: VOI LUT Function values pydicom's windowing implements, with the smallest width each
+#: accepts (PS3.3 C.11.2.1.2: LINEAR needs ≥ 1, LINEAR_EXACT and SIGMOID > 0)
+_VOI_FUNCTIONS = {"LINEAR": 1.0, "LINEAR_EXACT": 0.0, "SIGMOID": 0.0}
+
+
+def _first_value(value: Any) -> Any:
+    """The first of a multi-valued element (the default of several alternative windows)."""
+    if isinstance(value, pydicom.multival.MultiValue | list | tuple):
+        return value[0] if len(value) else None
+    return value
+
+
+def usable_voi_lut(ds: Dataset) -> str | None:
+    """Why the VOILUTSequence cannot be applied, or None when its first item can."""
+    if "VOILUTSequence" not in ds:
+        return "no VOILUTSequence"
+    items = ds.get("VOILUTSequence") or []
+    if not items:
+        return "VOILUTSequence is empty"
+    descriptor, data = items[0].get("LUTDescriptor"), items[0].get("LUTData")
+    if descriptor is None or len(descriptor) != 3 or data is None or not len(data):
+        return "VOILUTSequence item has no LUTDescriptor or LUTData"
+    entries, bits = int(descriptor[0]) or 2**16, descriptor[2]
+    if bits != 8 and not 10 <= bits <= 16:
+        return f"VOI LUT entries of {bits} bits (8 or 10-16 allowed)"
+    if bits == 8 and entries > 256:
+        # pydicom 3.0's apply_voi holds the LUT index in the entries' dtype (uint8): an index
+        # above 255 wraps round and picks the wrong entry
+        return f"an 8-bit VOI LUT of {entries} entries (pydicom indexes it modulo 256)"
+    return None
+
+
+def stored_window(ds: Dataset) -> tuple[float, float] | str:
+    """The file's first (center, width), or why it cannot be applied.
+
+    pydicom returns the input unchanged for an empty WindowCenter/WindowWidth (the image
+    then came out flat grey) and raises for a width below its function's minimum (which
+    rejected the series), so both are checked here first.
+    """
+    center, width = _first_value(ds.get("WindowCenter")), _first_value(ds.get("WindowWidth"))
+    if center is None or width is None or center == "" or width == "":
+        present = "WindowCenter" in ds or "WindowWidth" in ds
+        return "WindowCenter/WindowWidth is empty" if present else "no WindowCenter/WindowWidth"
+    try:
+        center, width = float(center), float(width)
+    except (TypeError, ValueError):
+        return f"WindowCenter {center!r} / WindowWidth {width!r} are not numbers"
+    function = str(ds.get("VOILUTFunction", "LINEAR") if "VOILUTFunction" in ds else "LINEAR").upper()
+    if function not in _VOI_FUNCTIONS:
+        return f"VOILUTFunction {ds.get('VOILUTFunction')!r} is not LINEAR, LINEAR_EXACT or SIGMOID"
+    if not (np.isfinite(center) and np.isfinite(width)) or width < _VOI_FUNCTIONS[function] or width <= 0:
+        return f"WindowWidth {width:g} is not a valid {function} width"
+    return center, width
+
+
+def _apply_file_voi(ds: Dataset, physical: np.ndarray) -> tuple[np.ndarray, tuple[float, float], dict[str, Any]] | str:
+    """The file's own VOI (LUT preferred, as pydicom does, else window) through pydicom's
+    functions: (output, output range as a window, what to record), or why it was not
+    applicable. pydicom is still guarded: a header it rejects costs the slice its stored
+    window, not the series."""
+    lut_problem = usable_voi_lut(ds)
+    window = None if lut_problem is None else stored_window(ds)
+    if isinstance(window, str):  # neither is usable: say why, unless neither is there at all
+        problems = [p for p in (lut_problem or "", window) if not p.startswith("no ")]
+        return "; ".join(problems)
+    if window is None:  # the LUT: the input range its entries cover is the window it applies
+        descriptor = ds.VOILUTSequence[0].LUTDescriptor
+        entries, first = int(descriptor[0]) or 2**16, float(descriptor[1])
+        recorded = {"source": "dicom_lut", "center": first + entries / 2, "width": float(entries)}
+        last = first + entries - 1
+        apply, values, probe = apply_voi, _lut_input(physical, first, last), _lut_input(np.array([first, last]), first, last)
+    else:
+        recorded = {"source": "dicom", "center": window[0], "width": window[1]}
+        apply, values, probe = apply_windowing, physical, np.array([-1e12, 1e12])
+    try:
+        output = apply(values, ds, index=0)
+        low, high = (float(v) for v in apply(probe, ds, index=0))  # the output range, as a window
+    except (ValueError, NotImplementedError, IndexError, KeyError, TypeError, AttributeError) as exc:
+        return f"pydicom cannot apply the file's VOI ({type(exc).__name__}: {_short(exc)})"
+    return output, ((low + high) / 2, high - low), recorded
+
+
+def _lut_input(physical: np.ndarray, first: float, last: float) -> np.ndarray:
+    """Values for pydicom's ``apply_voi``, clipped to the LUT's input range (which maps
+    values outside it to the first/last entry anyway): pydicom subtracts the first mapped
+    value into an array of the entries' dtype, so a value far above the range would wrap
+    round to a wrong entry. Integer-valued input goes in as integers (pydicom warns
+    about float input)."""
+    clipped = np.clip(physical, first, last)
+    if clipped.dtype.kind == "f" and np.array_equal(clipped, np.rint(clipped)):
+        return clipped.astype(np.int64)
+    return clipped
 
 
 def grey_frame_images(
     ds: Dataset, stored: np.ndarray, modality: str, spacing_mm: list[float] | None
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """``input`` and ``raw`` images of a monochrome frame, and the steps that made them."""
+    """``input`` and ``raw`` images of a monochrome frame, and the steps that made them.
+
+    The window is the file's VOI LUT or window when it holds a usable one, else
+    :func:`auto_window`; the row and the provenance record the one actually applied,
+    and why a stored one was not.
+    """
     physical = apply_modality_lut(stored, ds)
     slope = float(ds.get("RescaleSlope", 1) or 1)
     intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    has_voi = "WindowCenter" in ds and "WindowWidth" in ds or "VOILUTSequence" in ds
     invert = str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1"
     raw = lossless_raw(stored, slope, intercept) if "ModalityLUTSequence" not in ds else None
     step: dict[str, Any] = {"modality_lut": {"slope": slope, "intercept": intercept}, "invert": invert}
-    if has_voi:
-        voi = apply_voi_lut(physical, ds, index=0)
-        low, high = (float(v) for v in apply_voi_lut(np.array([-1e12, 1e12]), ds, index=0))
-        center, width = _stored_window(ds, physical)
-        images = grey_images(voi, window=((low + high) / 2, high - low), invert=invert, raw=raw, spacing_mm=spacing_mm)
-        images[0]["window"] = {"center": center, "width": width}
-        step["voi"] = {"source": "dicom", "center": center, "width": width}
+    applied = _apply_file_voi(ds, physical)
+    if isinstance(applied, tuple):
+        voi, output_range, recorded = applied
+        images = grey_images(voi, window=output_range, invert=invert, raw=raw, spacing_mm=spacing_mm)
+        images[0]["window"] = {"center": recorded["center"], "width": recorded["width"]}
+        step["voi"] = recorded
     else:
         window = auto_window(physical, modality)
         images = grey_images(physical, window=window, invert=invert, raw=raw, spacing_mm=spacing_mm)
         step["voi"] = {"source": "default", "center": window[0], "width": window[1]}
+        if applied:
+            step["voi"]["file_voi_not_applied"] = applied
     return images, step
 
 
@@ -485,10 +739,17 @@ def _iter_dicom_rows(item: dict[str, Any], opts: ConvertOptions) -> Iterator[dic
     else:
         frames_per_file = int(first.get("NumberOfFrames", 1) or 1)
         slots = [(0, frame, first) for frame in range(frames_per_file)]
-    label_volumes = _label_volumes(item, opts, [slot[2] for slot in slots])
-    spacing_z = series_slice_spacing([slot[2] for slot in slots]) if len(slots) > 1 and (
-        len(ordered) > 1 or is_enhanced(first)
-    ) else None
+    # slices that each carry their own position (a series' files, an enhanced object's frames)
+    positioned = len(slots) > 1 and (len(ordered) > 1 or is_enhanced(first))
+    slot_names = [
+        f"slice {i} ({ordered[f][0]}" + (f" frame {frame + 1})" if len(ordered) == 1 else ")")
+        for i, (f, frame, _) in enumerate(slots)
+    ]
+    label_volumes = _label_volumes(
+        item, opts, [slot[2] for slot in slots], slot_names if positioned else None,
+        frame_numbers=[frame + 1 for _, frame, _ in slots],
+    )
+    spacing_z = series_slice_spacing([slot[2] for slot in slots]) if positioned else None
     for array, _, stem in label_volumes:
         if array.shape[0] != len(slots):
             raise ConversionError(
@@ -533,19 +794,40 @@ def series_files_failed(key: str, failed: list[ConversionError], files: int) -> 
 
 
 def _label_volumes(
-    item: dict[str, Any], opts: ConvertOptions, ordered: list[Dataset]
+    item: dict[str, Any],
+    opts: ConvertOptions,
+    ordered: list[Dataset],
+    slot_names: list[str] | None = None,
+    *,
+    frame_numbers: list[int] | None = None,
 ) -> list[tuple[np.ndarray, dict[int, str], str]]:
-    """Attached label maps on the series grid: volume files (resampled) and DICOM SEG/RTSTRUCT."""
+    """Attached label maps on the series grid: volume files (resampled) and DICOM SEG/RTSTRUCT.
+
+    ``frame_numbers`` (each slice's 1-based frame in its SOP instance) lets a SEG or
+    RT-STRUCT reference a frame of an Enhanced CT/MR (ReferencedFrameNumber).
+
+    ``slot_names`` (one per slice) is given when every slice carries its own position:
+    volume label maps are then sampled at each slice's own plane
+    (:func:`load_label_volumes_per_slice`); otherwise on the regular
+    :func:`series_reference` grid.
+    """
     uris = list(item.get("label_uris") or [])
     if not uris:
         return []
     volume_uris = [u for u in uris if member_path(u).lower().endswith(VOLUME_LABEL_EXTENSIONS)]
     dicom_uris = [u for u in uris if u not in volume_uris]
     volumes: list[tuple[np.ndarray, dict[int, str], str]] = []
-    if volume_uris:
+    if volume_uris and slot_names is not None:
+        try:
+            planes = slice_planes(ordered, slot_names)
+        except ConversionError as err:
+            names = ", ".join(member_path(u) for u in volume_uris)
+            raise ConversionError(err.reason, f"{item['key']}: label map {names} not placed: {err.detail}") from err
+        volumes.extend(load_label_volumes_per_slice(volume_uris, planes, opts))
+    elif volume_uris:
         volumes.extend(load_label_volumes(volume_uris, series_reference(ordered), opts))
     if dicom_uris:
-        volumes.extend((v.array, v.names, v.stem) for v in load_dicom_labels(dicom_uris, ordered, item["key"]))
+        volumes.extend((v.array, v.names, v.stem) for v in load_dicom_labels(dicom_uris, ordered, item["key"], frame_numbers))
     return distinct_stems(volumes)
 
 
@@ -683,15 +965,6 @@ def _reject_burned_in(ds: Dataset, uri: str, opts: ConvertOptions) -> None:
             f"{uri}: {kind} often has burned-in text and BurnedInAnnotation (0028,0301) is "
             f"{declared or 'absent'}, not NO (burned_in=strict)",
         )
-
-
-def _stored_window(ds: Dataset, physical: np.ndarray) -> tuple[float, float]:
-    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
-    if center is None or width is None:  # VOI LUT sequence: describe its output range
-        return auto_window(physical, "OTHER")
-    center = center[0] if isinstance(center, pydicom.multival.MultiValue) else center
-    width = width[0] if isinstance(width, pydicom.multival.MultiValue) else width
-    return float(center), float(width)
 
 
 def _short(exc: BaseException) -> str:
