@@ -2,8 +2,9 @@
 
 Pixels are kept as stored: 8-bit grey and RGB images are re-encoded losslessly with
 the same values and orientation (EXIF orientation of camera JPEGs is applied, as every
-viewer does). 16-bit grey images get a windowed 8-bit ``input`` plus the lossless
-16-bit ``raw``. 16-bit *colour* PNGs and TIFFs come out of Pillow as 8-bit (the high
+viewer does, and the same transpose to their masks: :mod:`converters.orientation`; the
+row's ``raster.read`` step records it as ``exif_orientation``). 16-bit grey images get
+a windowed 8-bit ``input`` plus the lossless 16-bit ``raw``. 16-bit *colour* PNGs and TIFFs come out of Pillow as 8-bit (the high
 byte of each sample, a linear rendering); that reduction is recorded in the row's
 provenance (``raster.pixels``: ``reduced_from_bits``), not hidden behind "as stored".
 Palette images become RGB; alpha is dropped (composited on black).
@@ -19,11 +20,12 @@ import json
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
+from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from converters.base import ConversionError, ConvertOptions
 from converters.imaging import auto_window, grey_images, lossless_raw
 from converters.io import read_bytes
+from converters.orientation import UPRIGHT, upright
 from converters.raster_masks import raster_masks
 from converters.rows import build_row, subject_from_key
 from curation.images import image_record, png_header
@@ -31,15 +33,53 @@ from curation.images import image_record, png_header
 Image.MAX_IMAGE_PIXELS = 40_000 * 40_000  # whole-slide pages are big, but not unbounded
 
 
-def open_raster(data: bytes, uri: str) -> Image.Image:
+_UNREADABLE = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def open_raster(data: bytes, uri: str, *, load: bool = True) -> Image.Image:
+    """The image file, its first frame decoded unless ``load`` is False.
+
+    ``load=False`` is for :func:`upright_pages`: the EXIF orientation of a TIFF frame
+    must be read before Pillow decodes it (its loader applies the tag and drops it).
+    """
     if not data:
         raise ConversionError("empty_file", f"{uri}: file is empty (0 bytes)")
     try:
         img = Image.open(io.BytesIO(data))
-        img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        if load:
+            img.load()
+    except _UNREADABLE as exc:
         raise ConversionError("unreadable", f"{uri}: not a readable image ({str(exc)[:200]})") from exc
     return img
+
+
+def open_upright(data: bytes, uri: str) -> Image.Image:
+    """The first frame as viewers show it (EXIF orientation applied), as the converter
+    writes it: for recipes that read a raster themselves, so their pixels match."""
+    return upright_pages(open_raster(data, uri, load=False), uri, first_only=True)[0][0]
+
+
+def upright_pages(img: Image.Image, uri: str, *, first_only: bool = False) -> list[tuple[Image.Image, int]]:
+    """Every frame of ``img`` (opened with ``load=False``) decoded and EXIF-oriented, with
+    the orientation applied to it: its masks need that same transpose."""
+    pages = []
+    try:
+        for page in ImageSequence.Iterator(img):
+            pages.append(upright(page))
+            if first_only:
+                break
+    except _UNREADABLE as exc:
+        raise ConversionError("unreadable", f"{uri}: page {len(pages)} is not readable ({str(exc)[:200]})") from exc
+    return pages
+
+
+def applied_orientation(row: dict[str, Any]) -> int:
+    """The EXIF orientation the raster converter applied to ``row``'s pixels (1: none),
+    from its provenance: for recipes that attach masks to a converted raster themselves."""
+    for step in json.loads((row.get("provenance") or {}).get("steps_json") or "[]"):
+        if step.get("step") == "raster.read":
+            return int(step.get("params", {}).get("exif_orientation") or UPRIGHT)
+    return UPRIGHT
 
 
 _TIFF_BITS_PER_SAMPLE = 258
@@ -107,11 +147,13 @@ def raster_images(
 def convert_raster_item(item: dict[str, Any], opts: ConvertOptions) -> list[dict[str, Any]]:
     uri = item["uri"]
     data = read_bytes(uri)
-    img = open_raster(data, uri)
-    pages, stored_bits = [], []
-    for page in ImageSequence.Iterator(img):
-        stored_bits.append(stored_bits_per_sample(page, data))
-        pages.append(ImageOps.exif_transpose(page.copy()))
+    img = open_raster(data, uri, load=False)
+    try:
+        stored_bits = [stored_bits_per_sample(page, data) for page in ImageSequence.Iterator(img)]
+    except _UNREADABLE as exc:  # a damaged page directory
+        raise ConversionError("unreadable", f"{uri}: the pages are not readable ({str(exc)[:200]})") from exc
+    oriented = upright_pages(img, uri)
+    pages = [page for page, _ in oriented]
     attrs = json.loads(item["attrs"]) if item.get("attrs") else {}
     modality = opts.modality or "OTHER"
     subject = subject_from_key(item["key"], opts)
@@ -119,14 +161,15 @@ def convert_raster_item(item: dict[str, Any], opts: ConvertOptions) -> list[dict
     rows = []
     for index in opts.slices.select(count) if count > 1 else [0]:
         pixels = page_pixels(pages[index])
+        orientation = oriented[index][1]
         if pixels.ndim not in (2, 3) or min(pixels.shape[:2]) == 0:
             raise ConversionError("bad_header", f"{uri}: page {index} has shape {pixels.shape}")
         images, params = raster_images(pixels, modality, stored_bits[index])
         steps = [
-            {"step": "raster.read", "params": {"format": img.format, "mode": pages[index].mode}},
+            {"step": "raster.read", "params": {"format": img.format, "mode": pages[index].mode, "exif_orientation": orientation}},
             {"step": "raster.pixels", "params": params},
         ]
-        masks = raster_masks(list(item.get("label_uris") or []), pixels.shape[0], pixels.shape[1], opts)
+        masks = raster_masks(list(item.get("label_uris") or []), pixels.shape[0], pixels.shape[1], opts, orientation)
         if masks:
             steps.append({"step": "raster.masks", "params": {"count": len(masks)}})
         steps.append({"step": "png.encode", "params": {}})

@@ -5,6 +5,12 @@
   mask is indexed by its distinct colours (black is background). Masks must have the
   image's height and width exactly: a different size is a ``mask_size_mismatch`` reject
   (we do not guess a resize for 2D data: the pairing itself is probably wrong).
+  Values are read raw (a palette image by index, not by colour); a lossy JPEG mask is
+  binarised at > 127 instead, since compression blurs its values.
+* **Orientation**: masks land on the image as written to the shard. A mask without an
+  EXIF Orientation tag (what annotation tools export) is drawn on the image's *stored*
+  pixels, so it gets the transpose the image's own tag gave the image; a mask with its
+  own tag is shown by that tag (:mod:`converters.orientation`).
 * An **IMIS-Bench** ``.npz`` is a ``scipy.sparse`` CSR matrix of shape ``[classes, H·W]``
   (as ``scipy.sparse.save_npz`` writes it): row *c* reshaped to ``(H, W)`` is class *c*.
   Names come from ``ConvertOptions.label_names`` (row index → name), else ``class_<c>``.
@@ -21,19 +27,40 @@ from PIL import Image, UnidentifiedImageError
 
 from converters.base import ConversionError, ConvertOptions
 from converters.io import member_path, read_bytes
+from converters.orientation import SWAPS_AXES, UPRIGHT, exif_orientation, orient_mask, upright
 from curation.images import mask_record
 
 #: more distinct values than this in a mask image: it is not a label image
 MAX_MASK_LABELS = 64
 
 
-def mask_label_array(data: bytes, uri: str) -> tuple[np.ndarray, dict[int, str]]:
-    """(label array [H, W] with 0 = background, value → default name) of a mask image."""
+#: formats whose compression changes pixel values: label indices cannot survive it
+LOSSY_FORMATS = frozenset({"JPEG", "MPO"})
+
+
+def mask_label_array(data: bytes, uri: str, image_orientation: int = UPRIGHT) -> tuple[np.ndarray, dict[int, str]]:
+    """(label array [H, W] with 0 = background, value → default name) of a mask image,
+    oriented like an image whose EXIF transpose was ``image_orientation``.
+
+    Why the image's orientation: a mask with no Orientation tag of its own was drawn on
+    the image's stored pixels; a mask with its own tag is shown by it instead.
+    """
     try:
         img = Image.open(io.BytesIO(data))
-        img.load()
+        own = exif_orientation(img)  # before decoding: Pillow's TIFF loader applies and drops it
+        frame, _ = upright(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ConversionError("bad_label_map", f"{uri}: mask is not a readable image ({str(exc)[:200]})") from exc
+    labels = _label_values(frame, img.format)
+    if own is None:
+        labels = orient_mask(labels, image_orientation)
+    return labels, _label_names(labels, uri)
+
+
+def _label_values(img: Image.Image, file_format: str | None) -> np.ndarray:
+    """The raw label values of a decoded mask image (int32 [H, W], 0 = background)."""
+    if file_format in LOSSY_FORMATS:
+        return (np.asarray(img.convert("L")) > 127).astype(np.int32)
     if img.mode == "P":
         labels = np.asarray(img).astype(np.int32)
     elif img.mode in ("RGB", "RGBA"):
@@ -45,6 +72,12 @@ def mask_label_array(data: bytes, uri: str) -> tuple[np.ndarray, dict[int, str]]
             labels = labels + 1
     else:
         labels = np.asarray(img.convert("I") if img.mode not in ("L", "1") else img.convert("L")).astype(np.int32)
+    return np.asarray(labels, dtype=np.int32)
+
+
+def _label_names(labels: np.ndarray, uri: str) -> dict[int, str]:
+    """Value → default name of each label in ``labels`` (the file stem, numbered when
+    there are several); too many values is not a label image."""
     values = [int(v) for v in np.unique(labels) if v != 0]
     if len(values) > MAX_MASK_LABELS:
         raise ConversionError("bad_label_map", f"{uri}: {len(values)} distinct values; not a binary or indexed mask")
@@ -52,7 +85,7 @@ def mask_label_array(data: bytes, uri: str) -> tuple[np.ndarray, dict[int, str]]
         names = {values[0]: _stem(uri)}
     else:
         names = {v: f"{_stem(uri)}_{v}" for v in values}
-    return labels, names
+    return names
 
 
 def sparse_mask_stack(data: bytes, uri: str, height: int, width: int) -> np.ndarray:
@@ -79,24 +112,49 @@ def sparse_mask_stack(data: bytes, uri: str, height: int, width: int) -> np.ndar
     return dense.reshape(matrix.shape[0], height, width)
 
 
-def raster_masks(label_uris: list[str], height: int, width: int, opts: ConvertOptions) -> list[dict[str, Any]]:
-    """``masks[]`` records of every mask attached to a raster of size (height, width)."""
+def stored_shape(height: int, width: int, orientation: int) -> tuple[int, int]:
+    """(height, width) of an image's stored pixels, given its shape as shown and the EXIF
+    orientation that was applied (5-8 swap the axes)."""
+    return (width, height) if orientation in SWAPS_AXES else (height, width)
+
+
+def mask_on_image(
+    data: bytes, uri: str, height: int, width: int, orientation: int = UPRIGHT
+) -> tuple[np.ndarray, dict[int, str]]:
+    """:func:`mask_label_array` of a mask image checked against the image it annotates,
+    (height, width) as written to the shard after the EXIF ``orientation``."""
+    labels, names = mask_label_array(data, uri, orientation)
+    if labels.shape != (height, width):
+        stored = stored_shape(height, width, orientation)
+        how = (
+            f" (stored {stored[1]}x{stored[0]} with EXIF orientation {orientation}; a mask without its own "
+            "Orientation tag is read as drawn on the stored pixels)"
+            if orientation != UPRIGHT
+            else ""
+        )
+        raise ConversionError(
+            "mask_size_mismatch", f"{uri}: mask is {labels.shape[1]}x{labels.shape[0]}, the image is {width}x{height}{how}"
+        )
+    return labels, names
+
+
+def raster_masks(
+    label_uris: list[str], height: int, width: int, opts: ConvertOptions, orientation: int = UPRIGHT
+) -> list[dict[str, Any]]:
+    """``masks[]`` records of every mask attached to a raster of size (height, width) as
+    written, after the EXIF ``orientation`` transpose (which the masks get too)."""
     configured = dict(opts.label_names)
     masks: list[dict[str, Any]] = []
     for uri in label_uris:
         data = read_bytes(uri)
         if member_path(uri).lower().endswith(".npz"):
-            stack = sparse_mask_stack(data, uri, height, width)
+            stack = orient_mask(sparse_mask_stack(data, uri, *stored_shape(height, width, orientation)), orientation)
             for index in range(stack.shape[0]):
                 if stack[index].any():
                     name = configured.get(index, f"class_{index}")
                     masks.append(mask_record(stack[index], label=f"{_stem(uri)}:{index}", category=name))
             continue
-        labels, names = mask_label_array(data, uri)
-        if labels.shape != (height, width):
-            raise ConversionError(
-                "mask_size_mismatch", f"{uri}: mask is {labels.shape[1]}x{labels.shape[0]}, the image is {width}x{height}"
-            )
+        labels, names = mask_on_image(data, uri, height, width, orientation)
         for value, default in names.items():
             masks.append(
                 mask_record(labels == value, label=f"{_stem(uri)}:{value}", category=configured.get(value, default))

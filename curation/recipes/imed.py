@@ -26,7 +26,6 @@ Reject naming it; the series' other annotations still make samples.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,6 +35,7 @@ from scipy import ndimage
 
 from converters.base import ConversionError, SlicePolicy
 from converters.dicom_labels import annotation_kind
+from converters.io import read_bytes
 from converters.labels import looks_like_label_map
 from converters.layouts import controlled_channel_modality, parse_dataset_json
 from curation.categories import canonical_category, load_table
@@ -270,13 +270,15 @@ class Imed(Family):
         masks = {p.stem: p for p in find_files(root / "masks", IMAGE_SUFFIXES)}
         items, rejects = [], []
         category = str(source.spec.options.get("category") or source.name)
+        names = {str(int(k)): str(v) for k, v in (source.spec.options.get("label_names") or {}).items()}
+        payload: dict[str, Any] = {"category": category, **({"label_names": names} if names else {})}
         for image in find_files(root / "images", IMAGE_SUFFIXES):
             mask = next((masks[s] for s in (image.stem, f"{image.stem}_mask", f"{image.stem}_segmentation") if s in masks), None)
             if mask is None:
                 key = f"{source.name}/{image.relative_to(root).as_posix()}"
                 rejects.append(Reject(key, self.name, "no_label_map", f"{key}: no masks/{image.stem}.* next to it"))
                 continue
-            items.append(work_item(source, image, kind="raster", label_uris=[str(mask)], payload={"category": category}))
+            items.append(work_item(source, image, kind="raster", label_uris=[str(mask)], payload=payload))
         return items, rejects
 
     def rows(self, item: dict[str, Any], ctx: FamilyContext) -> list[Produced | Reject]:
@@ -382,20 +384,29 @@ def label_files(uris: list[str], root: Path) -> dict[str, str]:
 
 
 def _attach_2d_mask(row: dict[str, Any], item: dict[str, Any], payload: dict[str, Any]) -> None:
-    """The mask image of a 2D pair as the row's one raw mask (any non-zero pixel)."""
-    from PIL import Image
+    """The mask image of a 2D pair as the row's raw masks, read as the raster converter
+    reads masks (:func:`converters.raster_masks.mask_on_image`): raw values, a palette
+    image by index (not by colour luminance), a lossy JPEG at > 127, and the EXIF transpose
+    the converter gave the image, so class-index and palette masks are not lost and the
+    mask lands on the pixels written to the shard. A binary mask is the source's
+    ``category``; each value of an indexed mask is its own target, named by the source's
+    ``label_names`` (value → name), else ``<category>_<value>``."""
+    from converters.raster import applied_orientation
+    from converters.raster_masks import mask_on_image
 
     mask_uri = (item.get("label_uris") or [""])[0]
-    with Image.open(mask_uri) as img:
-        values = np.asarray(img.convert("L"))
-    binary = values > 127 if values.max() > 1 else values > 0
     image = next(img for img in row["images"] if img["role"] == "input")
-    if binary.shape != (image["height"], image["width"]):
-        raise ConversionError(
-            "mask_grid_mismatch",
-            f"{item['key']}: mask {os.path.basename(mask_uri)} is {binary.shape[::-1]} px, the image {image['width']}x{image['height']}",
-        )
-    row["masks"] = [mask_record(binary, label=f"{Path(mask_uri).stem}:1", category=str(payload.get("category") or "lesion"))]
+    labels, values = mask_on_image(
+        read_bytes(mask_uri), mask_uri, int(image["height"]), int(image["width"]), applied_orientation(row)
+    )
+    category = str(payload.get("category") or "lesion")
+    names = {int(k): str(v) for k, v in (payload.get("label_names") or {}).items()}
+    single = len(values) == 1
+    row["masks"] = [
+        mask_record(labels == value, label=f"{Path(mask_uri).stem}:{value}",
+                    category=names.get(value, category if single else f"{category}_{value}"))
+        for value in values
+    ]
 
 
 register_family(Imed())

@@ -21,7 +21,7 @@ from scipy import ndimage
 
 from converters.base import ConversionError
 from converters.io import read_bytes
-from converters.raster import open_raster
+from converters.raster import open_upright
 from converters.rows import build_row
 from curation.images import image_record
 from curation.recipes.common import (
@@ -246,7 +246,7 @@ class RetinaLogos(Family):
     def rows(self, item: dict[str, Any], ctx: FamilyContext) -> list[Produced]:
         opts: RetinaOptions = ctx.options
         labels = payload_of(item)
-        img = open_raster(read_bytes(item["uri"]), item["key"]).convert("RGB")
+        img = open_upright(read_bytes(item["uri"]), item["key"]).convert("RGB")  # laterality reads the fundus as shown
         resized = max(img.size) > opts.max_side
         if resized:
             img.thumbnail((opts.max_side, opts.max_side), Image.Resampling.LANCZOS)

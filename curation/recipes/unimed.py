@@ -445,10 +445,11 @@ class Unimed(Family):
         return Produced(row)
 
     def _pair_row(self, row: dict[str, Any], item: dict[str, Any], payload: dict[str, Any], prompt: str) -> Produced:
-        from converters.raster import open_raster, page_pixels
+        from converters.raster import open_upright, page_pixels
         from curation.images import image_record
 
-        target = page_pixels(open_raster(read_bytes(payload["output"]), payload["output"]))
+        # EXIF-oriented like the input, which the raster converter wrote as shown
+        target = page_pixels(open_upright(read_bytes(payload["output"]), payload["output"]))
         if target.dtype.kind != "u" or target.itemsize != 1:
             target = (target.astype(float) / max(1.0, float(target.max())) * 255).astype("uint8")
         row["images"] = [img for img in row["images"] if img["role"] == "input"] + [image_record("output", target)]
