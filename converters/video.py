@@ -5,8 +5,11 @@ the clip encoders whose range contains it; a clip's bytes are yielded as soon as
 range closes. Memory therefore depends on the clip length and the frame size, never on
 the video length (``bench/video.py`` measures it on a 10-minute video).
 
-Clips are re-encoded with libx264 (PyAV) at a configurable frame rate and size, and
-dropped with a reason when they are too short, black (mean luma of nearly every frame
+Clips are cut and measured in seconds of source time (pts × time_base) and re-encoded
+with libx264 (PyAV) at a configurable, constant frame rate and size: each output tick
+shows the latest source frame at or before it (ffmpeg's ``fps`` filter), so a
+variable-frame-rate video plays as long as the span it was cut from. Clips are dropped
+with a reason when they are too short, black (mean luma of nearly every frame
 below ``black_luma``) or frozen (nearly every frame identical to the previous one).
 Black/frozen/shot statistics are computed on a small grey (or HSV) thumbnail of each
 frame, which is what keeps the analysis cheap next to decoding.
@@ -181,18 +184,65 @@ def iter_frames(source: str | bytes) -> Iterator[tuple[float, av.VideoFrame]]:
 
 
 # ------------------------------------------------------------------ encoding
-class ClipEncoder:
-    """Encodes frames of one clip to H.264/MP4 in memory, resampling to the target fps.
+#: float noise allowed when a frame time is compared with an output tick (seconds)
+_EPS_S = 1e-6
 
-    Frames are taken on the output grid ``start + k / fps`` (the first frame at or after
-    each tick), so a 30 fps source cut at 10 fps keeps every third frame.
+
+@dataclasses.dataclass(eq=False)
+class TimedFrame:
+    """A frame and its presentation time in seconds of source time (pts × time_base).
+
+    The analysis thumbnail is made on first use: frames the resampler drops (a source
+    denser than the output rate) then cost no thumbnail."""
+
+    t: float
+    frame: av.VideoFrame | np.ndarray
+    _thumb: np.ndarray | None = None
+
+    @property
+    def thumb(self) -> np.ndarray:
+        if self._thumb is None:
+            if isinstance(self.frame, np.ndarray):
+                raise ValueError(f"frame at {self.t:.3f}s is an array and was given no thumbnail")
+            self._thumb = _thumb(self.frame)
+        return self._thumb
+
+
+def tick_slack_s(frame: av.VideoFrame, fps: float) -> float:
+    """How far after an output tick a source frame may lie and still count as "at" it.
+
+    The rule is pts ≤ tick, but a tick is generally not representable on the source's
+    clock: a 24 fps MKV stores frame 1 at 42 ms for a tick at 41.67 ms. One unit of the
+    source time base absorbs that rounding (so a constant-rate source neither drops nor
+    repeats frames); it is capped at a quarter of an output frame so that a coarse time
+    base cannot move a frame to the wrong tick."""
+    base = float(frame.time_base) if frame.time_base else 0.0
+    return max(_EPS_S, min(base, 0.25 / fps))
+
+
+class ClipEncoder:
+    """Encodes one clip to H.264/MP4 in memory at a constant rate, resampling in time.
+
+    Output frame k is shown at clip time k / fps, i.e. source time ``start + k / fps``, and
+    carries the latest source frame whose time is ≤ that tick (ffmpeg's ``fps`` filter):
+    a frame is repeated across the ticks a sparse stretch of a variable-frame-rate source
+    skips, and dropped when frames are denser than the output rate. The clip's playback
+    time therefore equals the source time it covers, which keeps narration in sync.
+    A constant-rate source cut at its own rate from a frame time gets one output frame per
+    source frame, with the same timestamps as before this resampling existed.
+
+    Feed frames in presentation order with :meth:`add`; :meth:`flush` at the clip's end
+    emits the ticks the last frame covers, then :meth:`finish` returns the bytes.
     """
 
-    def __init__(self, start_s: float, width: int, height: int, fps: float, policy: ClipPolicy):
+    def __init__(
+        self, start_s: float, width: int, height: int, fps: float, policy: ClipPolicy, *, slack_s: float = _EPS_S
+    ):
         self.start_s = start_s
         self.fps = fps
         self.width, self.height = _even(width), _even(height)
         self.policy = policy
+        self.slack_s = slack_s
         self._reformatter = VideoReformatter()
         self._buffer = io.BytesIO()
         self._container = av.open(self._buffer, "w", format="mp4")
@@ -203,39 +253,69 @@ class ClipEncoder:
         self._stream.pix_fmt = "yuv420p"
         self._stream.options = {"crf": str(policy.crf), "preset": policy.preset}
         self._stream.codec_context.thread_count = 1
-        self.frames = 0
-        self.last_t = start_s
-        self._next_tick = start_s
-        self._ticks = 0
+        self.frames = 0  # output frames encoded = ticks emitted
+        self.last_t = start_s  # time of the latest source frame received
+        self.held: TimedFrame | None = None  # the latest source frame, not yet shown at every tick it covers
+        self._held_out: av.VideoFrame | None = None  # ``held`` converted to the output size and format
         self._dark = 0
         self._still = 0
         self._prev_thumb: np.ndarray | None = None
 
-    def wants(self, t: float) -> bool:
-        return t + 1e-6 >= self._next_tick
+    def tick_s(self, index: int) -> float:
+        """Source time of output frame ``index`` (from an integer count: no float drift)."""
+        return self.start_s + index / self.fps
 
-    def add(self, t: float, frame: av.VideoFrame | np.ndarray, thumb: np.ndarray) -> None:
-        """Encode one frame (the caller checked :meth:`wants`); ``thumb`` is its RGB thumbnail.
+    def add(self, frame: TimedFrame) -> None:
+        """Take the next source frame: the frame held so far is shown at every tick before it.
+
+        The first frame of a clip opened on a frame later than ``start_s`` (nothing is
+        known of the source before it) moves the clip's start to that frame. A frame whose
+        time is not after the held one's (a damaged timestamp) replaces it, the latest
+        decoded winning, as in ffmpeg."""
+        if self.held is None:
+            if frame.t > self.start_s + self.slack_s:
+                self.start_s = frame.t
+        else:
+            self._emit_until(frame.t - self.slack_s)
+        self.held, self._held_out = frame, None
+        self.last_t = max(self.last_t, frame.t)
+
+    def flush(self, end_s: float) -> None:
+        """Show the held frame at the remaining ticks before ``end_s`` (the clip's end)."""
+        self._emit_until(end_s - self.slack_s)
+
+    def _emit_until(self, limit_s: float) -> None:
+        """Encode the held frame at every pending tick earlier than ``limit_s``."""
+        while self.held is not None and self.tick_s(self.frames) < limit_s:
+            self._encode(self.held)
+
+    def _encode(self, held: TimedFrame) -> None:
+        """Encode ``held`` as output frame ``self.frames``; count it black or frozen.
 
         Black: the brightest channel (HSV value) is dark on average. Frozen: no channel
-        changes; colour matters, two colours of equal luma are not the same picture."""
-        if isinstance(frame, np.ndarray):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24" if frame.ndim == 3 else "gray")
-        out = self._reformatter.reformat(
-            frame, width=self.width, height=self.height, format="yuv420p", interpolation="AREA"
-        )
+        changes; colour matters, two colours of equal luma are not the same picture. A
+        repeated frame counts as frozen: the output really does not move there."""
+        if self._held_out is None:
+            source = held.frame
+            if isinstance(source, np.ndarray):
+                source = av.VideoFrame.from_ndarray(
+                    np.ascontiguousarray(source), format="rgb24" if source.ndim == 3 else "gray"
+                )
+            self._held_out = self._reformatter.reformat(
+                source, width=self.width, height=self.height, format="yuv420p", interpolation="AREA"
+            )
+        out = self._held_out
         out.pts = self.frames
         out.time_base = self._time_base
         for packet in self._stream.encode(out):
             self._container.mux(packet)
         self.frames += 1
-        self.last_t = t
-        while self._next_tick <= t + 1e-6:  # ticks from an integer count: no float drift
-            self._ticks += 1
-            self._next_tick = self.start_s + self._ticks / self.fps
+        thumb = held.thumb
         if float(thumb.max(axis=-1).mean() if thumb.ndim == 3 else thumb.mean()) < self.policy.black_luma:
             self._dark += 1
-        if self._prev_thumb is not None and float(np.abs(thumb - self._prev_thumb).mean()) < self.policy.frozen_diff:
+        if self._prev_thumb is not None and (
+            thumb is self._prev_thumb or float(np.abs(thumb - self._prev_thumb).mean()) < self.policy.frozen_diff
+        ):
             self._still += 1
         self._prev_thumb = thumb
 
@@ -266,14 +346,17 @@ def encode_frames(
     (data, num_frames, width, height). Frames are consumed one at a time."""
     encoder: ClipEncoder | None = None
     policy = ClipPolicy(fps=fps, size=size, crf=crf)
+    count = 0
+    no_thumb = np.zeros(1)
     for index, frame in enumerate(frames):
         if encoder is None:
             width, height = size or (frame.shape[1], frame.shape[0])
             encoder = ClipEncoder(0.0, width, height, fps, policy)
-        t = index / fps
-        encoder.add(t, frame, np.zeros(1))
+        encoder.add(TimedFrame(index / fps, frame, no_thumb))
+        count = index + 1
     if encoder is None:
         raise ConversionError("no_samples", "no frames to encode")
+    encoder.flush(count / fps)
     return encoder.finish(), encoder.frames, encoder.width, encoder.height
 
 
@@ -313,6 +396,15 @@ def _clip_geometry(info: VideoInfo, policy: ClipPolicy) -> tuple[int, int, float
     return width, height, float(policy.fps or info.fps)
 
 
+def _last_frame_s(last_gap_s: float | None, nominal_s: float, slack_s: float) -> float:
+    """How long the last decoded frame lasts: as long as the interval before it (a 5 fps
+    stretch ends with a 0.2 s frame), the nominal 1 / fps when they agree or when there is
+    no interval (the container's own last duration is often just the encoder's 1 / rate)."""
+    if last_gap_s is None or last_gap_s <= 0 or abs(last_gap_s - nominal_s) <= slack_s:
+        return nominal_s
+    return last_gap_s
+
+
 def cut_clips(
     source: str | bytes,
     ranges: Sequence[tuple[float, float, str | None]],
@@ -321,6 +413,9 @@ def cut_clips(
 ) -> Iterator[ClipResult | ClipReject]:
     """Clips for time ranges ``(start_s, end_s, text)`` (transcript cues, annotations).
 
+    Ranges are in seconds of source time (pts × time_base), and so are the clips' start,
+    end and ``too_short`` durations: a clip shows at clip time x what the source shows at
+    ``start_s + x`` (see :class:`ClipEncoder`), also for variable-frame-rate video.
     The video is decoded once; ranges may overlap and come in any order; results are
     yielded in order of range end. Each range yields exactly one :class:`ClipResult` or
     :class:`ClipReject`. ``overrides`` set :class:`ClipPolicy` fields (``fps=10``,
@@ -343,43 +438,75 @@ def cut_clips(
     pending.sort(key=lambda r: (r[0], r[1]))
     if not pending:
         return
-    active: list[tuple[float, float, str | None, ClipEncoder]] = []
+    active: list[tuple[float, str | None, ClipEncoder]] = []
     next_index = 0
-    frame_dt = 1.0 / info.fps
+    previous: TimedFrame | None = None
+    last_gap: float | None = None
+    slack = _EPS_S
+
+    def open_clip(start: float, seed: TimedFrame | None) -> ClipEncoder:
+        """An encoder for a range, given the frame on screen at its start if it precedes it."""
+        encoder = ClipEncoder(start, width, height, fps, policy, slack_s=slack)
+        if seed is not None:
+            encoder.add(seed)
+        return encoder
+
     try:
         for t, frame in iter_frames(source):
-            while next_index < len(pending) and pending[next_index][0] <= t + frame_dt / 2:
+            current = TimedFrame(t, frame)
+            if previous is None:
+                slack = tick_slack_s(frame, fps)
+            # a range opens on the first frame at or after its start, seeded with the frame before
+            # it (the one on screen at the start) unless this frame lies on the start itself
+            while next_index < len(pending) and pending[next_index][0] <= t + slack:
                 start, end, text = pending[next_index]
-                active.append((start, end, text, ClipEncoder(start, width, height, fps, policy)))
+                seed = previous if previous is not None and t > start + slack else None
+                active.append((end, text, open_clip(start, seed)))
                 next_index += 1
             still_open = []
-            for start, end, text, encoder in active:
-                if t >= end - 1e-6:
-                    yield _close(start, end, text, encoder, policy)
+            for end, text, encoder in active:
+                if t >= end - slack:
+                    encoder.flush(end)
+                    yield _close(end, text, encoder, policy)
                     continue
-                if encoder.wants(t):
-                    encoder.add(t, frame, _thumb(frame))
-                still_open.append((start, end, text, encoder))
+                encoder.add(current)
+                still_open.append((end, text, encoder))
             active = still_open
+            last_gap = t - previous.t if previous is not None else None
+            previous = current
             if not active and next_index >= len(pending):
                 break  # nothing left to cut: stop decoding early
     except BaseException:
         for *_, encoder in active:
             encoder.abort()
         raise
-    for start, end, text, encoder in active:  # ranges that run past the last frame
-        yield _close(start, min(end, encoder.last_t + frame_dt), text, encoder, policy)
-    for start, end, text in pending[next_index:]:
-        yield ClipReject(start, end, text, "out_of_range", f"starts at {start:.2f}s, after the last decoded frame")
+    if previous is None:
+        for start, end, text in pending[next_index:]:
+            yield ClipReject(start, end, text, "out_of_range", f"starts at {start:.2f}s, no frame decodes")
+        return
+    video_end = previous.t + _last_frame_s(last_gap, 1.0 / info.fps, slack)
+    for start, end, text in pending[next_index:]:  # ranges starting while the last frame is on screen
+        if start < video_end - slack:
+            active.append((end, text, open_clip(start, previous)))
+        else:
+            yield ClipReject(start, end, text, "out_of_range",
+                             f"starts at {start:.2f}s, after the last decoded frame ends ({video_end:.2f}s)")
+    for end, text, encoder in active:  # ranges that run past the last frame
+        end = min(end, video_end)
+        encoder.flush(end)
+        yield _close(end, text, encoder, policy)
 
 
-def _close(start: float, end: float, text: str | None, encoder: ClipEncoder, policy: ClipPolicy) -> ClipResult | ClipReject:
+def _close(end: float, text: str | None, encoder: ClipEncoder, policy: ClipPolicy) -> ClipResult | ClipReject:
+    """The clip ``[encoder.start_s, end)`` (the caller flushed the encoder to ``end``), or why it
+    is dropped; its duration is source time, which is also its playback time."""
+    start = encoder.start_s
     verdict = encoder.verdict()
     if encoder.frames == 0:
         encoder.abort()
         return ClipReject(start, end, text, "too_short", "no frame fell inside the range")
     data = encoder.finish()
-    covered = encoder.frames / encoder.fps
+    covered = end - start
     if covered + 1e-6 < policy.min_s:
         return ClipReject(start, end, text, "too_short", f"only {covered:.2f}s of video inside the range (min {policy.min_s}s)")
     if verdict is not None:
@@ -429,7 +556,9 @@ def cut_shots(
     **overrides: Any,
 ) -> Iterator[ClipResult | ClipReject]:
     """Clips at detected shot boundaries, in one decoding pass (shots longer than
-    ``max_s`` are split into consecutive ``max_s`` pieces)."""
+    ``max_s`` are split into consecutive ``max_s`` pieces of source time: a piece whose
+    boundary falls in a gap of a variable-frame-rate video starts with the frame on
+    screen there)."""
     policy = dataclasses.replace(policy or ClipPolicy(), **overrides)
     detector = detector or ShotDetector()
     info = probe(source)
@@ -437,28 +566,44 @@ def cut_shots(
     encoder: ClipEncoder | None = None
     shot_start = 0.0
     previous: np.ndarray | None = None
-    last_t = 0.0
+    last: TimedFrame | None = None
+    last_gap: float | None = None
+    slack = _EPS_S
     try:
         for t, frame in iter_frames(source):
-            rgb = _thumb(frame)
-            hsv = _rgb_to_hsv(rgb)
+            current = TimedFrame(t, frame)
+            if last is None:
+                slack = tick_slack_s(frame, fps)
+            hsv = _rgb_to_hsv(current.thumb)
+            # pieces of max_s whose boundary no frame lands on (a gap longer than the rest of the piece)
+            while encoder is not None and policy.max_s is not None and t > shot_start + policy.max_s + slack:
+                boundary = shot_start + policy.max_s
+                held = encoder.held
+                encoder.flush(boundary)
+                yield _close(boundary, None, encoder, policy)
+                encoder, shot_start = ClipEncoder(boundary, width, height, fps, policy, slack_s=slack), boundary
+                if held is not None:
+                    encoder.add(held)
             cut = previous is not None and t - shot_start >= detector.min_shot_s and detector.score(previous, hsv) > detector.threshold
-            too_long = policy.max_s is not None and t - shot_start >= policy.max_s - 1e-6
+            too_long = policy.max_s is not None and t - shot_start >= policy.max_s - slack
             if encoder is not None and (cut or too_long):
-                yield _close(shot_start, t, None, encoder, policy)
-                encoder, shot_start = None, t
+                encoder.flush(t)
+                yield _close(t, None, encoder, policy)
+                encoder = None
             if encoder is None:
-                encoder = ClipEncoder(t, width, height, fps, policy)
+                encoder = ClipEncoder(t, width, height, fps, policy, slack_s=slack)
                 shot_start = t
-            if encoder.wants(t):
-                encoder.add(t, frame, rgb)
-            previous, last_t = hsv, t
+            encoder.add(current)
+            last_gap = t - last.t if last is not None else None
+            previous, last = hsv, current
     except BaseException:
         if encoder is not None:
             encoder.abort()
         raise
-    if encoder is not None:
-        yield _close(shot_start, last_t + 1.0 / info.fps, None, encoder, policy)
+    if encoder is not None and last is not None:
+        end = last.t + _last_frame_s(last_gap, 1.0 / info.fps, slack)
+        encoder.flush(end)
+        yield _close(end, None, encoder, policy)
 
 
 # ------------------------------------------------------------------ helpers
