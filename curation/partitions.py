@@ -117,10 +117,17 @@ def plan_partitions(items: Sequence[dict[str, Any]], per_partition: int, fingerp
             current = []
     if current:
         groups.append(current)
-    return [
-        Partition(index, stable_hash(fingerprint, *(f"{i['key']}={i['sha256']}" for i in group)), group)
-        for index, group in enumerate(groups)
-    ]
+    return [Partition(index, stable_hash(fingerprint, *map(item_identity, group)), group) for index, group in enumerate(groups)]
+
+
+def item_identity(item: dict[str, Any]) -> str:
+    """What an item's samples are made of, for its partition's key: its key and content
+    hash, and what a label table or the layout says about it (``payload_json``,
+    ``attrs``). A grade corrected in a CSV or a label renamed in ``dataset.json`` changes
+    no file the content hash covers, yet changes the samples."""
+    identity = f"{item['key']}={item['sha256']}"
+    described = [str(item.get(field) or "") for field in ("attrs", "payload_json")]
+    return f"{identity}|{stable_hash(*described)}" if any(described) else identity
 
 
 def apply_stages(

@@ -113,3 +113,52 @@ def test_kill_minus_9_then_rerun_equals_an_uninterrupted_build(tmp_path):
     assert as_bytes(resumed) == as_bytes(reference)
     registered = open_catalog(workdir=str(work)).files("res")
     assert all("_tmp-" not in Path(f).name for f in registered)
+
+
+def test_a_label_corrected_in_a_table_rebuilds_its_sample(tmp_path):
+    """A grade corrected in the family's CSV changes no image file, yet changes the sample:
+    the rebuild must redo it and publish a version whose diff names exactly that sample."""
+    from curation.recipes.demo_trees import write_retinalogos_tree
+
+    src = write_retinalogos_tree(tmp_path / "src")
+
+    def build_retinalogos():
+        request = BuildRequest(recipe="retinalogos", sources=[str(src)], dataset="ret", workdir=str(tmp_path / "w"))
+        return run_build_inline(request)
+
+    build_retinalogos()
+    table = src / "aptos2019" / "train.csv"
+    assert "1a4a2b,1\n" in table.read_text()
+    table.write_text(table.read_text().replace("1a4a2b,1\n", "1a4a2b,4\n"))
+    second = build_retinalogos()
+    assert second.summary["unchanged"] is False and second.summary["version"] == "v2"
+    assert second.summary["partitions_reused"] < second.summary["partitions"]
+    catalog = open_catalog(workdir=str(tmp_path / "w"))
+    rows = catalog.to_arrow("ret", columns=["sample_id", "source_uri", "labels"]).to_pylist()
+    (corrected,) = [r for r in rows if "1a4a2b" in r["source_uri"]]
+    assert corrected["labels"] == ["DR grade 4"]
+    assert catalog.diff("ret", "v1", "v2") == {"added": [], "removed": [], "changed": [corrected["sample_id"]]}
+
+
+def test_a_stricter_gate_on_a_rebuild_quarantines_copies_and_leaves_published_data_alone(tmp_path, monkeypatch):
+    """A reused partition's shard belongs to a published version: when a stricter suite (or
+    a cleared gate cache) fails it, the quarantine takes a copy; the version still reads."""
+    import dataclasses
+    import shutil
+
+    from flows.build import GateFailed
+    from quality_checks import gate
+
+    write_images(tmp_path / "src", 12)
+    first = build(tmp_path / "src", tmp_path / "w")
+    catalog = open_catalog(workdir=str(tmp_path / "w"))
+    published = catalog.files("inc", "v1")
+    shutil.rmtree(tmp_path / "w" / "cache" / "gate")
+    lenient = gate.Tolerances.from_mapping
+    monkeypatch.setattr(gate.Tolerances, "from_mapping", lambda mapping: dataclasses.replace(lenient(mapping), min_dynamic_range=1.01))
+    with pytest.raises(GateFailed) as failed:
+        build(tmp_path / "src", tmp_path / "w")
+    assert len(failed.value.report.quarantined) == len(published) > 0
+    assert all(Path(q).exists() for q in failed.value.report.quarantined)
+    assert all(Path(p).exists() for p in published)
+    assert catalog.to_arrow("inc", "v1").num_rows == first.summary["samples_written"] == 12
