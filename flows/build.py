@@ -420,8 +420,11 @@ def previous_version_shards(settings: Settings, dataset: str) -> list[str] | Non
         return None
 
 
-def run_gate(plan: BuildPlan, settings: Settings, run_id: str, shards: list[str], processes: int = 1) -> Any:
-    """Validate the build's shards; failing shards are quarantined by the gate.
+def run_gate(
+    plan: BuildPlan, settings: Settings, run_id: str, shards: list[str], processes: int = 1, earlier_shards: Sequence[str] = ()
+) -> Any:
+    """Validate the build's shards; failing shards are quarantined by the gate (those of
+    reused partitions, ``earlier_shards``, as copies: a published version may hold them).
 
     With local worker processes (``processes`` > 1) they also read back and measure the
     new shards, one shard per task.
@@ -440,6 +443,7 @@ def run_gate(plan: BuildPlan, settings: Settings, run_id: str, shards: list[str]
         build_id=run_id,
         data_docs="://" not in settings.workdir,
         shard_map=shard_map,
+        earlier_shards=earlier_shards,
     )
 
 
@@ -500,7 +504,8 @@ def finish(
     }
     if gate and shards:
         tick = time.perf_counter()
-        report = run_gate(plan, settings, run_id, shards, processes)
+        reused = [s for res in results if res.cached for s in res.shards]
+        report = run_gate(plan, settings, run_id, shards, processes, reused)
         timings["gate"] = time.perf_counter() - tick
         extra["gate"] = {
             "passed": report.passed,
@@ -520,6 +525,10 @@ def finish(
             write_run_record(settings.workdir, summary, rejects)
             raise GateFailed(request.dataset, report, summary)
         shards = list(report.passed_shards)
+        # a gate that passes within its tolerance publishes only the passing shards
+        quarantined_rows = sum(s.rows for s in report.shards if not s.passed)
+        extra["gate"]["samples_quarantined"] = quarantined_rows
+        samples -= quarantined_rows
     published = None
     if shards:
         tick = time.perf_counter()
@@ -593,10 +602,17 @@ def run_build_inline(request: BuildRequest) -> BuildOutcome:
     For tests, notebooks and debugging a recipe: identical outputs (same plan, same
     partition keys, same shards), none of the orchestration.
     """
+    from flows.locks import dataset_build_lock
+
+    settings = settings_for(request)
+    with dataset_build_lock(settings.workdir, request.dataset):
+        return _build_inline(request, settings)
+
+
+def _build_inline(request: BuildRequest, settings: Settings) -> BuildOutcome:
     from flows.runs import new_run_id
 
     started = time.perf_counter()
-    settings = settings_for(request)
     run_id = new_run_id()
     plan, partitions = prepare(request, settings, run_id)
     planned = time.perf_counter()

@@ -23,7 +23,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 import fsspec
@@ -528,10 +528,7 @@ def _move_atomically(source: str, dest_fs: Any, dest: str) -> None:
             return
         except OSError:
             pass  # another device: fall through to copy + rename
-    tmp = f"{dest}.tmp-{uuid.uuid4().hex}"
-    with src_fs.open(src_inner, "rb") as reader, dest_fs.open(tmp, "wb") as writer:
-        writer.write(reader.read())
-    dest_fs.mv(tmp, dest)
+    _copy_atomically(source, dest_fs, dest)
     src_fs.rm(src_inner)
 
 
@@ -540,7 +537,20 @@ def _protocols(fs: Any) -> tuple[str, ...]:
     return tuple(protocol) if isinstance(protocol, (tuple, list)) else (protocol,)
 
 
-def _quarantine(shard: ShardResult, raw: list[dict[str, Any]], workdir: str, build_id: str) -> None:
+def _copy_atomically(source: str, dest_fs: Any, dest: str) -> None:
+    src_fs, src_inner = fsspec.core.url_to_fs(source)
+    tmp = f"{dest}.tmp-{uuid.uuid4().hex}"
+    with src_fs.open(src_inner, "rb") as reader, dest_fs.open(tmp, "wb") as writer:
+        writer.write(reader.read())
+    dest_fs.mv(tmp, dest)
+
+
+def _quarantine(shard: ShardResult, raw: list[dict[str, Any]], workdir: str, build_id: str, *, keep_original: bool) -> None:
+    """Put a failing shard and its validation result under ``quarantine/<build>/``.
+
+    A shard this build wrote is moved. One an earlier build wrote (``keep_original``) is
+    copied: a published version may hold it, and a stricter suite or a cleared gate cache
+    must not take data from under a version training jobs read."""
     fs, root = fsspec.core.url_to_fs(workdir)
     folder = f"{root.rstrip('/')}/quarantine/{build_id}"
     fs.makedirs(folder, exist_ok=True)
@@ -562,7 +572,10 @@ def _quarantine(shard: ShardResult, raw: list[dict[str, Any]], workdir: str, bui
         },
     )
     destination = f"{folder}/{name}"
-    _move_atomically(shard.path, fs, destination)
+    if keep_original:
+        _copy_atomically(shard.path, fs, destination)
+    else:
+        _move_atomically(shard.path, fs, destination)
     shard.quarantined_to = destination
     shard.result_json = result_path
 
@@ -635,6 +648,7 @@ def gate_build(
     data_docs: bool = True,
     cache_passed: bool = True,
     shard_map: Callable[[Callable[[str], Any], list[str]], Iterable[Any]] | None = None,
+    earlier_shards: Collection[str] = (),
 ) -> GateReport:
     """Validate a build's shards, quarantine failing ones, and decide whether it may publish.
 
@@ -650,8 +664,12 @@ def gate_build(
     ``shard_map``: how the new shards are read, verified and measured — reading back every
     byte is the gate's main per-row cost, and shards are independent, so a build with
     worker processes passes its pool's ``map`` (results in order); default: here, in turn.
+
+    ``earlier_shards``: shards earlier builds wrote (reused partitions), which published
+    versions may hold: a failing one is quarantined as a copy and stays in place.
     """
     started = time.perf_counter()
+    earlier = set(earlier_shards)
     if family is not None and family not in FAMILIES:
         raise ValueError(f"unknown dataset family {family!r}; known families: {list(FAMILIES)}")
     limits = Tolerances.from_mapping(tolerances)
@@ -695,7 +713,7 @@ def gate_build(
         if result.passed and flat is not None:
             passed_flats.append((result.path, flat))
         else:
-            _quarantine(result, raw, workdir, build_id)
+            _quarantine(result, raw, workdir, build_id, keep_original=result.path in earlier)
 
     failures = [f for s in shards for f in s.failures]
     failed_fraction = sum(not s.passed for s in shards) / len(shards) if shards else 0.0
