@@ -162,8 +162,8 @@ class ShardWriter:
 
     def _open_file(self) -> None:
         # one temporary name per (writer prefix, shard index): a rerun overwrites what a
-        # crashed run left, so leftovers never accumulate; the uuid guards concurrent writers
-        # only when no prefix is given
+        # crashed run left, so leftovers never accumulate. Two writers of one prefix would
+        # truncate each other's file: builds of a dataset hold its lock (flows/locks.py)
         token = self.name_prefix or uuid.uuid4().hex
         self._tmp_path = posixpath.join(self.directory, f"{TMP_PREFIX}{token}-{len(self.shards):05d}.parquet")
         self._handle = self.fs.open(self._tmp_path, "wb")
@@ -189,6 +189,11 @@ class ShardWriter:
         self._handle.close()
         self._writer = None
         final = posixpath.join(self.directory, f"{self.name_prefix}-{len(self.shards):05d}.parquet")
+        if self.fs.exists(final):
+            # never replace a finished shard: a published version may hold it (a rebuild
+            # after cache/partitions was cleared, a partition redone after a crash between
+            # its shard and its manifest), and Iceberg records each file's size
+            final = posixpath.join(self.directory, f"{self.name_prefix}-{len(self.shards):05d}-{uuid.uuid4().hex[:8]}.parquet")
         assert self._tmp_path is not None
         self.fs.mv(self._tmp_path, final)
         size = int(self.fs.info(final).get("size") or 0)

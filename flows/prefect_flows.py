@@ -258,7 +258,12 @@ class LazyEngine:
 
 
 def _run(request: BuildRequest, progress: BuildProgress | None = None) -> BuildOutcome:
-    with contextlib.closing(LazyEngine(request)) as cluster:  # closed on every path, at the latest here
+    from flows.locks import dataset_build_lock
+
+    with (
+        dataset_build_lock(settings_for(request).workdir, request.dataset),
+        contextlib.closing(LazyEngine(request)) as cluster,  # closed on every path, at the latest here
+    ):
         return _build_on(cluster, request, progress)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -59,6 +60,20 @@ def test_shards_roll_at_the_target_size_and_round_trip(tmp_path):
     assert meta.row_group(0).column(0).compression == "ZSTD"
     assert meta.num_row_groups >= 2  # row groups are smaller than shards
     assert not [p for p in os.listdir(tmp_path) if p.startswith(TMP_PREFIX)]
+
+
+def test_a_finished_shard_is_never_replaced(tmp_path):
+    """A published version may hold the file a rewrite of the same partition would name:
+    the rewrite goes to a new name, and the first file keeps its bytes."""
+    with ShardWriter(str(tmp_path), "part-abc", target_bytes=10**9) as first:
+        first.write(rows(0, 3))
+    published = Path(first.shards[0].path).read_bytes()
+    with ShardWriter(str(tmp_path), "part-abc", target_bytes=10**9) as again:
+        again.write(rows(10, 3))
+    assert again.shards[0].path != first.shards[0].path
+    assert os.path.basename(again.shards[0].path).startswith("part-abc-00000-")
+    assert Path(first.shards[0].path).read_bytes() == published
+    assert pq.read_table(again.shards[0].path).column("sample_id").to_pylist() == ["id000010", "id000011", "id000012"]
 
 
 def test_an_exception_leaves_no_partial_shard(tmp_path):
