@@ -145,7 +145,7 @@ class DatasetCatalog:
     # -- locations -------------------------------------------------------------------
     def data_dir(self, name: str) -> str:
         """Where a dataset's shards live (content-addressed names, shared by versions)."""
-        return posixpath.join(self.warehouse, NAMESPACE, check_dataset_name(name), "data")
+        return dataset_data_dir(self.warehouse, name)
 
     def artifacts_dir(self, name: str, version: str) -> str:
         """Where a version's evidence lives (dataset card, validation results)."""
@@ -504,6 +504,11 @@ def _row_digests(paths: Sequence[str]) -> dict[str, str]:
         for row in content.to_pylist():
             digests[row["sample_id"]] = hashlib.sha256(repr(sorted(row.items())).encode()).hexdigest()
     return digests
+
+
+def dataset_data_dir(warehouse: str, name: str) -> str:
+    """Where a dataset's shards live in a warehouse (no catalog needed to know it)."""
+    return posixpath.join(warehouse.rstrip("/"), NAMESPACE, check_dataset_name(name), "data")
 
 
 def open_catalog(

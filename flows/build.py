@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from catalogs.catalog import PublishResult
+from catalogs.catalog import PublishResult, dataset_data_dir
 from curation.build import BuildPlan, PlanContext, build_partition, make_plan
 from curation.partitions import (
     PARTITION_INPUT_BYTES,
@@ -105,7 +105,10 @@ def prepare(
     )
     plan = make_plan(request.recipe, ctx)
     per_partition = plan.partition_items or items_per_partition(plan.items, min(plan.shard_bytes, PARTITION_INPUT_BYTES))
-    partitions = plan_partitions(plan.items, per_partition, plan.fingerprint + pipeline_version())
+    # where the shards go is part of the key: a manifest names its shard files, and a build
+    # into another warehouse or under another dataset name must write (and publish) its own
+    shard_dir = dataset_data_dir(settings.warehouse, request.dataset)
+    partitions = plan_partitions(plan.items, per_partition, plan.fingerprint + pipeline_version() + shard_dir)
     return plan, partitions
 
 

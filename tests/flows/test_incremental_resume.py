@@ -162,3 +162,26 @@ def test_a_stricter_gate_on_a_rebuild_quarantines_copies_and_leaves_published_da
     assert all(Path(q).exists() for q in failed.value.report.quarantined)
     assert all(Path(p).exists() for p in published)
     assert catalog.to_arrow("inc", "v1").num_rows == first.summary["samples_written"] == 12
+
+
+def test_a_build_into_another_warehouse_or_dataset_writes_and_publishes_its_own_shards(tmp_path):
+    """Manifests name shard files: a workdir shared by a staging and a production
+    warehouse, or two dataset names over the same sources, must not publish each other's
+    files (a clean-up of one would break the other)."""
+    write_images(tmp_path / "src", 8)
+
+    def build_into(warehouse: str, dataset: str):
+        request = BuildRequest(
+            recipe="convert", sources=[str(tmp_path / "src")], dataset=dataset, workdir=str(tmp_path / "w"),
+            warehouse=str(tmp_path / warehouse), catalog_uri=f"sqlite:///{tmp_path / warehouse}.db",
+            options={"modality": "XR"},
+        )
+        return run_build_inline(request)
+
+    staging = build_into("staging", "inc")
+    for warehouse, dataset in (("prod", "inc"), ("staging", "inc_copy")):
+        other = build_into(warehouse, dataset)
+        assert other.summary["partitions_reused"] == 0
+        assert other.shards and all(s.startswith(str(tmp_path / warehouse / "medcurate" / dataset / "data")) for s in other.shards)
+    again = build_into("staging", "inc")
+    assert again.summary["partitions_reused"] == again.summary["partitions"] and again.shards == staging.shards
