@@ -104,10 +104,11 @@ class ConvertOptions:
     video_size: tuple[int, int] | None = None  # (width, height) of video clips (None: the source's)
 
     def fingerprint(self) -> str:
-        """JSON of the options that change conversion output (not the run id, not the timeout)."""
+        """JSON of the options that change conversion output: all but the run id. The item
+        timeout is in: it decides which items become ``timeout`` rejects, and a rebuild
+        with a longer one must retry them (changing it redoes the dataset's partitions)."""
         data = dataclasses.asdict(self)
         data.pop("run_id")
-        data.pop("item_timeout_s")
         data["slices"] = str(self.slices)
         return json.dumps(data, sort_keys=True, default=str)
 
