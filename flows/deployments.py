@@ -21,7 +21,7 @@ docs/families.md). A YAML file names them explicitly::
         dataset: imed
         sources: [s3://bucket/raw/Task03_Liver]
         cron: "30 1 * * *"
-        options: {slices: "every:2"}
+        options: {options: {slices: "every:2"}}   # recipe keys (docs/families.md), checked when served
 """
 
 from __future__ import annotations
@@ -111,8 +111,10 @@ def load_specs(path: str, workdir: str) -> list[DeploymentSpec]:
         unknown = set(entry) - {"name", "recipe", "dataset", "sources", "cron", "timezone", "options", "paused", *_PARAMETER_KEYS}
         if unknown:
             raise DeploymentConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
-        recipe = str(entry["recipe"])
-        dataset = str(entry.get("dataset") or Path(recipe).stem)
+        if not isinstance(entry.get("options") or {}, dict):
+            raise DeploymentConfigError(f"{where}: 'options' must be a mapping of recipe keys")
+        recipe, options = resolve_recipe(str(entry["recipe"]), dict(entry.get("options") or {}), where)
+        dataset = str(entry.get("dataset") or Path(str(entry["recipe"])).stem)
         specs.append(
             DeploymentSpec(
                 name=str(entry.get("name") or f"{dataset}-nightly"),
@@ -121,7 +123,7 @@ def load_specs(path: str, workdir: str) -> list[DeploymentSpec]:
                 sources=tuple(sources),
                 cron=cron,
                 timezone=str(entry.get("timezone", DEFAULT_TIMEZONE)),
-                options=dict(entry.get("options") or {}),
+                options=options,
                 parameters={k: entry[k] for k in _PARAMETER_KEYS if entry.get(k) is not None},
                 paused=bool(entry.get("paused", False)),
             )
@@ -130,6 +132,40 @@ def load_specs(path: str, workdir: str) -> list[DeploymentSpec]:
     if len(set(names)) != len(names):
         raise DeploymentConfigError(f"{path}: deployment names must be unique, got {names}")
     return specs
+
+
+def resolve_recipe(recipe: str, options: dict[str, Any], where: str) -> tuple[str, dict[str, Any]]:
+    """(planner, options) of a deployment entry, checked when it is served: a misspelt
+    recipe or option key would otherwise fail every scheduled run, at night.
+
+    ``recipe`` is a family, ``convert``, or a recipe file (its keys, then the entry's
+    ``options`` over them), as ``medcurate build`` takes it.
+    """
+    from curation.build import CONVERT_OPTION_KEYS
+    from curation.recipes import FAMILY_NAMES, RecipeError, recipe_for
+    from curation.recipes.model import read_yaml
+
+    if recipe.endswith((".yaml", ".yml")) or os.path.isfile(recipe):
+        try:
+            options = {**read_yaml(Path(recipe)), **options}
+        except (OSError, RecipeError) as exc:
+            raise DeploymentConfigError(f"{where}: recipe file {recipe}: {exc}") from exc
+        family = options.get("family")
+        if family not in FAMILY_NAMES:
+            raise DeploymentConfigError(f"{where}: recipe file {recipe}: family: expected one of {list(FAMILY_NAMES)}, got {family!r}")
+        recipe = str(family)
+    if recipe == "convert":
+        unknown = sorted(set(options) - set(CONVERT_OPTION_KEYS))
+        if unknown:
+            raise DeploymentConfigError(f"{where}: options {unknown} unknown to convert; known: {list(CONVERT_OPTION_KEYS)}")
+        return recipe, options
+    if recipe not in FAMILY_NAMES:
+        raise DeploymentConfigError(f"{where}: no recipe named {recipe!r}: give a family ({', '.join(FAMILY_NAMES)}), convert, or a recipe .yaml file")
+    try:
+        recipe_for(recipe, options)
+    except RecipeError as exc:
+        raise DeploymentConfigError(f"{where}: {exc}") from exc
+    return recipe, options
 
 
 def to_deployments(specs: list[DeploymentSpec], workdir: str) -> list[Any]:

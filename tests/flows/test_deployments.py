@@ -44,6 +44,25 @@ def test_config_errors_name_the_entry_and_key(tmp_path):
         load_specs(str(path), str(tmp_path))
 
 
+def test_a_deployment_that_could_never_run_is_refused_when_served(tmp_path):
+    """A misspelt recipe or option would fail every scheduled run at night: refuse it now."""
+    path = tmp_path / "serve.yaml"
+    for entry, message in (
+        ("{recipe: imde, sources: /x}", r"deployments\[0\]: no recipe named 'imde'"),
+        ("{recipe: imed, sources: /x, options: {clikcs: 3}}", r"deployments\[0\]: .*clikcs: unknown key"),
+        ("{recipe: convert, sources: /x, options: {modalty: CT}}", r"deployments\[0\]: options \['modalty'\] unknown to convert"),
+    ):
+        path.write_text(f"deployments:\n  - {entry}\n")
+        with pytest.raises(DeploymentConfigError, match=message):
+            load_specs(str(path), str(tmp_path))
+    recipe = tmp_path / "liver.yaml"
+    recipe.write_text("family: imed\n")
+    path.write_text(f"deployments:\n  - {{recipe: {recipe}, sources: /x, options: {{options: {{slices: 'every:2'}}}}}}\n")
+    (spec,) = load_specs(str(path), str(tmp_path))
+    assert (spec.recipe, spec.dataset) == ("imed", "liver")
+    assert spec.options == {"family": "imed", "options": {"slices": "every:2"}}
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
