@@ -19,7 +19,7 @@ from typing import Any
 
 from fsspec.core import url_to_fs
 
-from catalogs.catalog import DatasetCatalog, default_locations
+from catalogs.catalog import CatalogError, DatasetCatalog, default_locations
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,11 +36,28 @@ class Settings:
         if "://" not in workdir:
             workdir = os.path.abspath(workdir)
         default_uri, default_warehouse = default_locations(workdir)
-        return cls(
+        settings = cls(
             workdir=workdir.rstrip("/"),
             catalog_uri=catalog_uri or os.environ.get("MEDCURATE_CATALOG_URI") or default_uri,
             warehouse=(warehouse or os.environ.get("MEDCURATE_WAREHOUSE") or default_warehouse).rstrip("/"),
         )
+        settings.check_local_paths()
+        return settings
+
+    def check_local_paths(self) -> None:
+        """Refuse a local workdir or warehouse whose path has ``#`` or ``%``, before any work.
+
+        Iceberg (pyiceberg) and the SQLite URLs of the catalog and of Prefect's temporary
+        server read local paths as URLs: ``#`` starts a fragment, ``%`` an escape. Such a
+        build used to fail at publish, after conversion and the gate (or wait two minutes
+        for a Prefect server that could not open its database).
+        """
+        for what, path in (("workdir", self.workdir), ("warehouse", self.warehouse)):
+            if "://" not in path and any(c in path for c in "#%"):
+                raise CatalogError(
+                    f"{what} {path!r} has '#' or '%' in its path, which Iceberg and SQLite URLs "
+                    "would misread: choose a folder without them"
+                )
 
     def catalog(self) -> DatasetCatalog:
         return DatasetCatalog(self.catalog_uri, self.warehouse)

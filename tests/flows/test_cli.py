@@ -61,6 +61,10 @@ def test_usage_errors_exit_2_with_a_message(tmp_path, capsys):
     assert "--slices" in capsys.readouterr().err
     assert main(["--workdir", work, "convert", str(tmp_path), "--dataset", "x", "--label-names", "liver"]) == 2
     assert "VALUE=NAME" in capsys.readouterr().err
+    for odd in ("w#1", "w%20"):  # read as URL syntax by Iceberg and SQLite: refused before any work
+        assert main(["--workdir", str(tmp_path / odd), "convert", str(tmp_path), "--dataset", "x"]) == 2
+        assert "has '#' or '%' in its path" in capsys.readouterr().err
+        assert not (tmp_path / odd).exists()
 
 
 def test_a_missing_validate_path_is_a_usage_error_and_a_closed_pipe_ends_quietly(tmp_path, capsys):
