@@ -535,21 +535,31 @@ def finish(
     published = None
     if shards:
         tick = time.perf_counter()
-        published = settings.catalog().publish(
-            request.dataset,
-            shards,
-            version=request.version,
-            summary={
-                "run_id": run_id,
-                "pipeline_version": pipeline_version(),
-                "samples": samples,
-                "inputs": plan.inputs_total,
-                "rejects": len(rejects),
-                "recipe": plan.recipe,
-                "gate": "passed" if report is not None else "skipped",
-                "gate_data_docs": (report.data_docs_path or "") if report is not None else "",
-            },
-        )
+        try:
+            published = settings.catalog().publish(
+                request.dataset,
+                shards,
+                version=request.version,
+                summary={
+                    "run_id": run_id,
+                    "pipeline_version": pipeline_version(),
+                    "samples": samples,
+                    "inputs": plan.inputs_total,
+                    "rejects": len(rejects),
+                    "recipe": plan.recipe,
+                    "gate": "passed" if report is not None else "skipped",
+                    "gate_data_docs": (report.data_docs_path or "") if report is not None else "",
+                },
+            )
+        except Exception as exc:
+            # exit 1 with a run record that says what failed (docs/cli.md), not a bare traceback
+            failed = {**extra, "version": None, "error": f"publish failed: {type(exc).__name__}: {exc}"}
+            failed["phases"] = {k: round(v, 3) for k, v in timings.items()}
+            write_run_record(settings.workdir, run_summary(
+                run_id, inputs_total=plan.inputs_total, rejects=rejects, samples_written=samples,
+                seconds=time.perf_counter() - started, extra=failed,
+            ), rejects)
+            raise
         timings["publish"] = time.perf_counter() - tick
     extra.update(
         {

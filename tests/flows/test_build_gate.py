@@ -36,3 +36,29 @@ def test_quarantined_rows_are_not_counted_as_written_when_the_gate_passes_within
     assert summary["samples_written"] == 2 and summary["gate"]["samples_quarantined"] == 2
     catalog = open_catalog(workdir=str(tmp_path / "w"))
     assert int(catalog.version_info("f").medcurate["samples"]) == catalog.to_arrow("f").num_rows == 2
+
+
+def test_a_build_that_fails_at_publish_still_leaves_its_run_record(tmp_path: Path, monkeypatch):
+    """Exit 1 means "the message and the run record say what" (docs/cli.md)."""
+    import json
+
+    import pytest
+
+    from catalogs.catalog import DatasetCatalog
+
+    source = tmp_path / "src"
+    source.mkdir()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (48, 48), dtype=np.uint8)).save(source / "a.png")
+
+    def refuse(*args, **kwargs):
+        raise OSError("warehouse is read-only")
+
+    monkeypatch.setattr(DatasetCatalog, "publish", refuse)
+    request = BuildRequest(recipe="convert", sources=[str(source)], dataset="f", workdir=str(tmp_path / "w"), options={"modality": "XR"})
+    with pytest.raises(OSError, match="read-only"):
+        run_build_inline(request)
+    (record,) = (tmp_path / "w" / "runs").glob("*/summary.json")
+    summary = json.loads(record.read_text())
+    assert summary["version"] is None and summary["samples_written"] == 1
+    assert summary["error"] == "publish failed: OSError: warehouse is read-only"
+    assert (record.parent / "rejects.parquet").exists()
