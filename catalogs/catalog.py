@@ -144,7 +144,7 @@ class DatasetCatalog:
 
     # -- locations -------------------------------------------------------------------
     def data_dir(self, name: str) -> str:
-        """Where a dataset's shards live (content-addressed names, shared by versions)."""
+        """Where a dataset's shards live (named by partition key, shared by versions, never replaced)."""
         return dataset_data_dir(self.warehouse, name)
 
     def artifacts_dir(self, name: str, version: str) -> str:

@@ -502,7 +502,7 @@ def stored_window(ds: Dataset) -> tuple[float, float] | str:
         center, width = float(center), float(width)
     except (TypeError, ValueError):
         return f"WindowCenter {center!r} / WindowWidth {width!r} are not numbers"
-    function = str(ds.get("VOILUTFunction", "LINEAR") if "VOILUTFunction" in ds else "LINEAR").upper()
+    function = str(ds.get("VOILUTFunction") or "LINEAR").upper()  # absent or empty: LINEAR, the standard's default
     if function not in _VOI_FUNCTIONS:
         return f"VOILUTFunction {ds.get('VOILUTFunction')!r} is not LINEAR, LINEAR_EXACT or SIGMOID"
     if not (np.isfinite(center) and np.isfinite(width)) or width < _VOI_FUNCTIONS[function] or width <= 0:
@@ -529,6 +529,8 @@ def _apply_file_voi(ds: Dataset, physical: np.ndarray) -> tuple[np.ndarray, tupl
     else:
         recorded = {"source": "dicom", "center": window[0], "width": window[1]}
         apply, values, probe = apply_windowing, physical, np.array([-1e12, 1e12])
+        if "VOILUTFunction" in ds and not str(ds.VOILUTFunction or "").strip():
+            ds.VOILUTFunction = "LINEAR"  # empty (Type 3) means the default; pydicom refuses ""
     try:
         output = apply(values, ds, index=0)
         low, high = (float(v) for v in apply(probe, ds, index=0))  # the output range, as a window

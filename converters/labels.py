@@ -132,7 +132,7 @@ def load_label_volumes(
             raise ConversionError("bad_label_map", f"{uri}: label maps must have one component per voxel")
         label = sitk.Cast(label, sitk.sitkUInt16) if label.GetPixelID() != sitk.sitkUInt16 else label
         if label.GetDimension() == 2 and reference.GetDimension() == 3 and reference.GetSize()[2] == 1:
-            label = sitk.JoinSeries(label)  # a 2D image is converted as a one-slice volume: its 2D map likewise
+            label = _on_single_slice(label, reference, uri)
         resampled = resample_nearest(label, reference)
         array = sitk.GetArrayFromImage(resampled)
         if array.ndim == 2:
@@ -141,6 +141,30 @@ def load_label_volumes(
         stem = strip_volume_suffix(os.path.basename(member_path(uri)))
         volumes.append((array, label_names(member_path(uri), values, opts), stem))
     return volumes
+
+
+def _on_single_slice(label: sitk.Image, reference: sitk.Image, uri: str) -> sitk.Image:
+    """A 2D label map as the one slice of ``reference`` (a 2D image converted as a
+    one-slice volume, or a volume of one slice): only when its in-plane grid is the
+    slice's own — the map has no position along the normal to check, so a different grid
+    would be a guess."""
+    size, spacing = reference.GetSize(), reference.GetSpacing()
+    origin, direction = reference.GetOrigin(), np.asarray(reference.GetDirection()).reshape(3, 3)
+    same = (
+        label.GetSize() == size[:2]
+        and np.allclose(label.GetSpacing(), spacing[:2], atol=1e-4)
+        and np.allclose(label.GetOrigin(), origin[:2], atol=1e-3)
+        and np.allclose(np.asarray(label.GetDirection()).reshape(2, 2), direction[:2, :2], atol=1e-4)
+    )
+    if not same:
+        raise ConversionError(
+            "label_grid_mismatch",
+            f"{uri}: 2D label map of size {label.GetSize()} spacing {label.GetSpacing()} origin {label.GetOrigin()} "
+            f"is not the grid of the one-slice image (size {size[:2]}, spacing {spacing[:2]}, origin {origin[:2]})",
+        )
+    on_slice = sitk.JoinSeries(label)
+    on_slice.CopyInformation(reference)
+    return on_slice
 
 
 def _first_line(exc: BaseException) -> str:

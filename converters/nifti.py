@@ -39,10 +39,16 @@ def is_nifti_path(path: str) -> bool:
     return path.lower().endswith((".nii", ".nii.gz"))
 
 
+def is_gzip(path: str) -> bool:
+    """By the stream's magic bytes, not the name (``.NII.GZ``, or a ``.nii`` that is gzipped)."""
+    with open(path, "rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
+
+
 def is_nifti2(path: str) -> bool:
     """Whether ``path`` (plain or gzipped) starts with a NIfTI-2 header, in either byte order."""
-    opener: Any = gzip.open if path.lower().endswith(".gz") else open
     try:
+        opener: Any = gzip.open if is_gzip(path) else open
         with opener(path, "rb") as handle:
             head = handle.read(4)
     except (OSError, EOFError, zlib.error):
@@ -151,7 +157,7 @@ def check_nifti_data_complete(path: str, uri: str) -> None:
     but does not verify the data either.
     """
     expected = _nifti_declared_bytes(path, uri)
-    if not path.endswith(".gz"):
+    if not is_gzip(path):
         size = os.path.getsize(path)
         if expected is not None and size < expected:
             raise ConversionError("truncated", f"{uri}: {size} bytes, the header declares {expected} (offset + voxel data)")

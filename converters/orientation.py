@@ -5,9 +5,11 @@ telling viewers how to show them. Rasters are written to shards as shown
 (:func:`upright`, which is Pillow's ``ImageOps.exif_transpose``), so whatever is
 aligned with them must get the same transpose:
 
-* a mask image without an Orientation tag of its own (annotation tools export PNGs with
-  no EXIF, drawn on the image's *stored* pixel grid) gets the image's transpose
-  (:func:`orient_mask`);
+* a mask image without an Orientation tag of its own is taken as drawn on the image as
+  shown (annotation tools such as LabelMe and CVAT apply EXIF before anyone draws),
+  unless only the image's *stored* grid fits it — a non-square image turned by 90° —
+  when it gets the image's transpose (:func:`orient_mask`;
+  ``converters.raster_masks.mask_on_image`` decides);
 * a mask that carries its own tag is shown by its own tag, like any image.
 
 Every reader of rasters (the converter, the recipes) goes through these functions, so an

@@ -38,13 +38,9 @@ MAX_MASK_LABELS = 64
 LOSSY_FORMATS = frozenset({"JPEG", "MPO"})
 
 
-def mask_label_array(data: bytes, uri: str, image_orientation: int = UPRIGHT) -> tuple[np.ndarray, dict[int, str]]:
-    """(label array [H, W] with 0 = background, value → default name) of a mask image,
-    oriented like an image whose EXIF transpose was ``image_orientation``.
-
-    Why the image's orientation: a mask with no Orientation tag of its own was drawn on
-    the image's stored pixels; a mask with its own tag is shown by it instead.
-    """
+def mask_label_array(data: bytes, uri: str) -> tuple[np.ndarray, dict[int, str], bool]:
+    """(label array [H, W] with 0 = background, value → default name, whether the mask
+    carries its own EXIF Orientation) of a mask image, as the mask itself is shown."""
     try:
         img = Image.open(io.BytesIO(data))
         own = exif_orientation(img)  # before decoding: Pillow's TIFF loader applies and drops it
@@ -52,9 +48,7 @@ def mask_label_array(data: bytes, uri: str, image_orientation: int = UPRIGHT) ->
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ConversionError("bad_label_map", f"{uri}: mask is not a readable image ({str(exc)[:200]})") from exc
     labels = _label_values(frame, img.format)
-    if own is None:
-        labels = orient_mask(labels, image_orientation)
-    return labels, _label_names(labels, uri)
+    return labels, _label_names(labels, uri), own is not None
 
 
 def _label_values(img: Image.Image, file_format: str | None) -> np.ndarray:
@@ -121,17 +115,21 @@ def stored_shape(height: int, width: int, orientation: int) -> tuple[int, int]:
 def mask_on_image(
     data: bytes, uri: str, height: int, width: int, orientation: int = UPRIGHT
 ) -> tuple[np.ndarray, dict[int, str]]:
-    """:func:`mask_label_array` of a mask image checked against the image it annotates,
-    (height, width) as written to the shard after the EXIF ``orientation``."""
-    labels, names = mask_label_array(data, uri, orientation)
+    """:func:`mask_label_array` of a mask image on the image it annotates, (height, width)
+    as written to the shard after the image's EXIF ``orientation``.
+
+    Which grid a mask without its own Orientation tag was drawn on: the image as shown
+    (LabelMe and CVAT apply EXIF before anyone draws; also what medcurate assumed before
+    it turned images), unless only the image's *stored* grid fits it — a non-square image
+    turned by 90° — in which case it gets the image's turn. A mask with its own tag is
+    shown by that tag.
+    """
+    labels, names, tagged = mask_label_array(data, uri)
+    stored = stored_shape(height, width, orientation)
+    if not tagged and labels.shape != (height, width) and labels.shape == stored:
+        labels = orient_mask(labels, orientation)  # drawn on the stored pixels: turn it with the image
     if labels.shape != (height, width):
-        stored = stored_shape(height, width, orientation)
-        how = (
-            f" (stored {stored[1]}x{stored[0]} with EXIF orientation {orientation}; a mask without its own "
-            "Orientation tag is read as drawn on the stored pixels)"
-            if orientation != UPRIGHT
-            else ""
-        )
+        how = f" (or {stored[1]}x{stored[0]}, as stored before EXIF orientation {orientation})" if stored != (height, width) else ""
         raise ConversionError(
             "mask_size_mismatch", f"{uri}: mask is {labels.shape[1]}x{labels.shape[0]}, the image is {width}x{height}{how}"
         )

@@ -24,6 +24,7 @@ import socket
 import time
 from collections.abc import Iterator
 
+from catalogs.catalog import check_dataset_name
 from converters.io import is_local, local_path
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 def dataset_build_lock(workdir: str, dataset: str) -> Iterator[None]:
     """Hold the (workdir, dataset) build lock for the block; wait for it if another
     build has it, saying once which process that is."""
+    check_dataset_name(dataset)  # it names a file: checked before it touches the disk
     if getattr(multiprocessing.current_process(), "_inheriting", False):
         # a worker process re-importing a script that starts builds without the
         # ``if __name__ == "__main__":`` guard (the flag multiprocessing's own check reads):

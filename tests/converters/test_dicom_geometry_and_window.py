@@ -267,10 +267,11 @@ def test_a_window_the_file_cannot_supply_falls_back_to_the_auto_window(tmp_path,
     assert step["file_voi_not_applied"]  # says what was wrong with the file's own
 
 
-def test_a_usable_window_beside_an_empty_voi_lut_sequence_is_applied(tmp_path):
+@pytest.mark.parametrize("beside", [{"VOILUTSequence": Sequence([])}, {"VOILUTFunction": ""}])
+def test_a_usable_window_beside_an_empty_voi_lut_sequence_or_function_is_applied(tmp_path, beside):
+    """An empty VOILUTSequence is no LUT; an empty VOILUTFunction (Type 3) is LINEAR."""
     path = tmp_path / "window.dcm"
-    write_slice(path, ramp(), generate_uid(), z=0.0, instance=1, modality="MR", window=(500, 1000),
-                extra={"VOILUTSequence": Sequence([])})
+    write_slice(path, ramp(), generate_uid(), z=0.0, instance=1, modality="MR", window=(500, 1000), extra=beside)
     rows, reject = convert_item(item_for(path), OPTS)
     assert reject is None, reject
     assert image(rows[0], "input")["window"] == {"center": 500.0, "width": 1000.0}

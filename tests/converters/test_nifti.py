@@ -134,3 +134,11 @@ def test_a_header_with_an_infinite_transform_is_a_reject_not_a_hung_reader(tmp_p
     with pytest.raises(ConversionError) as caught:
         read_volume(str(path))
     assert caught.value.reason == "bad_header" and "sform is not finite" in caught.value.detail
+
+
+def test_an_upper_case_gzipped_name_is_read_whole(tmp_path: Path):
+    """Gzip is told by its magic bytes: a complete ``CT.NII.GZ`` is not "truncated"."""
+    ramp = np.arange(20 * 16 * 16, dtype=np.int16).reshape(20, 16, 16)
+    sitk.WriteImage(sitk.GetImageFromArray(ramp), str(tmp_path / "ct.nii.gz"))
+    (tmp_path / "ct.nii.gz").rename(tmp_path / "CT.NII.GZ")
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(read_volume(str(tmp_path / "CT.NII.GZ"))), ramp)
