@@ -747,7 +747,7 @@ def _iter_dicom_rows(item: dict[str, Any], opts: ConvertOptions) -> Iterator[dic
         f"slice {i} ({ordered[f][0]}" + (f" frame {frame + 1})" if len(ordered) == 1 else ")")
         for i, (f, frame, _) in enumerate(slots)
     ]
-    label_volumes = _label_volumes(
+    label_volumes, label_params = _label_volumes(
         item, opts, [slot[2] for slot in slots], slot_names if positioned else None,
         frame_numbers=[frame + 1 for _, frame, _ in slots],
     )
@@ -779,7 +779,7 @@ def _iter_dicom_rows(item: dict[str, Any], opts: ConvertOptions) -> Iterator[dic
         pixel_ds = ds if view is ordered[file_index][1] or view is first else view
         yield _slice_row(
             item, opts, ds, pixel_ds, frames[frame_index], slot_index, len(slots), modality, subject, part,
-            label_volumes, header_meta, spacing_z,
+            label_volumes, header_meta, spacing_z, label_params,
         )
     if failed:
         raise series_files_failed(item["key"], failed, len(ordered))
@@ -802,8 +802,10 @@ def _label_volumes(
     slot_names: list[str] | None = None,
     *,
     frame_numbers: list[int] | None = None,
-) -> list[tuple[np.ndarray, dict[int, str], str]]:
-    """Attached label maps on the series grid: volume files (resampled) and DICOM SEG/RTSTRUCT.
+) -> tuple[list[tuple[np.ndarray, dict[int, str], str]], dict[str, dict[str, Any]]]:
+    """Attached label maps on the series grid: volume files (resampled) and DICOM SEG/RTSTRUCT,
+    and how each DICOM one was placed (by stem: placement, a FRACTIONAL SEG's threshold), for
+    the rows' provenance.
 
     ``frame_numbers`` (each slice's 1-based frame in its SOP instance) lets a SEG or
     RT-STRUCT reference a frame of an Enhanced CT/MR (ReferencedFrameNumber).
@@ -815,7 +817,7 @@ def _label_volumes(
     """
     uris = list(item.get("label_uris") or [])
     if not uris:
-        return []
+        return [], {}
     volume_uris = [u for u in uris if member_path(u).lower().endswith(VOLUME_LABEL_EXTENSIONS)]
     dicom_uris = [u for u in uris if u not in volume_uris]
     volumes: list[tuple[np.ndarray, dict[int, str], str]] = []
@@ -828,9 +830,12 @@ def _label_volumes(
         volumes.extend(load_label_volumes_per_slice(volume_uris, planes, opts))
     elif volume_uris:
         volumes.extend(load_label_volumes(volume_uris, series_reference(ordered), opts))
-    if dicom_uris:
-        volumes.extend((v.array, v.names, v.stem) for v in load_dicom_labels(dicom_uris, ordered, item["key"], frame_numbers))
-    return distinct_stems(volumes)
+    placed: dict[str, dict[str, Any]] = {}
+    for volume in load_dicom_labels(dicom_uris, ordered, item["key"], frame_numbers) if dicom_uris else []:
+        volumes.append((volume.array, volume.names, volume.stem))
+        if volume.params:
+            placed[volume.stem] = volume.params
+    return distinct_stems(volumes), placed
 
 
 def _cine_row(
@@ -884,6 +889,7 @@ def _slice_row(
     label_volumes: list[tuple[np.ndarray, dict[int, str], str]],
     header_meta: dict[str, Any],
     spacing_z: float | None = None,
+    label_params: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     spacing = pixel_ds.get("PixelSpacing") or pixel_ds.get("ImagerPixelSpacing")
     spacing_mm = [float(spacing[0]), float(spacing[1])] if spacing else None
@@ -906,7 +912,8 @@ def _slice_row(
     for array, names, stem in label_volumes:
         masks.extend(masks_for_slice(array[index], names, stem))
     if masks:
-        steps.append({"step": "labels.resample_nearest", "params": {"maps": [v[2] for v in label_volumes]}})
+        placement = {"dicom": label_params} if label_params else {}
+        steps.append({"step": "labels.resample_nearest", "params": {"maps": [v[2] for v in label_volumes], **placement}})
     categories = sorted({m["category"] for m in masks})
     key = f"{item['key']}#slice={index}" if count > 1 else item["key"]
     steps.append({"step": "png.encode", "params": {}})

@@ -7,6 +7,7 @@ The assertions name the slice each mask must land on and its exact pixel count.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import highdicom as hd
@@ -269,6 +270,9 @@ def test_fractional_seg_is_binarised_at_half_its_maximum(tmp_path, fractional_ty
         "segmentation_type": "FRACTIONAL", "fractional_type": fractional_type.value,
         "max_fractional_value": float(maximum), "threshold": FRACTIONAL_THRESHOLD, "placement": "source_reference",
     }
+    steps = json.loads(rows[2]["provenance"]["steps_json"])  # the row says how its mask was made
+    (labels,) = [step["params"] for step in steps if step["step"] == "labels.resample_nearest"]
+    assert labels["dicom"] == {volume.stem: volume.params}
 
 
 # -- SEG without per-frame source references -----------------------------------------------------------------
