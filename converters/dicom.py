@@ -22,7 +22,6 @@ attached by discovery become per-structure masks (``converters.dicom_labels``).
 from __future__ import annotations
 
 import io
-import os
 import re
 import struct
 from collections.abc import Iterator
@@ -44,11 +43,10 @@ from converters.io import member_path, read_bytes
 from converters.labels import (
     VOLUME_SUFFIXES,
     distinct_stems,
-    label_names,
     load_label_volumes,
     masks_for_slice,
-    read_label_image,
-    strip_volume_suffix,
+    named_label_volume,
+    read_label_map,
 )
 from converters.rows import build_row
 from converters.video import encode_frames
@@ -335,19 +333,13 @@ def load_label_volumes_per_slice(
     """
     volumes = []
     for uri in label_uris:
-        label = read_label_image(uri)
-        if label.GetNumberOfComponentsPerPixel() != 1:
-            raise ConversionError("bad_label_map", f"{uri}: label maps must have one component per voxel")
+        label = read_label_map(uri)
         if label.GetDimension() != 3:
             raise ConversionError(
                 "label_grid_mismatch", f"{uri}: label map is {label.GetDimension()}D but the image has {len(planes)} slices"
             )
-        label = sitk.Cast(label, sitk.sitkUInt16) if label.GetPixelID() != sitk.sitkUInt16 else label
         voxels = sitk.GetArrayViewFromImage(label)
-        array = np.stack([label_on_plane(label, voxels, plane) for plane in planes])
-        values = [int(v) for v in np.unique(array) if v != 0]
-        stem = strip_volume_suffix(os.path.basename(member_path(uri)))
-        volumes.append((array, label_names(member_path(uri), values, opts), stem))
+        volumes.append(named_label_volume(uri, np.stack([label_on_plane(label, voxels, plane) for plane in planes]), opts))
     return volumes
 
 

@@ -127,20 +127,26 @@ def load_label_volumes(
     """Each attached label map resampled onto ``reference``: (array [k, y, x], names, stem)."""
     volumes = []
     for uri in label_uris:
-        label = read_label_image(uri)
-        if label.GetNumberOfComponentsPerPixel() != 1:
-            raise ConversionError("bad_label_map", f"{uri}: label maps must have one component per voxel")
-        label = sitk.Cast(label, sitk.sitkUInt16) if label.GetPixelID() != sitk.sitkUInt16 else label
+        label = read_label_map(uri)
         if label.GetDimension() == 2 and reference.GetDimension() == 3 and reference.GetSize()[2] == 1:
             label = _on_single_slice(label, reference, uri)
-        resampled = resample_nearest(label, reference)
-        array = sitk.GetArrayFromImage(resampled)
-        if array.ndim == 2:
-            array = array[np.newaxis]
-        values = [int(v) for v in np.unique(array) if v != 0]
-        stem = strip_volume_suffix(os.path.basename(member_path(uri)))
-        volumes.append((array, label_names(member_path(uri), values, opts), stem))
+        array = sitk.GetArrayFromImage(resample_nearest(label, reference))
+        volumes.append(named_label_volume(uri, array[np.newaxis] if array.ndim == 2 else array, opts))
     return volumes
+
+
+def read_label_map(uri: str) -> sitk.Image:
+    """A label map file as one uint16 label per voxel (``bad_label_map`` otherwise)."""
+    label = read_label_image(uri)
+    if label.GetNumberOfComponentsPerPixel() != 1:
+        raise ConversionError("bad_label_map", f"{uri}: label maps must have one component per voxel")
+    return sitk.Cast(label, sitk.sitkUInt16) if label.GetPixelID() != sitk.sitkUInt16 else label
+
+
+def named_label_volume(uri: str, array: np.ndarray, opts: ConvertOptions) -> tuple[np.ndarray, dict[int, str], str]:
+    """(array [k, y, x], value → name, stem) of a label map placed on an image's slices."""
+    values = [int(v) for v in np.unique(array) if v != 0]
+    return array, label_names(member_path(uri), values, opts), strip_volume_suffix(os.path.basename(member_path(uri)))
 
 
 def _on_single_slice(label: sitk.Image, reference: sitk.Image, uri: str) -> sitk.Image:
