@@ -25,7 +25,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from catalogs.reading import (
@@ -492,8 +491,9 @@ def _row_digests(paths: Sequence[str]) -> dict[str, str]:
     digests: dict[str, str] = {}
     for path in paths:
         fs, inner = url_to_fs(path)
-        with fs.open(inner, "rb") as handle:
-            table = pq.read_table(handle)
+        # in the canonical schema, as readers see it: a shard written before a column was
+        # added reads with it null, and does not differ from a new one by that alone
+        table = pads.dataset(inner, schema=SAMPLE_SCHEMA, format="parquet", filesystem=fs).to_table()
         provenance = table.column("provenance").combine_chunks()
         kept = [f.name for f in provenance.type if f.name not in _RUN_STAMP]
         content = table.set_column(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
 import pytest
 
 from catalogs.catalog import CatalogError, DatasetCatalog
@@ -73,3 +74,21 @@ def test_errors_name_the_problem(tmp_path, catalog):
         catalog.versions("nope")
     with pytest.raises(CatalogError, match="not valid"):
         catalog.publish("Bad-Name", shards)
+
+
+def test_diff_digests_read_shards_in_the_canonical_schema(tmp_path):
+    """A shard written before a column existed (here: without ``caption``) reads with it
+    null, so its rows equal the same rows written with the column null; a changed value
+    still differs."""
+    import pyarrow.parquet as pq
+
+    from catalogs.catalog import _row_digests
+
+    table = rows(0, 2, size=8)
+    pq.write_table(table, tmp_path / "new.parquet")
+    pq.write_table(table.drop_columns(["caption"]), tmp_path / "old.parquet")
+    edited = table.set_column(table.schema.get_field_index("caption"), "caption", pa.array(["a", None], pa.string()))
+    pq.write_table(edited, tmp_path / "edited.parquet")
+    new, old, changed = (_row_digests([str(tmp_path / f"{n}.parquet")]) for n in ("new", "old", "edited"))
+    assert new == old and set(new) == {"id000000", "id000001"}
+    assert changed["id000000"] != new["id000000"] and changed["id000001"] == new["id000001"]
