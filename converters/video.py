@@ -5,7 +5,9 @@ the clip encoders whose range contains it; a clip's bytes are yielded as soon as
 range closes. Memory therefore depends on the clip length and the frame size, never on
 the video length (``bench/video.py`` measures it on a 10-minute video).
 
-Clips are cut and measured in seconds of source time (pts × time_base) and re-encoded
+Clips are cut and measured in seconds of source time: pts × time_base minus the
+stream's start time (:func:`start_time_s`), i.e. the playback clock a player and a
+transcript use, also for an MPEG-TS starting at 1.4 s. They are re-encoded
 with libx264 (PyAV) at a configurable, constant frame rate and size: each output tick
 shows the latest source frame at or before it (ffmpeg's ``fps`` filter), so a
 variable-frame-rate video plays as long as the span it was cut from. Clips are dropped
@@ -45,12 +47,19 @@ THUMB_WIDTH = 64
 
 @dataclasses.dataclass(frozen=True)
 class VideoInfo:
+    """What a video holds, on the playback clock (see :func:`start_time_s`).
+
+    ``duration_s`` is where the last frame ends in playback time, measured from the last
+    packets' timestamps; the container's figure only when that cannot be read (see
+    :func:`_pick_duration` for why the stated figure is not trusted)."""
+
     fps: float
     duration_s: float
     width: int
     height: int
     num_frames: int  # as the container states it, else duration × fps
     codec: str
+    start_time_s: float = 0.0  # pts × time_base of playback time 0 (subtracted from every frame time)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,10 +139,24 @@ def open_container(source: str | bytes) -> av.container.InputContainer:
 
 
 def probe(source: str | bytes) -> VideoInfo:
-    """Frame rate, duration, size and frame count of the first video stream."""
+    """Frame rate, duration, size and frame count of the first video stream, on the
+    playback clock. The duration is checked against the frames themselves: the last
+    packets' presentation times are read without decoding (see :func:`_packets_end_s`)."""
     with open_container(source) as container:
         stream = _video_stream(container, source)
-        return _info(container, stream, source)
+        info = _header_info(container, stream, source)
+        origin = _start_time(container, stream)
+        stated = _stated_end_s(container, stream, info.fps, origin)
+        measured = None
+        if stated is None or _seek_tail(container, stream, info.start_time_s + stated - _TAIL_S):
+            measured = _packets_end_s(container, stream, info.fps, origin)
+        slack, counted = _slack_s(stream.time_base, info.fps), bool(stream.frames)
+    if measured is None and stated is not None:  # no seeking here: read every packet from the start
+        with open_container(source) as container:
+            measured = _packets_end_s(container, _video_stream(container, source), info.fps, origin)
+    duration = _pick_duration(stated, measured, slack)
+    frames = info.num_frames if counted else int(round(duration * info.fps))
+    return dataclasses.replace(info, duration_s=duration, num_frames=frames)
 
 
 def _video_stream(container: av.container.InputContainer, source: str | bytes) -> av.video.stream.VideoStream:
@@ -142,36 +165,145 @@ def _video_stream(container: av.container.InputContainer, source: str | bytes) -
     return container.streams.video[0]
 
 
-def _info(container: av.container.InputContainer, stream: av.video.stream.VideoStream, source: str | bytes) -> VideoInfo:
+def start_time_s(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:
+    """The presentation time (pts × time_base, seconds) that is playback time 0.
+
+    Transcripts (SRT/VTT) and players count from the start of playback, not from pts 0:
+    an MPEG-TS typically starts at ~1.4 s, an MP4 with a B-frame delay a few hundredths
+    in. ffmpeg shifts every stream by the container's ``start_time`` (the earliest stream
+    start, so audio and video stay in sync) and so do players; the video stream's own
+    start is the fallback, and pts are taken as they are when neither is known."""
+    return float(_start_time(container, stream))
+
+
+def _start_time(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> Fraction:
+    """:func:`start_time_s` as an exact fraction: frame times computed with it carry no
+    float noise."""
+    own = stream.start_time * stream.time_base if stream.start_time is not None and stream.time_base else None
+    if container.start_time is not None:
+        # the container's figure is rounded to microseconds: the stream's own start, when it is
+        # that instant, keeps the first frame at exactly 0 (an MPEG-TS starting at 1/15 s)
+        if own is not None and abs(own * av.time_base - container.start_time) < 1:
+            return own
+        return Fraction(container.start_time, av.time_base)
+    return own if own is not None else Fraction(0)
+
+
+def _header_info(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, source: str | bytes
+) -> VideoInfo:
+    """What the headers say, without reading any packet (the duration is the stated one)."""
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     fps = float(rate) if rate else 0.0
     if not fps or not math.isfinite(fps) or fps <= 0 or fps > 1000:
         raise ConversionError("bad_header", f"{_name(source)}: video stream has no usable frame rate ({rate})")
-    if stream.duration and stream.time_base:
-        duration = float(stream.duration * stream.time_base)
-    elif container.duration:
-        duration = container.duration / av.time_base
-    else:
-        duration = stream.frames / fps if stream.frames else 0.0
+    origin = _start_time(container, stream)
+    duration = _stated_end_s(container, stream, fps, origin) or 0.0
     frames = int(stream.frames) if stream.frames else int(round(duration * fps))
     width, height = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
     if width <= 0 or height <= 0:
         raise ConversionError("bad_header", f"{_name(source)}: video stream has no frame size")
-    return VideoInfo(fps, duration, width, height, frames, stream.codec_context.name)
+    return VideoInfo(fps, duration, width, height, frames, stream.codec_context.name, float(origin))
+
+
+def _stated_end_s(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, fps: float, origin: Fraction
+) -> float | None:
+    """Where the headers say the video ends, in playback time; None when they say nothing.
+
+    The stream's duration counts from the stream's own start, which may lie after the
+    container's (video delayed behind audio); the container's duration already counts
+    from the playback start."""
+    if stream.duration and stream.time_base:
+        begin = stream.start_time * stream.time_base if stream.start_time is not None else origin
+        return float(begin - origin) + float(stream.duration * stream.time_base)
+    if container.duration:
+        return container.duration / av.time_base
+    if stream.frames:
+        return stream.frames / fps
+    return None
+
+
+#: how far before the stated end :func:`probe` starts reading packets (seconds)
+_TAIL_S = 2.0
+
+
+def _seek_tail(container: av.container.InputContainer, stream: av.video.stream.VideoStream, from_s: float) -> bool:
+    """Move the demuxer to the keyframe at or before presentation time ``from_s`` (pts ×
+    time_base in seconds, not shifted to playback time), where :func:`_packets_end_s`
+    starts reading: seeking keeps probing cheap on long videos. False when the container
+    cannot seek there."""
+    if not stream.time_base:
+        return False
+    try:
+        container.seek(int(max(0.0, from_s) / float(stream.time_base)), backward=True, any_frame=False, stream=stream)
+    except (av.error.FFmpegError, OverflowError, ValueError):
+        return False
+    return True
+
+
+def _packets_end_s(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, fps: float, origin: Fraction
+) -> float | None:
+    """Where the last frame ends in playback time, from the timestamps of the packets
+    from the demuxer's position to the end of the file (no decoding: a fraction of the
+    cost). Packets carry no reliable duration for the last frame (an MP4 muxer writes
+    whatever the encoder guessed), so it lasts as in :func:`cut_clips`: as long as the
+    interval before it, or 1 / fps. None when no packet has a timestamp; a damaged tail
+    ends the reading (decoding will report it)."""
+    base = stream.time_base
+    if not base:
+        return None
+    stamps: set[int] = set()
+    try:
+        for packet in container.demux(stream):
+            pts = packet.pts if packet.pts is not None else packet.dts
+            if pts is not None and packet.size:
+                stamps.add(int(pts))
+    except (av.error.FFmpegError, ValueError):
+        pass
+    if not stamps:
+        return None
+    last, *before = sorted(stamps, reverse=True)[:2]
+    gap = float((last - before[0]) * base) if before else None
+    return float(last * base - origin) + _last_frame_s(gap, 1.0 / fps, _slack_s(base, fps))
+
+
+def _pick_duration(stated: float | None, measured: float | None, slack_s: float) -> float:
+    """The end of the frames when it could be measured, else the stated figure.
+
+    A stated duration is often not where the video's frames end: a variable-frame-rate
+    MP4 understates it, a container with longer audio overstates it, and a Matroska file
+    whose timestamps start at 1.4 s states its end on the raw clock (4.4 s for 3 s of
+    video) while an MPEG-TS states end − start. The stated figure is kept when the two
+    agree within ``slack_s`` (float noise must not move a constant-rate video's clips)."""
+    if measured is None or (stated is not None and abs(measured - stated) <= slack_s):
+        return stated if stated is not None else 0.0
+    return measured
+
+
+def _frame_s(frame: av.VideoFrame, origin: Fraction) -> float:
+    """A frame's playback time: pts × time_base − ``origin``, computed exactly; a stream
+    starting at 0 keeps PyAV's ``frame.time`` to the last bit."""
+    if not origin or frame.pts is None or not frame.time_base:
+        return float(frame.time)
+    return float(frame.pts * frame.time_base - origin)
 
 
 def iter_frames(source: str | bytes) -> Iterator[tuple[float, av.VideoFrame]]:
-    """(time in seconds, frame) of every decoded frame, in order; corrupt data ends the video
-    with a ``ConversionError`` naming the time reached."""
+    """(playback time in seconds, frame) of every decoded frame, in order: pts × time_base
+    minus the start time (:func:`start_time_s`), so that 2 s is what a player shows at
+    2 s. Corrupt data ends the video with a ``ConversionError`` naming the time reached."""
     with open_container(source) as container:
         stream = _video_stream(container, source)
         stream.thread_type = "AUTO"
-        info = _info(container, stream, source)
+        info = _header_info(container, stream, source)
+        origin = _start_time(container, stream)
         count = 0
         reached = 0.0
         try:
             for frame in container.decode(stream):
-                t = float(frame.time) if frame.time is not None else count / info.fps
+                t = _frame_s(frame, origin) if frame.time is not None else count / info.fps
                 reached = t
                 count += 1
                 yield t, frame
@@ -190,7 +322,7 @@ _EPS_S = 1e-6
 
 @dataclasses.dataclass(eq=False)
 class TimedFrame:
-    """A frame and its presentation time in seconds of source time (pts × time_base).
+    """A frame and its time in seconds of source time (pts × time_base − start time).
 
     The analysis thumbnail is made on first use: frames the resampler drops (a source
     denser than the output rate) then cost no thumbnail."""
@@ -216,7 +348,12 @@ def tick_slack_s(frame: av.VideoFrame, fps: float) -> float:
     source time base absorbs that rounding (so a constant-rate source neither drops nor
     repeats frames); it is capped at a quarter of an output frame so that a coarse time
     base cannot move a frame to the wrong tick."""
-    base = float(frame.time_base) if frame.time_base else 0.0
+    return _slack_s(frame.time_base, fps)
+
+
+def _slack_s(time_base: Fraction | None, fps: float) -> float:
+    """One unit of ``time_base``, at least float noise, at most a quarter of a 1 / ``fps`` frame."""
+    base = float(time_base) if time_base else 0.0
     return max(_EPS_S, min(base, 0.25 / fps))
 
 
@@ -413,7 +550,8 @@ def cut_clips(
 ) -> Iterator[ClipResult | ClipReject]:
     """Clips for time ranges ``(start_s, end_s, text)`` (transcript cues, annotations).
 
-    Ranges are in seconds of source time (pts × time_base), and so are the clips' start,
+    Ranges are in seconds of source time (pts × time_base − the start time: the playback
+    clock transcripts use, see :func:`start_time_s`), and so are the clips' start,
     end and ``too_short`` durations: a clip shows at clip time x what the source shows at
     ``start_s + x`` (see :class:`ClipEncoder`), also for variable-frame-rate video.
     The video is decoded once; ranges may overlap and come in any order; results are

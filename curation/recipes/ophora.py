@@ -7,6 +7,11 @@ the narration: each cue yields windows of ``clip_seconds`` starting at the cue's
 first), black, or static (no motion); a video without narration is rejected whole. The
 instruction text comes from the narration through the captioner (the surgery template
 when no LLM is configured); the narration is scrubbed of identifiers first.
+
+Every time here (cues, windows, clip keys, the clips' ``start_s``/``end_s``, the video's
+duration) is playback time, the clock of the transcript: pts × time_base minus the
+video's start time (see :func:`converters.video.start_time_s`), so a cue at 00:00:02 is
+cut from what a player shows at 2 s even in an MPEG-TS whose timestamps start at 1.4 s.
 """
 
 from __future__ import annotations
@@ -171,7 +176,7 @@ class Ophora(Family):
                 reason = CLIP_REASONS.get(result.reason, result.reason)
                 out.append(Reject(clip_key, self.name, reason, f"{clip_key}: {result.detail}"))
             else:
-                out.append(self._clip_row(result, segment, item, clip_key, ctx, opts))
+                out.append(self._clip_row(result, segment, item, clip_key, ctx, opts, info.start_time_s))
         out.extend(early.get(len(windows), []))
         if not any(isinstance(o, Produced) for o in out):
             reasons = sorted({o.reason for o in out if isinstance(o, Reject)}) or ["no_narration"]
@@ -204,7 +209,10 @@ class Ophora(Family):
 
     def _clip_row(
         self, clip: ClipResult, segment: Segment, item: dict[str, Any], clip_key: str, ctx: FamilyContext, opts: OphoraOptions,
+        start_time_s: float = 0.0,
     ) -> Produced:
+        """The sample of one clip; ``start_time_s`` (the source's pts of playback time 0) is
+        recorded so that the clip's playback-time span can be traced back to raw pts."""
         text = scrubbed(segment.text)
         payload = payload_of(item)
         facts: dict[str, Any] = {"modality": "SURG", "narration": text}
@@ -223,6 +231,7 @@ class Ophora(Family):
             steps=[
                 {"step": "video.clip", "params": {
                     "start_s": clip.start_s, "end_s": clip.end_s, "fps": clip.fps, "cue": [segment.start_s, segment.end_s],
+                    "source_start_time_s": start_time_s,
                 }},
                 {"step": "video.filter", "params": opts.model_dump()},
                 {"step": "h264.encode", "params": {"crf": opts.crf, "preset": opts.preset, "size": [clip.width, clip.height]}},
