@@ -69,7 +69,9 @@ class ClipPolicy:
     ``fps``/``size`` None keep the source's; ``size`` is (width, height) and is rounded to
     even numbers (H.264 4:2:0 needs them). A clip is *black* when ≥ ``bad_fraction`` of its
     frames have mean luma < ``black_luma`` (0–255), *frozen* when ≥ ``bad_fraction`` of
-    frame-to-frame mean absolute differences are < ``frozen_diff``.
+    the mean absolute differences from one source frame shown to the next are <
+    ``frozen_diff`` (a source frame repeated to fill the output rate is not compared with
+    itself), or when one source frame is shown for the whole clip.
     """
 
     fps: float | None = None
@@ -396,6 +398,7 @@ class ClipEncoder:
         self._held_out: av.VideoFrame | None = None  # ``held`` converted to the output size and format
         self._dark = 0
         self._still = 0
+        self._changes = 0  # source frame → next source frame, as shown
         self._prev_thumb: np.ndarray | None = None
 
     def tick_s(self, index: int) -> float:
@@ -429,9 +432,11 @@ class ClipEncoder:
     def _encode(self, held: TimedFrame) -> None:
         """Encode ``held`` as output frame ``self.frames``; count it black or frozen.
 
-        Black: the brightest channel (HSV value) is dark on average. Frozen: no channel
-        changes; colour matters, two colours of equal luma are not the same picture. A
-        repeated frame counts as frozen: the output really does not move there."""
+        Black: the brightest channel (HSV value) is dark on average, counted per output
+        frame (time on screen). Frozen: no channel changes between one source frame shown
+        and the next; colour matters, two colours of equal luma are not the same picture.
+        A source frame repeated across ticks is not compared with itself: a 1 fps
+        recording of a moving scene, shown at 25 fps, is not a frozen clip."""
         if self._held_out is None:
             source = held.frame
             if isinstance(source, np.ndarray):
@@ -450,19 +455,23 @@ class ClipEncoder:
         thumb = held.thumb
         if float(thumb.max(axis=-1).mean() if thumb.ndim == 3 else thumb.mean()) < self.policy.black_luma:
             self._dark += 1
-        if self._prev_thumb is not None and (
-            thumb is self._prev_thumb or float(np.abs(thumb - self._prev_thumb).mean()) < self.policy.frozen_diff
-        ):
-            self._still += 1
+        if self._prev_thumb is not None and thumb is not self._prev_thumb:
+            self._changes += 1
+            if float(np.abs(thumb - self._prev_thumb).mean()) < self.policy.frozen_diff:
+                self._still += 1
         self._prev_thumb = thumb
 
     def verdict(self) -> tuple[str, str] | None:
         """(reason, detail) when the clip is black or frozen, else None."""
         if self.frames and self._dark >= self.policy.bad_fraction * self.frames:
             return "black_clip", f"{self._dark}/{self.frames} frames have mean luma < {self.policy.black_luma}"
-        pairs = self.frames - 1
-        if pairs > 0 and self._still >= self.policy.bad_fraction * pairs:
-            return "frozen_clip", f"{self._still}/{pairs} consecutive frames differ by < {self.policy.frozen_diff} grey levels"
+        if self.frames > 1 and not self._changes:  # one source frame held for the whole clip: a still
+            return "frozen_clip", f"one source frame shown for all {self.frames} frames"
+        if self._changes and self._still >= self.policy.bad_fraction * self._changes:
+            return (
+                "frozen_clip",
+                f"{self._still}/{self._changes} consecutive source frames differ by < {self.policy.frozen_diff} grey levels",
+            )
         return None
 
     def finish(self) -> bytes:

@@ -145,3 +145,24 @@ def test_shots_split_at_max_s_of_source_time_across_a_gap(tmp_path):
     for result in results:
         if isinstance(result, ClipResult):
             assert_plays_source_time(result, times)
+
+
+def test_a_slow_source_repeated_to_the_output_rate_is_not_frozen_but_a_still_one_is(tmp_path):
+    """Repeating a 2 fps source's frames at 25 fps does not make the clip frozen: only
+    changes between source frames count. The same frames all alike are frozen."""
+    times = [k * 0.5 for k in range(8)]  # 2 fps, a different grey each
+    (moving,) = cut_clips(str(write_vfr(tmp_path / "slow.mp4", times)), [(0.0, 4.0, "slow")], fps=25)
+    assert isinstance(moving, ClipResult) and moving.num_frames == 100
+    still = tmp_path / "still.mp4"
+    with av.open(str(still), "w") as container:
+        stream = container.add_stream("libx264", rate=2)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        for index in range(8):
+            frame = av.VideoFrame.from_ndarray(np.full((H, W, 3), 120, np.uint8), format="rgb24")
+            frame.pts = index
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    (frozen,) = cut_clips(str(still), [(0.0, 4.0, "still")], fps=25)
+    assert isinstance(frozen, ClipReject) and frozen.reason == "frozen_clip" and "7/7 consecutive source frames" in frozen.detail
