@@ -618,7 +618,7 @@ def run_build_inline(request: BuildRequest) -> BuildOutcome:
     from flows.locks import dataset_build_lock
 
     settings = settings_for(request)
-    with dataset_build_lock(settings.workdir, request.dataset):
+    with dataset_build_lock(settings.workdir, settings.warehouse, request.dataset):
         return _build_inline(request, settings)
 
 

@@ -7,10 +7,14 @@ the UI and a CLI build can overlap; a deployment's ``concurrency_limit`` covers 
 of that one deployment. So every build holds an exclusive lock per (workdir, dataset)
 from planning to publishing, and a second one waits for it.
 
-The lock is an OS file lock (``fcntl.flock``) on ``<workdir>/locks/<dataset>.lock``: it is
-released when its process dies (``kill -9`` included), so a crashed build never leaves a
-stale lock behind. Object-storage workdirs have no such primitive: there, builds of one
-dataset must be serialised by whoever schedules them (docs/operations.md).
+The lock is an OS file lock (``fcntl.flock``) on ``<warehouse>/locks/<dataset>.lock``:
+the warehouse holds the table every build of the dataset writes, whichever workdir it
+plans in (two workdirs may share a warehouse and catalog). An object-storage warehouse
+has no such primitive, so the lock then lives in a local workdir
+(``<workdir>/locks/``), which covers the builds planned there. It is released when its
+process dies (``kill -9`` included), so a crashed build never leaves a stale lock. With
+both on object storage, builds of one dataset must be serialised by whoever schedules
+them (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -31,9 +35,9 @@ log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def dataset_build_lock(workdir: str, dataset: str) -> Iterator[None]:
-    """Hold the (workdir, dataset) build lock for the block; wait for it if another
-    build has it, saying once which process that is."""
+def dataset_build_lock(workdir: str, warehouse: str, dataset: str) -> Iterator[None]:
+    """Hold the dataset's build lock for the block; wait for it if another build has
+    it, saying once which process that is."""
     check_dataset_name(dataset)  # it names a file: checked before it touches the disk
     if getattr(multiprocessing.current_process(), "_inheriting", False):
         # a worker process re-importing a script that starts builds without the
@@ -44,11 +48,12 @@ def dataset_build_lock(workdir: str, dataset: str) -> Iterator[None]:
             f"a build of {dataset} was started while a worker process imports the main script: "
             'scripts that start builds need the `if __name__ == "__main__":` guard'
         )
-    if not is_local(workdir):
-        log.debug("no build lock on %s: object-storage workdirs are serialised by their scheduler", workdir)
+    home = next((where for where in (warehouse, workdir) if is_local(where)), None)
+    if home is None:
+        log.debug("no build lock for %s: object storage only, builds are serialised by their scheduler", dataset)
         yield
         return
-    folder = os.path.join(local_path(workdir), "locks")
+    folder = os.path.join(local_path(home), "locks")
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{dataset}.lock")
     with open(path, "a+") as handle:

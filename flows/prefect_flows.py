@@ -260,8 +260,9 @@ class LazyEngine:
 def _run(request: BuildRequest, progress: BuildProgress | None = None) -> BuildOutcome:
     from flows.locks import dataset_build_lock
 
+    settings = settings_for(request)
     with (
-        dataset_build_lock(settings_for(request).workdir, request.dataset),
+        dataset_build_lock(settings.workdir, settings.warehouse, request.dataset),
         contextlib.closing(LazyEngine(request)) as cluster,  # closed on every path, at the latest here
     ):
         return _build_on(cluster, request, progress)

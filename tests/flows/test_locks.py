@@ -15,7 +15,7 @@ from flows.locks import dataset_build_lock
 HOLD = """
 import sys, time
 from flows.locks import dataset_build_lock
-with dataset_build_lock(sys.argv[1], "ds"):
+with dataset_build_lock(sys.argv[1] + "/work-a", sys.argv[1] + "/warehouse", "ds"):
     print("held", flush=True)
     time.sleep(600)
 """
@@ -31,10 +31,11 @@ def test_a_second_build_of_a_dataset_waits_and_a_killed_holder_releases_it(tmp_p
         entered = threading.Event()
 
         def second_build() -> None:
-            with dataset_build_lock(str(tmp_path), "ds"):
+            # another workdir, the same warehouse (and so the same table): the same lock
+            with dataset_build_lock(str(tmp_path / "work-b"), str(tmp_path / "warehouse"), "ds"):
                 entered.set()
 
-        with dataset_build_lock(str(tmp_path), "other"):  # another dataset does not wait
+        with dataset_build_lock(str(tmp_path / "work-b"), str(tmp_path / "warehouse"), "other"):  # another dataset does not wait
             pass
         waiter = threading.Thread(target=second_build)
         waiter.start()
@@ -46,11 +47,13 @@ def test_a_second_build_of_a_dataset_waits_and_a_killed_holder_releases_it(tmp_p
     finally:
         holder.kill()
         holder.wait()
-    assert (tmp_path / "locks" / "ds.lock").read_text().startswith(f"pid {os.getpid()}")
+    assert (tmp_path / "warehouse" / "locks" / "ds.lock").read_text().startswith(f"pid {os.getpid()}")
 
 
-def test_object_storage_workdirs_take_no_lock():
+def test_the_lock_lives_in_a_local_workdir_when_the_warehouse_is_remote_and_nowhere_when_both_are(tmp_path):
+    with dataset_build_lock(str(tmp_path), "memory://warehouse", "ds"):
+        assert (tmp_path / "locks" / "ds.lock").exists()
     started = time.perf_counter()
-    with dataset_build_lock("memory://work", "ds"), dataset_build_lock("memory://work", "ds"):  # would deadlock locally
-        pass
+    with dataset_build_lock("memory://work", "memory://wh", "ds"), dataset_build_lock("memory://work", "memory://wh", "ds"):
+        pass  # held twice at once: no lock was taken (locally this would wait for ever)
     assert time.perf_counter() - started < 1.0
