@@ -246,7 +246,9 @@ def _discover_files(
         dicom_by_uid[uid] = item
     images = dicom_items + volumes
     _apply_dataset_specs(volumes, specs)
-    rejects.extend(_attach_label_maps(images, label_maps))
+    # a single multi-frame DICOM (an Enhanced CT/MR) takes a label map beside it like a series
+    multi_frame = [item for item in singles if item["kind"] == "dicom"]
+    rejects.extend(_attach_label_maps(images + multi_frame, label_maps))
     rejects.extend(_attach_dicom_annotations(dicom_by_uid, dicom_annotations))
     rejects.extend(_attach_raster_masks(rasters, raster_masks))
     for key, name in class_folders([r["key"] for r in rasters]).items():
