@@ -24,7 +24,7 @@ import pydicom
 from fsspec.core import url_to_fs
 
 from converters.base import WORK_ITEM_SCHEMA, ConversionError
-from converters.dicom import read_dicom
+from converters.dicom import is_enhanced, read_dicom
 from converters.dicom_labels import annotation_kind, referenced_series_uid
 from converters.io import is_hidden, local_tree
 from converters.labels import looks_like_label_map, strip_volume_suffix
@@ -204,6 +204,7 @@ def _discover_files(
     raster_masks: list[tuple[_File, str]] = []
     dicom_annotations: list[tuple[_File, str, str | None]] = []
     dicom_by_uid: dict[str, dict[str, Any]] = {}
+    enhanced: list[dict[str, Any]] = []  # single Enhanced CT/MR files: stacks of slices, like a series
     specs: dict[str, dict[str, Any]] = {}
 
     for file in files:
@@ -234,6 +235,8 @@ def _discover_files(
             else:
                 item = _item(file, "dicom", digest)
                 singles.append(item)
+                if facts is not None and facts.enhanced and facts.annotation is None:
+                    enhanced.append(item)
                 if facts is not None and facts.series_uid:
                     dicom_by_uid[facts.series_uid] = item
         except Exception as exc:  # one damaged file must never stop discovery of the others
@@ -246,9 +249,10 @@ def _discover_files(
         dicom_by_uid[uid] = item
     images = dicom_items + volumes
     _apply_dataset_specs(volumes, specs)
-    # a single multi-frame DICOM (an Enhanced CT/MR) takes a label map beside it like a series
-    multi_frame = [item for item in singles if item["kind"] == "dicom"]
-    rejects.extend(_attach_label_maps(images + multi_frame, label_maps))
+    # a single Enhanced CT/MR file takes a label map beside it like a series does, in a
+    # folder with no series or volume (cine loops and other single files never do)
+    taken = {_item_dir(image) for image in images}
+    rejects.extend(_attach_label_maps(images + [e for e in enhanced if _item_dir(e) not in taken], label_maps))
     rejects.extend(_attach_dicom_annotations(dicom_by_uid, dicom_annotations))
     rejects.extend(_attach_raster_masks(rasters, raster_masks))
     for key, name in class_folders([r["key"] for r in rasters]).items():
@@ -464,6 +468,7 @@ class DicomFacts:
     frames: int
     annotation: str | None  # "seg" / "rtstruct" for annotation objects
     referenced_series: str | None  # the image series an annotation refers to
+    enhanced: bool = False  # a functional-group multi-frame object: its frames are positioned slices
 
     @classmethod
     def of(cls, ds: pydicom.Dataset) -> DicomFacts:
@@ -473,12 +478,13 @@ class DicomFacts:
             frames=int(ds.get("NumberOfFrames", 1) or 1),
             annotation=kind,
             referenced_series=referenced_series_uid(ds) if kind is not None else None,
+            enhanced=is_enhanced(ds),
         )
 
 
 #: the hash cache's kind for :class:`DicomFacts`; pydicom's version is part of it because
 #: the header check that let a file through (``read_dicom``) is pydicom's parsing
-DICOM_FACTS_KIND = f"dicom-facts-v1:pydicom-{pydicom.__version__}"
+DICOM_FACTS_KIND = f"dicom-facts-v2:pydicom-{pydicom.__version__}"
 
 
 def _read_dicom_facts(file: _File, known_ext: bool) -> tuple[DicomFacts, str]:

@@ -308,3 +308,30 @@ def test_pydicom_rtstruct_without_its_images_is_an_orphan(tmp_path):
     shutil.copy2(pydicom_file("rtstruct.dcm"), tmp_path / "rtstruct.dcm")
     found = discover([str(tmp_path)])
     assert found.items == [] and [r.reason for r in found.rejects] == ["orphan_label_map"]
+
+
+def test_a_label_map_goes_to_the_series_beside_it_never_to_a_cine_loop(tmp_path):
+    """Only series, volumes and Enhanced CT/MR files take a label map beside them: with a
+    cine loop in the folder the map still lands on the CT series; beside a cine alone it
+    is an orphan (a cine has no slices to put it on), not silently dropped."""
+    import SimpleITK as sitk
+
+    ct = pydicom.dcmread(CT_DIR / "01.dcm")
+    both = tmp_path / "both"
+    both.mkdir()
+    for index in (1, 2, 3):
+        shutil.copy(CT_DIR / f"0{index}.dcm", both / f"0{index}.dcm")
+    shutil.copy(pydicom_file("examples_ybr_color.dcm"), both / "us.dcm")
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((3, ct.Rows, ct.Columns), np.uint8)), str(both / "seg.nii.gz"))
+    found = discover([str(both)])
+    assert found.rejects == []
+    (series,) = [i for i in found.items if i["members"]]
+    assert series["label_uris"] == [str(both / "seg.nii.gz")]
+    assert all(not i["label_uris"] for i in found.items if not i["members"])
+
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(pydicom_file("examples_ybr_color.dcm"), alone / "us.dcm")
+    sitk.WriteImage(sitk.GetImageFromArray(np.ones((3, 16, 16), np.uint8)), str(alone / "us_seg.nii.gz"))
+    found = discover([str(alone)])
+    assert [(r.source_uri, r.reason) for r in found.rejects] == [("us_seg.nii.gz", "orphan_label_map")]
