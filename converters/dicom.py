@@ -822,12 +822,11 @@ def _label_volumes(
         volumes.extend(load_label_volumes_per_slice(volume_uris, planes, opts))
     elif volume_uris:
         volumes.extend(load_label_volumes(volume_uris, series_reference(ordered), opts))
-    placed: dict[str, dict[str, Any]] = {}
-    for volume in load_dicom_labels(dicom_uris, ordered, item["key"], frame_numbers) if dicom_uris else []:
-        volumes.append((volume.array, volume.names, volume.stem))
-        if volume.params:
-            placed[volume.stem] = volume.params
-    return distinct_stems(volumes), placed
+    dicom = load_dicom_labels(dicom_uris, ordered, item["key"], frame_numbers) if dicom_uris else []
+    named = distinct_stems(volumes + [(v.array, v.names, v.stem) for v in dicom])
+    # by the stem each map's masks carry (two SEGs named alike become ``seg``, ``seg~2``)
+    placed = {stem: v.params for (_, _, stem), v in zip(named[len(volumes):], dicom, strict=True) if v.params}
+    return named, placed
 
 
 def _cine_row(

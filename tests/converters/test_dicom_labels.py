@@ -355,3 +355,28 @@ def test_a_seg_without_references_on_irregular_slices_is_a_bad_label_map_not_a_c
     assert str(seg_path) in reject.detail and "plane_position" in reject.detail and "regularly-spaced" in reject.detail
     with pytest.raises(ConversionError, match="liver.seg.dcm"):
         load_seg(str(seg_path), [sources[i] for i in (1, 2, 0)], "k")
+
+
+def test_two_segs_named_alike_keep_each_its_own_placement_record(tmp_path):
+    """Two SEGs whose stems coincide become ``seg-1`` and ``seg-1~2``; each mask's
+    provenance entry is its own SEG's (the FRACTIONAL one keeps its threshold)."""
+    sources = write_ct_series(tmp_path)
+    probability = np.zeros((3, SIZE, SIZE), np.float32)
+    probability[0, 4:9, 4:10] = 0.95
+    write_seg(
+        tmp_path / "a_prob.seg.dcm", sources, probability, segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
+        fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY, max_fractional_value=255,
+    )
+    binary = np.zeros((3, SIZE, SIZE), bool)
+    binary[0, 20:25, 20:25] = True
+    write_seg(tmp_path / "b_bin.seg.dcm", sources, binary)
+    _, rows, rejects = convert_folder(tmp_path)
+    assert rejects == []
+    (row,) = [r for r in rows.values() if r["masks"]]
+    areas = {m["label"].split(":")[0]: m["area_px"] for m in row["masks"]}
+    steps = json.loads(row["provenance"]["steps_json"])
+    (placed,) = [step["params"]["dicom"] for step in steps if step["step"] == "labels.resample_nearest"]
+    assert set(placed) == set(areas) and len(placed) == 2
+    by_type = {record["segmentation_type"]: stem for stem, record in placed.items()}
+    assert areas[by_type["FRACTIONAL"]] == 30 and areas[by_type["BINARY"]] == 25
+    assert placed[by_type["FRACTIONAL"]]["threshold"] == FRACTIONAL_THRESHOLD
