@@ -113,8 +113,8 @@ def load_specs(path: str, workdir: str) -> list[DeploymentSpec]:
             raise DeploymentConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
         if not isinstance(entry.get("options") or {}, dict):
             raise DeploymentConfigError(f"{where}: 'options' must be a mapping of recipe keys")
-        recipe, options = resolve_recipe(str(entry["recipe"]), dict(entry.get("options") or {}), where)
-        dataset = str(entry.get("dataset") or Path(str(entry["recipe"])).stem)
+        recipe, options, default_dataset = resolve_recipe(str(entry["recipe"]), dict(entry.get("options") or {}), where)
+        dataset = str(entry.get("dataset") or default_dataset)
         specs.append(
             DeploymentSpec(
                 name=str(entry.get("name") or f"{dataset}-nightly"),
@@ -134,20 +134,21 @@ def load_specs(path: str, workdir: str) -> list[DeploymentSpec]:
     return specs
 
 
-def resolve_recipe(recipe: str, options: dict[str, Any], where: str) -> tuple[str, dict[str, Any]]:
-    """(planner, options) of a deployment entry, checked when it is served: a misspelt
-    recipe or option key would otherwise fail every scheduled run, at night.
+def resolve_recipe(recipe: str, options: dict[str, Any], where: str) -> tuple[str, dict[str, Any], str]:
+    """(planner, options, default dataset name) of a deployment entry, checked when it is
+    served: a misspelt recipe or option key would otherwise fail every scheduled run, at night.
 
-    ``recipe`` is a family, ``convert``, or a recipe file (its keys, then the entry's
-    ``options`` over them), as ``medcurate build`` takes it.
+    ``recipe`` is a family, ``convert``, or a recipe file (its keys, with the entry's
+    ``options`` merged over them key by key), named as ``medcurate build`` names it: the
+    recipe's ``dataset``, else its family (``convert`` for convert).
     """
     from curation.build import CONVERT_OPTION_KEYS
     from curation.recipes import FAMILY_NAMES, RecipeError, recipe_for
-    from curation.recipes.model import read_yaml
+    from curation.recipes.model import deep_merge, read_yaml
 
     if recipe.endswith((".yaml", ".yml")) or os.path.isfile(recipe):
         try:
-            options = {**read_yaml(Path(recipe)), **options}
+            options = deep_merge(read_yaml(Path(recipe)), options)
         except (OSError, RecipeError) as exc:
             raise DeploymentConfigError(f"{where}: recipe file {recipe}: {exc}") from exc
         family = options.get("family")
@@ -158,14 +159,14 @@ def resolve_recipe(recipe: str, options: dict[str, Any], where: str) -> tuple[st
         unknown = sorted(set(options) - set(CONVERT_OPTION_KEYS))
         if unknown:
             raise DeploymentConfigError(f"{where}: options {unknown} unknown to convert; known: {list(CONVERT_OPTION_KEYS)}")
-        return recipe, options
+        return recipe, options, recipe
     if recipe not in FAMILY_NAMES:
         raise DeploymentConfigError(f"{where}: no recipe named {recipe!r}: give a family ({', '.join(FAMILY_NAMES)}), convert, or a recipe .yaml file")
     try:
-        recipe_for(recipe, options)
+        resolved = recipe_for(recipe, options)
     except RecipeError as exc:
         raise DeploymentConfigError(f"{where}: {exc}") from exc
-    return recipe, options
+    return recipe, options, resolved.dataset_name()
 
 
 def to_deployments(specs: list[DeploymentSpec], workdir: str) -> list[Any]:

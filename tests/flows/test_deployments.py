@@ -56,11 +56,12 @@ def test_a_deployment_that_could_never_run_is_refused_when_served(tmp_path):
         with pytest.raises(DeploymentConfigError, match=message):
             load_specs(str(path), str(tmp_path))
     recipe = tmp_path / "liver.yaml"
-    recipe.write_text("family: imed\n")
+    recipe.write_text("family: imed\ndataset: liver_ct\noptions: {clicks: 3, keep_empty_slices: true}\n")
     path.write_text(f"deployments:\n  - {{recipe: {recipe}, sources: /x, options: {{options: {{slices: 'every:2'}}}}}}\n")
     (spec,) = load_specs(str(path), str(tmp_path))
-    assert (spec.recipe, spec.dataset) == ("imed", "liver")
-    assert spec.options == {"family": "imed", "options": {"slices": "every:2"}}
+    assert (spec.recipe, spec.dataset) == ("imed", "liver_ct")  # the table `medcurate build liver.yaml` writes
+    # the entry's options merged key by key over the file's, not replacing its whole `options:`
+    assert spec.options["options"] == {"clicks": 3, "keep_empty_slices": True, "slices": "every:2"}
 
 
 def _free_port() -> int:
