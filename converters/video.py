@@ -69,9 +69,10 @@ class ClipPolicy:
     ``fps``/``size`` None keep the source's; ``size`` is (width, height) and is rounded to
     even numbers (H.264 4:2:0 needs them). A clip is *black* when ≥ ``bad_fraction`` of its
     frames have mean luma < ``black_luma`` (0–255), *frozen* when ≥ ``bad_fraction`` of
-    the mean absolute differences from one source frame shown to the next are <
-    ``frozen_diff`` (a source frame repeated to fill the output rate is not compared with
-    itself), or when one source frame is shown for the whole clip.
+    its output frames show no change: a new source frame within ``frozen_diff`` of the
+    one before, or one source frame on screen for over ``STILL_AFTER_S`` (a frame repeated
+    to fill the output rate is not compared with itself); or when one source frame is
+    shown for the whole clip.
     """
 
     fps: float | None = None
@@ -359,6 +360,12 @@ def _slack_s(time_base: Fraction | None, fps: float) -> float:
     return max(_EPS_S, min(base, 0.25 / fps))
 
 
+#: a source frame on screen longer than this (or than twice the source's frame gap before
+#: it, if shorter) is a still picture — a frozen stretch of a variable-rate recording —
+#: not the normal hold of a slow but moving source
+STILL_AFTER_S = 1.0
+
+
 class ClipEncoder:
     """Encodes one clip to H.264/MP4 in memory at a constant rate, resampling in time.
 
@@ -399,6 +406,9 @@ class ClipEncoder:
         self._dark = 0
         self._still = 0
         self._changes = 0  # source frame → next source frame, as shown
+        self._held_gap_s: float | None = None  # source time from the frame before ``held`` to it
+        self._unchanged = False  # the frame shown looks like the one shown before it
+        self._judged = 0  # output frames from the clip's second source frame on
         self._prev_thumb: np.ndarray | None = None
 
     def tick_s(self, index: int) -> float:
@@ -412,12 +422,14 @@ class ClipEncoder:
         known of the source before it) moves the clip's start to that frame. A frame whose
         time is not after the held one's (a damaged timestamp) replaces it, the latest
         decoded winning, as in ffmpeg."""
+        gap = None
         if self.held is None:
             if frame.t > self.start_s + self.slack_s:
                 self.start_s = frame.t
         else:
             self._emit_until(frame.t - self.slack_s)
-        self.held, self._held_out = frame, None
+            gap = frame.t - self.held.t
+        self.held, self._held_out, self._held_gap_s = frame, None, gap
         self.last_t = max(self.last_t, frame.t)
 
     def flush(self, end_s: float) -> None:
@@ -433,10 +445,12 @@ class ClipEncoder:
         """Encode ``held`` as output frame ``self.frames``; count it black or frozen.
 
         Black: the brightest channel (HSV value) is dark on average, counted per output
-        frame (time on screen). Frozen: no channel changes between one source frame shown
-        and the next; colour matters, two colours of equal luma are not the same picture.
-        A source frame repeated across ticks is not compared with itself: a 1 fps
-        recording of a moving scene, shown at 25 fps, is not a frozen clip."""
+        frame (time on screen). Frozen, per output frame too: no channel changes from the
+        source frame shown before (colour matters, two colours of equal luma are not the
+        same picture), or the same source frame has been on screen for more than twice the
+        source's own frame gap just before it (at most :data:`STILL_AFTER_S`) — a 1 fps
+        recording of a moving scene shown at 25 fps is not frozen, a 30 fps recording that
+        holds one picture for seconds is."""
         if self._held_out is None:
             source = held.frame
             if isinstance(source, np.ndarray):
@@ -451,14 +465,19 @@ class ClipEncoder:
         out.time_base = self._time_base
         for packet in self._stream.encode(out):
             self._container.mux(packet)
+        on_screen_s = self.tick_s(self.frames) - held.t
         self.frames += 1
         thumb = held.thumb
         if float(thumb.max(axis=-1).mean() if thumb.ndim == 3 else thumb.mean()) < self.policy.black_luma:
             self._dark += 1
-        if self._prev_thumb is not None and thumb is not self._prev_thumb:
+        if self._prev_thumb is not None and thumb is not self._prev_thumb:  # a new source frame
             self._changes += 1
-            if float(np.abs(thumb - self._prev_thumb).mean()) < self.policy.frozen_diff:
-                self._still += 1
+            self._unchanged = float(np.abs(thumb - self._prev_thumb).mean()) < self.policy.frozen_diff
+        # the source's own pace just before: a hold far longer than that is a freeze
+        still_after_s = min(2 * self._held_gap_s, STILL_AFTER_S) if self._held_gap_s else STILL_AFTER_S
+        if self._changes:  # from the clip's second source frame on: the first has nothing to compare with
+            self._judged += 1
+            self._still += self._unchanged or on_screen_s > still_after_s
         self._prev_thumb = thumb
 
     def verdict(self) -> tuple[str, str] | None:
@@ -467,10 +486,11 @@ class ClipEncoder:
             return "black_clip", f"{self._dark}/{self.frames} frames have mean luma < {self.policy.black_luma}"
         if self.frames > 1 and not self._changes:  # one source frame held for the whole clip: a still
             return "frozen_clip", f"one source frame shown for all {self.frames} frames"
-        if self._changes and self._still >= self.policy.bad_fraction * self._changes:
+        if self._judged and self._still >= self.policy.bad_fraction * self._judged:
             return (
                 "frozen_clip",
-                f"{self._still}/{self._changes} consecutive source frames differ by < {self.policy.frozen_diff} grey levels",
+                f"{self._still}/{self._judged} frames show no change (< {self.policy.frozen_diff} grey levels, "
+                f"or one picture held over {STILL_AFTER_S:g} s)",
             )
         return None
 
