@@ -6,13 +6,15 @@ range closes. Memory therefore depends on the clip length and the frame size, ne
 the video length (``bench/video.py`` measures it on a 10-minute video).
 
 Clips are cut and measured in seconds of source time: pts × time_base minus the
-stream's start time (:func:`start_time_s`), i.e. the playback clock a player and a
-transcript use, also for an MPEG-TS starting at 1.4 s. They are re-encoded
+container's start time (:func:`start_time_s`, the stream's when the container states
+none), i.e. the playback clock a player and a transcript use, also for an MPEG-TS
+starting at 1.4 s. They are re-encoded
 with libx264 (PyAV) at a configurable, constant frame rate and size: each output tick
 shows the latest source frame at or before it (ffmpeg's ``fps`` filter), so a
 variable-frame-rate video plays as long as the span it was cut from. Clips are dropped
 with a reason when they are too short, black (mean luma of nearly every frame
-below ``black_luma``) or frozen (nearly every frame identical to the previous one).
+below ``black_luma``) or frozen (nearly every output frame showing no change: see
+:meth:`ClipEncoder._encode`).
 Black/frozen/shot statistics are computed on a small grey (or HSV) thumbnail of each
 frame, which is what keeps the analysis cheap next to decoding.
 

@@ -36,10 +36,13 @@ class Settings:
         if "://" not in workdir:
             workdir = os.path.abspath(workdir)
         default_uri, default_warehouse = default_locations(workdir)
+        warehouse = warehouse or os.environ.get("MEDCURATE_WAREHOUSE") or default_warehouse
+        if "://" not in warehouse:
+            warehouse = os.path.abspath(warehouse)  # one place, one spelling: it is part of partition keys
         settings = cls(
             workdir=workdir.rstrip("/"),
             catalog_uri=catalog_uri or os.environ.get("MEDCURATE_CATALOG_URI") or default_uri,
-            warehouse=(warehouse or os.environ.get("MEDCURATE_WAREHOUSE") or default_warehouse).rstrip("/"),
+            warehouse=warehouse.rstrip("/"),
         )
         settings.check_local_paths()
         return settings

@@ -1,7 +1,8 @@
 """Masks of 2D rasters land on the pixels written to the shard: an EXIF-oriented image's
-mask, drawn on the stored pixels (as annotation tools export it, a PNG without EXIF),
-gets the image's transpose; a mask with its own Orientation tag is shown by it; lossy
-JPEG masks are binarised; sparse IMIS masks follow the image too."""
+mask without a tag of its own is read as drawn on the image as shown, unless only the
+stored grid fits it (then it gets the image's transpose); a mask with its own
+Orientation tag is shown by it; lossy JPEG masks are binarised; sparse IMIS masks follow
+the image too."""
 
 from __future__ import annotations
 
