@@ -6,7 +6,7 @@ range closes. Memory therefore depends on the clip length and the frame size, ne
 the video length (``bench/video.py`` measures it on a 10-minute video).
 
 Clips are cut and measured in seconds of source time: pts × time_base minus the
-container's start time (:func:`start_time_s`, the stream's when the container states
+container's start time (:func:`start_time`, the stream's when the container states
 none), i.e. the playback clock a player and a transcript use, also for an MPEG-TS
 starting at 1.4 s. They are re-encoded
 with libx264 (PyAV) at a configurable, constant frame rate and size: each output tick
@@ -49,7 +49,7 @@ THUMB_WIDTH = 64
 
 @dataclasses.dataclass(frozen=True)
 class VideoInfo:
-    """What a video holds, on the playback clock (see :func:`start_time_s`).
+    """What a video holds, on the playback clock (see :func:`start_time`).
 
     ``duration_s`` is where the last frame ends in playback time, measured from the last
     packets' timestamps; the container's figure only when that cannot be read (see
@@ -149,9 +149,7 @@ def probe(source: str | bytes) -> VideoInfo:
     packets' presentation times are read without decoding (see :func:`_packets_end_s`)."""
     with open_container(source) as container:
         stream = _video_stream(container, source)
-        info = _header_info(container, stream, source)
-        origin = _start_time(container, stream)
-        stated = _stated_end_s(container, stream, info.fps, origin)
+        info, origin, stated = _header_info(container, stream, source)
         measured = None
         if stated is None or _seek_tail(container, stream, info.start_time_s + stated - _TAIL_S):
             measured = _packets_end_s(container, stream, info.fps, origin)
@@ -170,20 +168,15 @@ def _video_stream(container: av.container.InputContainer, source: str | bytes) -
     return container.streams.video[0]
 
 
-def start_time_s(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:
-    """The presentation time (pts × time_base, seconds) that is playback time 0.
+def start_time(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> Fraction:
+    """The presentation time (pts × time_base, seconds, as an exact fraction: frame times
+    computed with it carry no float noise) that is playback time 0.
 
     Transcripts (SRT/VTT) and players count from the start of playback, not from pts 0:
     an MPEG-TS typically starts at ~1.4 s, an MP4 with a B-frame delay a few hundredths
     in. ffmpeg shifts every stream by the container's ``start_time`` (the earliest stream
     start, so audio and video stay in sync) and so do players; the video stream's own
     start is the fallback, and pts are taken as they are when neither is known."""
-    return float(_start_time(container, stream))
-
-
-def _start_time(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> Fraction:
-    """:func:`start_time_s` as an exact fraction: frame times computed with it carry no
-    float noise."""
     own = stream.start_time * stream.time_base if stream.start_time is not None and stream.time_base else None
     if container.start_time is not None:
         # the container's figure is rounded to microseconds: the stream's own start, when it is
@@ -196,19 +189,21 @@ def _start_time(container: av.container.InputContainer, stream: av.video.stream.
 
 def _header_info(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream, source: str | bytes
-) -> VideoInfo:
-    """What the headers say, without reading any packet (the duration is the stated one)."""
+) -> tuple[VideoInfo, Fraction, float | None]:
+    """What the headers say, without reading any packet: the info (its duration the stated
+    one, 0 when none), the start time (:func:`start_time`) and the stated end (None: none)."""
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     fps = float(rate) if rate else 0.0
     if not fps or not math.isfinite(fps) or fps <= 0 or fps > 1000:
         raise ConversionError("bad_header", f"{_name(source)}: video stream has no usable frame rate ({rate})")
-    origin = _start_time(container, stream)
-    duration = _stated_end_s(container, stream, fps, origin) or 0.0
+    origin = start_time(container, stream)
+    stated = _stated_end_s(container, stream, fps, origin)
+    duration = stated or 0.0
     frames = int(stream.frames) if stream.frames else int(round(duration * fps))
     width, height = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
     if width <= 0 or height <= 0:
         raise ConversionError("bad_header", f"{_name(source)}: video stream has no frame size")
-    return VideoInfo(fps, duration, width, height, frames, stream.codec_context.name, float(origin))
+    return VideoInfo(fps, duration, width, height, frames, stream.codec_context.name, float(origin)), origin, stated
 
 
 def _stated_end_s(
@@ -297,13 +292,12 @@ def _frame_s(frame: av.VideoFrame, origin: Fraction) -> float:
 
 def iter_frames(source: str | bytes) -> Iterator[tuple[float, av.VideoFrame]]:
     """(playback time in seconds, frame) of every decoded frame, in order: pts × time_base
-    minus the start time (:func:`start_time_s`), so that 2 s is what a player shows at
+    minus the start time (:func:`start_time`), so that 2 s is what a player shows at
     2 s. Corrupt data ends the video with a ``ConversionError`` naming the time reached."""
     with open_container(source) as container:
         stream = _video_stream(container, source)
         stream.thread_type = "AUTO"
-        info = _header_info(container, stream, source)
-        origin = _start_time(container, stream)
+        info, origin, _ = _header_info(container, stream, source)
         count = 0
         reached = 0.0
         try:
@@ -345,19 +339,14 @@ class TimedFrame:
         return self._thumb
 
 
-def tick_slack_s(frame: av.VideoFrame, fps: float) -> float:
+def _slack_s(time_base: Fraction | None, fps: float) -> float:
     """How far after an output tick a source frame may lie and still count as "at" it.
 
     The rule is pts ≤ tick, but a tick is generally not representable on the source's
     clock: a 24 fps MKV stores frame 1 at 42 ms for a tick at 41.67 ms. One unit of the
-    source time base absorbs that rounding (so a constant-rate source neither drops nor
-    repeats frames); it is capped at a quarter of an output frame so that a coarse time
-    base cannot move a frame to the wrong tick."""
-    return _slack_s(frame.time_base, fps)
-
-
-def _slack_s(time_base: Fraction | None, fps: float) -> float:
-    """One unit of ``time_base``, at least float noise, at most a quarter of a 1 / ``fps`` frame."""
+    source ``time_base`` absorbs that rounding (so a constant-rate source neither drops nor
+    repeats frames); it is at least float noise, and at most a quarter of a 1 / ``fps``
+    output frame so that a coarse time base cannot move a frame to the wrong tick."""
     base = float(time_base) if time_base else 0.0
     return max(_EPS_S, min(base, 0.25 / fps))
 
@@ -402,15 +391,13 @@ class ClipEncoder:
         self._stream.options = {"crf": str(policy.crf), "preset": policy.preset}
         self._stream.codec_context.thread_count = 1
         self.frames = 0  # output frames encoded = ticks emitted
-        self.last_t = start_s  # time of the latest source frame received
         self.held: TimedFrame | None = None  # the latest source frame, not yet shown at every tick it covers
         self._held_out: av.VideoFrame | None = None  # ``held`` converted to the output size and format
         self._dark = 0
         self._still = 0
-        self._changes = 0  # source frame → next source frame, as shown
         self._held_gap_s: float | None = None  # source time from the frame before ``held`` to it
         self._unchanged = False  # the frame shown looks like the one shown before it
-        self._judged = 0  # output frames from the clip's second source frame on
+        self._judged = 0  # output frames from the clip's second source frame on (0: one picture so far)
         self._prev_thumb: np.ndarray | None = None
 
     def tick_s(self, index: int) -> float:
@@ -432,7 +419,6 @@ class ClipEncoder:
             self._emit_until(frame.t - self.slack_s)
             gap = frame.t - self.held.t
         self.held, self._held_out, self._held_gap_s = frame, None, gap
-        self.last_t = max(self.last_t, frame.t)
 
     def flush(self, end_s: float) -> None:
         """Show the held frame at the remaining ticks before ``end_s`` (the clip's end)."""
@@ -472,12 +458,13 @@ class ClipEncoder:
         thumb = held.thumb
         if float(thumb.max(axis=-1).mean() if thumb.ndim == 3 else thumb.mean()) < self.policy.black_luma:
             self._dark += 1
-        if self._prev_thumb is not None and thumb is not self._prev_thumb:  # a new source frame
-            self._changes += 1
-            self._unchanged = float(np.abs(thumb - self._prev_thumb).mean()) < self.policy.frozen_diff
+        previous, new_frame = self._prev_thumb, False
+        if previous is not None and thumb is not previous:
+            new_frame = True
+            self._unchanged = float(np.abs(thumb - previous).mean()) < self.policy.frozen_diff
         # the source's own pace just before: a hold far longer than that is a freeze
         still_after_s = min(2 * self._held_gap_s, STILL_AFTER_S) if self._held_gap_s else STILL_AFTER_S
-        if self._changes:  # from the clip's second source frame on: the first has nothing to compare with
+        if new_frame or self._judged:  # from the clip's second source frame on: the first has nothing to compare with
             self._judged += 1
             self._still += self._unchanged or on_screen_s > still_after_s
         self._prev_thumb = thumb
@@ -486,7 +473,7 @@ class ClipEncoder:
         """(reason, detail) when the clip is black or frozen, else None."""
         if self.frames and self._dark >= self.policy.bad_fraction * self.frames:
             return "black_clip", f"{self._dark}/{self.frames} frames have mean luma < {self.policy.black_luma}"
-        if self.frames > 1 and not self._changes:  # one source frame held for the whole clip: a still
+        if self.frames > 1 and not self._judged:  # one source frame held for the whole clip: a still
             return "frozen_clip", f"one source frame shown for all {self.frames} frames"
         if self._judged and self._still >= self.policy.bad_fraction * self._judged:
             return (
@@ -582,7 +569,7 @@ def cut_clips(
     """Clips for time ranges ``(start_s, end_s, text)`` (transcript cues, annotations).
 
     Ranges are in seconds of source time (pts × time_base − the start time: the playback
-    clock transcripts use, see :func:`start_time_s`), and so are the clips' start,
+    clock transcripts use, see :func:`start_time`), and so are the clips' start,
     end and ``too_short`` durations: a clip shows at clip time x what the source shows at
     ``start_s + x`` (see :class:`ClipEncoder`), also for variable-frame-rate video.
     The video is decoded once; ranges may overlap and come in any order; results are
@@ -624,7 +611,7 @@ def cut_clips(
         for t, frame in iter_frames(source):
             current = TimedFrame(t, frame)
             if previous is None:
-                slack = tick_slack_s(frame, fps)
+                slack = _slack_s(frame.time_base, fps)
             # a range opens on the first frame at or after its start, seeded with the frame before
             # it (the one on screen at the start) unless this frame lies on the start itself
             while next_index < len(pending) and pending[next_index][0] <= t + slack:
@@ -742,7 +729,7 @@ def cut_shots(
         for t, frame in iter_frames(source):
             current = TimedFrame(t, frame)
             if last is None:
-                slack = tick_slack_s(frame, fps)
+                slack = _slack_s(frame.time_base, fps)
             hsv = _rgb_to_hsv(current.thumb)
             # pieces of max_s whose boundary no frame lands on (a gap longer than the rest of the piece)
             while encoder is not None and policy.max_s is not None and t > shot_start + policy.max_s + slack:

@@ -10,7 +10,7 @@ when no LLM is configured); the narration is scrubbed of identifiers first.
 
 Every time here (cues, windows, clip keys, the clips' ``start_s``/``end_s``, the video's
 duration) is playback time, the clock of the transcript: pts × time_base minus the
-video's start time (see :func:`converters.video.start_time_s`), so a cue at 00:00:02 is
+video's start time (see :func:`converters.video.start_time`), so a cue at 00:00:02 is
 cut from what a player shows at 2 s even in an MPEG-TS whose timestamps start at 1.4 s.
 """
 
