@@ -162,11 +162,9 @@ def _frame_source_refs(seg: Dataset) -> list[tuple[str, int | None]] | None:
     return refs or None
 
 
-def _resolvable_by_source(refs: list[tuple[str, int | None]] | None, slots: _Slots) -> bool:
+def _resolvable_by_source(refs: list[tuple[str, int | None]], slots: _Slots) -> bool:
     """Whether every reference to one of our instances names a single slice: an instance of
     one slice always does; one of several (an Enhanced CT/MR) only with a known frame number."""
-    if refs is None:
-        return False
     by_uid, by_frame = slots.by_uid(), slots.by_frame()
     return all(
         len(by_uid.get(uid, ())) <= 1 or (frame is not None and (uid, frame) in by_frame) for uid, frame in refs
@@ -190,12 +188,14 @@ def _binarisation(seg: Any, fractional_threshold: float) -> tuple[float | None, 
     return fractional_threshold * maximum, params
 
 
-def _seg_by_source(seg: Any, slots: _Slots, numbers: list[int], key: str) -> Iterator[tuple[list[int], np.ndarray]]:
+def _seg_by_source(
+    seg: Any, refs: list[tuple[str, int | None]], slots: _Slots, numbers: list[int], key: str
+) -> Iterator[tuple[list[int], np.ndarray]]:
     """(slice indices, stored pixels ``[len(indices), rows, cols, segments]``) through
     highdicom's source indexing: a single-slice instance by its SOPInstanceUID, the frames of
     a multi-frame one by (SOPInstanceUID, ReferencedFrameNumber) — never one frame's mask on
-    every slice of the instance."""
-    referenced = {uid for uid, _ in _frame_source_refs(seg) or []}
+    every slice of the instance. ``refs``: :func:`_frame_source_refs` of ``seg``."""
+    referenced = {uid for uid, _ in refs}
     by_uid = slots.by_uid()
     present = [uid for uid in by_uid if uid in referenced]
     if not present:
@@ -303,10 +303,13 @@ def load_seg(
     names = {n: str(seg.get_segment_description(n).segment_label).strip().lower() or f"segment_{n}" for n in numbers}
     cutoff, params = _binarisation(seg, fractional_threshold)
     slots = _slots(ordered, frame_numbers)
-    by_source = _resolvable_by_source(_frame_source_refs(seg), slots)
-    params["placement"] = "source_reference" if by_source else "plane_position"
+    refs = _frame_source_refs(seg)
+    chunks: Iterator[tuple[list[int], np.ndarray]]
+    if refs is not None and _resolvable_by_source(refs, slots):
+        params["placement"], chunks = "source_reference", _seg_by_source(seg, refs, slots, numbers, key)
+    else:
+        params["placement"], chunks = "plane_position", _seg_by_position(seg, ordered, numbers, uri, key)
     volumes = {n: np.zeros((len(ordered), rows, cols), np.uint16) for n in numbers}
-    chunks = _seg_by_source(seg, slots, numbers, key) if by_source else _seg_by_position(seg, ordered, numbers, uri, key)
     try:
         for indices, stored in chunks:
             inside = stored > 0 if cutoff is None else stored >= cutoff

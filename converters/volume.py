@@ -68,7 +68,7 @@ def read_volume(uri: str, companions: tuple[str, ...] = ()) -> sitk.Image:
                 raise ConversionError(
                     "too_large", f"{uri}: header declares size {reader.GetSize()} (> {MAX_VOLUME_BYTES // 1024**3} GiB)"
                 )
-            if is_nifti_path(path):
+            if is_nifti_path(path) and path == fetched:  # a NIfTI-2's rewrite was checked before it was written
                 check_nifti_data_complete(path, uri)
             return reader.Execute()
     except RuntimeError as exc:
