@@ -39,8 +39,8 @@ _UNREADABLE = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.D
 def open_raster(data: bytes, uri: str, *, load: bool = True) -> Image.Image:
     """The image file, its first frame decoded unless ``load`` is False.
 
-    ``load=False`` is for :func:`upright_pages`: the EXIF orientation of a TIFF frame
-    must be read before Pillow decodes it (its loader applies the tag and drops it).
+    ``load=False`` is for :func:`converters.orientation.upright`: the EXIF orientation of
+    a TIFF frame must be read before Pillow decodes it (its loader applies the tag and drops it).
     """
     if not data:
         raise ConversionError("empty_file", f"{uri}: file is empty (0 bytes)")
@@ -56,21 +56,11 @@ def open_raster(data: bytes, uri: str, *, load: bool = True) -> Image.Image:
 def open_upright(data: bytes, uri: str) -> Image.Image:
     """The first frame as viewers show it (EXIF orientation applied), as the converter
     writes it: for recipes that read a raster themselves, so their pixels match."""
-    return upright_pages(open_raster(data, uri, load=False), uri, first_only=True)[0][0]
-
-
-def upright_pages(img: Image.Image, uri: str, *, first_only: bool = False) -> list[tuple[Image.Image, int]]:
-    """Every frame of ``img`` (opened with ``load=False``) decoded and EXIF-oriented, with
-    the orientation applied to it: its masks need that same transpose."""
-    pages = []
+    img = open_raster(data, uri, load=False)
     try:
-        for page in ImageSequence.Iterator(img):
-            pages.append(upright(page))
-            if first_only:
-                break
+        return upright(img)[0]
     except _UNREADABLE as exc:
-        raise ConversionError("unreadable", f"{uri}: page {len(pages)} is not readable ({str(exc)[:200]})") from exc
-    return pages
+        raise ConversionError("unreadable", f"{uri}: not a readable image ({str(exc)[:200]})") from exc
 
 
 def applied_orientation(row: dict[str, Any]) -> int:
@@ -148,11 +138,14 @@ def convert_raster_item(item: dict[str, Any], opts: ConvertOptions) -> list[dict
     uri = item["uri"]
     data = read_bytes(uri)
     img = open_raster(data, uri, load=False)
+    stored_bits: list[int | None] = []
+    oriented: list[tuple[Image.Image, int]] = []  # each page as shown, and the EXIF turn its masks need
     try:
-        stored_bits = [stored_bits_per_sample(page, data) for page in ImageSequence.Iterator(img)]
-    except _UNREADABLE as exc:  # a damaged page directory
-        raise ConversionError("unreadable", f"{uri}: the pages are not readable ({str(exc)[:200]})") from exc
-    oriented = upright_pages(img, uri)
+        for page in ImageSequence.Iterator(img):
+            stored_bits.append(stored_bits_per_sample(page, data))
+            oriented.append(upright(page))
+    except _UNREADABLE as exc:
+        raise ConversionError("unreadable", f"{uri}: page {len(oriented)} is not readable ({str(exc)[:200]})") from exc
     pages = [page for page, _ in oriented]
     attrs = json.loads(item["attrs"]) if item.get("attrs") else {}
     modality = opts.modality or "OTHER"

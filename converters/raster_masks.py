@@ -8,9 +8,9 @@
   Values are read raw (a palette image by index, not by colour); a lossy JPEG mask is
   binarised at > 127 instead, since compression blurs its values.
 * **Orientation**: masks land on the image as written to the shard. A mask without an
-  EXIF Orientation tag (what annotation tools export) is drawn on the image's *stored*
-  pixels, so it gets the transpose the image's own tag gave the image; a mask with its
-  own tag is shown by that tag (:mod:`converters.orientation`).
+  EXIF Orientation tag of its own is read as drawn on the image as shown, unless only the
+  image's *stored* grid fits it, when it gets the image's transpose; a mask with its own
+  tag is shown by that tag (:func:`mask_on_image`, :mod:`converters.orientation`).
 * An **IMIS-Bench** ``.npz`` is a ``scipy.sparse`` CSR matrix of shape ``[classes, H·W]``
   (as ``scipy.sparse.save_npz`` writes it): row *c* reshaped to ``(H, W)`` is class *c*.
   Names come from ``ConvertOptions.label_names`` (row index → name), else ``class_<c>``.
