@@ -505,6 +505,18 @@ def finish(
         "workers": sorted({r.worker for r in results if not r.cached and r.worker}),
         "stages": stage_summary(results),
     }
+
+    def record_unpublished(**more: Any) -> dict[str, Any]:
+        """Write the run record of a build that published nothing (a failed gate, a failed
+        publish) and return its summary."""
+        phases = {k: round(v, 3) for k, v in timings.items()}
+        summary = run_summary(
+            run_id, inputs_total=plan.inputs_total, rejects=rejects, samples_written=samples,
+            seconds=time.perf_counter() - started, extra={**extra, "version": None, "phases": phases, **more},
+        )
+        write_run_record(settings.workdir, summary, rejects)
+        return summary
+
     if gate and shards:
         tick = time.perf_counter()
         reused = [s for res in results if res.cached for s in res.shards]
@@ -520,13 +532,7 @@ def finish(
             "seconds": round(report.seconds, 3),
         }
         if not report.passed:
-            extra["phases"] = {k: round(v, 3) for k, v in timings.items()}
-            summary = run_summary(
-                run_id, inputs_total=plan.inputs_total, rejects=rejects, samples_written=samples,
-                seconds=time.perf_counter() - started, extra={**extra, "version": None},
-            )
-            write_run_record(settings.workdir, summary, rejects)
-            raise GateFailed(request.dataset, report, summary)
+            raise GateFailed(request.dataset, report, record_unpublished())
         shards = list(report.passed_shards)
         # a gate that passes within its tolerance publishes only the passing shards
         quarantined_rows = sum(s.rows for s in report.shards if not s.passed)
@@ -553,12 +559,7 @@ def finish(
             )
         except Exception as exc:
             # exit 1 with a run record that says what failed (docs/cli.md), not a bare traceback
-            failed = {**extra, "version": None, "error": f"publish failed: {type(exc).__name__}: {exc}"}
-            failed["phases"] = {k: round(v, 3) for k, v in timings.items()}
-            write_run_record(settings.workdir, run_summary(
-                run_id, inputs_total=plan.inputs_total, rejects=rejects, samples_written=samples,
-                seconds=time.perf_counter() - started, extra=failed,
-            ), rejects)
+            record_unpublished(error=f"publish failed: {type(exc).__name__}: {exc}")
             raise
         timings["publish"] = time.perf_counter() - tick
     extra.update(
