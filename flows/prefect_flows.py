@@ -47,6 +47,7 @@ from flows.build import (
 from flows.heartbeats import flow_run_heartbeats
 from flows.progress import BuildProgress
 from flows.runs import new_run_id
+from flows.settings import Settings
 
 
 @task(name="build-partitions", retries=RETRIES_PER_PARTITION, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
@@ -265,13 +266,12 @@ def _run(request: BuildRequest, progress: BuildProgress | None = None) -> BuildO
         dataset_build_lock(settings.workdir, settings.warehouse, request.dataset),
         contextlib.closing(LazyEngine(request)) as cluster,  # closed on every path, at the latest here
     ):
-        return _build_on(cluster, request, progress)
+        return _build_on(cluster, request, settings, progress)
 
 
-def _build_on(cluster: LazyEngine, request: BuildRequest, progress: BuildProgress | None) -> BuildOutcome:
+def _build_on(cluster: LazyEngine, request: BuildRequest, settings: Settings, progress: BuildProgress | None) -> BuildOutcome:
     logger = get_run_logger()
     started = time.perf_counter()
-    settings = settings_for(request)
     run_id = new_run_id()
     plan, partitions = prepare(request, settings, run_id, cluster.discovery_map())
     planned = time.perf_counter()
