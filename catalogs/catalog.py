@@ -487,7 +487,7 @@ _RUN_STAMP = ("run_id", "created_at")
 
 
 def _row_digests(paths: Sequence[str]) -> dict[str, str]:
-    """sample_id → a digest of the row's content (see :meth:`Catalog.diff`), file by file."""
+    """sample_id → a digest of the row's content (see :meth:`DatasetCatalog.diff`), file by file."""
     digests: dict[str, str] = {}
     for path in paths:
         fs, inner = url_to_fs(path)

@@ -630,7 +630,7 @@ def _build_inline(request: BuildRequest, settings: Settings) -> BuildOutcome:
     run_id = new_run_id()
     plan, partitions = prepare(request, settings, run_id)
     planned = time.perf_counter()
-    shard_dir = settings.catalog().data_dir(request.dataset)
+    shard_dir = dataset_data_dir(settings.warehouse, request.dataset)  # no catalog needed for a path
     results, pending = reuse_finished(partitions, settings.workdir)
     processes = local_processes(request, plan, pending)
     if processes > 1:

@@ -24,6 +24,7 @@ from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
+from catalogs.catalog import dataset_data_dir
 from curation.build import BuildPlan
 from curation.partitions import Partition, PartitionResult, RemoteStages
 from flows.build import (
@@ -282,7 +283,7 @@ def _build_on(cluster: LazyEngine, request: BuildRequest, settings: Settings, pr
     )
     if progress:
         progress.start_partitions(len(plan.items), len(partitions))
-    shard_dir = settings.catalog().data_dir(request.dataset)
+    shard_dir = dataset_data_dir(settings.warehouse, request.dataset)  # no catalog needed for a path
     results, pending = reuse_finished(partitions, settings.workdir)
     if progress:
         for result in results:
