@@ -25,7 +25,7 @@ from converters.video import (
 )
 from curation.schema import validate_batch
 from curation.stages import run_stages_locally
-from tests.helpers import TEST_SALT
+from tests.helpers import TEST_SALT, write_h264
 
 FPS = 25
 W, H = 160, 120
@@ -52,18 +52,7 @@ def scene_frame(index: int) -> np.ndarray:
 
 
 def write_video(path: Path, seconds: float = 12.0, fps: int = FPS) -> Path:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-        stream.options = {"crf": "18", "preset": "ultrafast"}
-        for index in range(int(seconds * fps)):
-            frame = av.VideoFrame.from_ndarray(scene_frame(index), format="rgb24")
-            frame.pts = index
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return write_h264(path, ((index, scene_frame(index)) for index in range(int(seconds * fps))), rate=fps)
 
 
 @pytest.fixture(scope="module")

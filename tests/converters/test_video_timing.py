@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from converters.video import ClipReject, ClipResult, ShotDetector, cut_clips, cut_shots
+from tests.helpers import write_h264
 
 W, H = 32, 24
 #: 1 s at 30 fps, then 2 s at 5 fps: a phone or screen recording that slows down
@@ -33,21 +34,8 @@ def level(index: int) -> int:
 def write_vfr(path: Path, times: Sequence[float], time_base: Fraction = Fraction(1, 90000)) -> Path:
     """A video whose frame ``i`` is presented at ``times[i]`` seconds and is grey ``level(i)``."""
     assert len(times) <= 61, "grey levels run out after 61 frames"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=30)
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-        stream.options = {"crf": "10", "preset": "ultrafast"}
-        stream.time_base = time_base
-        stream.codec_context.time_base = time_base
-        for index, t in enumerate(times):
-            frame = av.VideoFrame.from_ndarray(np.full((H, W, 3), level(index), np.uint8), format="rgb24")
-            frame.pts = round(t / time_base)
-            frame.time_base = time_base
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    frames = ((round(t / time_base), np.full((H, W, 3), level(i), np.uint8)) for i, t in enumerate(times))
+    return write_h264(path, frames, rate=30, crf=10, time_base=time_base)
 
 
 def shown(data: bytes) -> list[tuple[float, int]]:
@@ -153,17 +141,7 @@ def test_a_slow_source_repeated_to_the_output_rate_is_not_frozen_but_a_still_one
     times = [k * 0.5 for k in range(8)]  # 2 fps, a different grey each
     (moving,) = cut_clips(str(write_vfr(tmp_path / "slow.mp4", times)), [(0.0, 4.0, "slow")], fps=25)
     assert isinstance(moving, ClipResult) and moving.num_frames == 100
-    still = tmp_path / "still.mp4"
-    with av.open(str(still), "w") as container:
-        stream = container.add_stream("libx264", rate=2)
-        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-        for index in range(8):
-            frame = av.VideoFrame.from_ndarray(np.full((H, W, 3), 120, np.uint8), format="rgb24")
-            frame.pts = index
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    still = write_h264(tmp_path / "still.mp4", ((index, np.full((H, W, 3), 120, np.uint8)) for index in range(8)), rate=2)
     (frozen,) = cut_clips(str(still), [(0.0, 4.0, "still")], fps=25)
     assert isinstance(frozen, ClipReject) and frozen.reason == "frozen_clip" and frozen.detail.startswith("87/87 frames")
 
