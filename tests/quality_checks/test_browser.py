@@ -86,6 +86,7 @@ def test_gate_summary_page_links_the_failed_validation(demo_build: tuple[GateRep
     assert len(rows) == 1 and "imed-bad.parquet" in rows[0] and "medcurate.shard.common.v1+imed.v1" in rows[0]
     assert len(re.findall(r'<tr class="passed">', dom)) == 2  # the good shard, the build rows
     link = re.search(r'href="(validations/[^"]+)"', rows[0]).group(1)  # type: ignore[union-attr]
+    assert "_imed-bad.parquet/" in link  # the page of that shard's own run, named by its run id
     _, result_dom = render(page.parent / link, tmp_path / "result")
     assert "Expectation Validation Result" in result_dom and "sample_id" in result_dom
 

@@ -309,8 +309,9 @@ def test_a_gx_error_inside_a_metric_is_reported_with_its_message() -> None:
     assert _observed({"observed_value": 3}, None) == "3"
 
 
-def count_gx_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Labels of the GX validation runs the gate makes (shards, screening and build checks)."""
+def count_gx_runs(monkeypatch: pytest.MonkeyPatch, formats: list[str] | None = None) -> list[str]:
+    """Labels of the GX validation runs the gate makes (shards, screening and build
+    checks); ``formats``, if given, collects each run's result format."""
     from quality_checks import gate
 
     labels: list[str] = []
@@ -318,6 +319,8 @@ def count_gx_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     def counting(self: Any, asset_label: str, frame: Any, suite: Any, **options: Any) -> Any:
         labels.append(asset_label)
+        if formats is not None:
+            formats.append(options.get("result_format", "SUMMARY"))
         return original(self, asset_label, frame, suite, **options)
 
     monkeypatch.setattr(gate._GxSession, "validate", counting)
@@ -373,7 +376,8 @@ def test_rows_tolerated_in_the_union_are_still_judged_per_shard(tmp_path: Path, 
     build is within tolerance, exactly as if each shard had been validated alone."""
     from qc_samples import provenance
 
-    runs = count_gx_runs(monkeypatch)
+    formats: list[str] = []
+    runs = count_gx_runs(monkeypatch, formats)
     ungrounded = provenance([{"name": "caption", "grounding": {"ok": False, "problems": ["grade 3"]}}])
     bad_rows = FAMILY_ROWS["retinalogos"]()
     for row in bad_rows:
@@ -385,21 +389,24 @@ def test_rows_tolerated_in_the_union_are_still_judged_per_shard(tmp_path: Path, 
         tolerances={"mostly": 0.5, "max_failed_shard_fraction": 0.5},
     )
     assert runs[0] == "4_shards"  # the screening run: within mostly, but not clean
+    assert formats[0] == "BASIC"  # with mostly < 1, success alone would not say "every row"
     assert {r for r in runs[1:5]} == {"good-0.parquet", "good-1.parquet", "good-2.parquet", "bad.parquet"}
     assert report.passed_shards == good_paths and len(report.quarantined) == 1
     assert failures_of(report, "bad.parquet") == {("retinalogos", "expect_column_values_to_be_in_set", "grounding_ok")}
 
 
 def test_a_clean_single_shard_costs_one_gx_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    runs = count_gx_runs(monkeypatch)
+    formats: list[str] = []
+    runs = count_gx_runs(monkeypatch, formats)
     shard = write_shard(FAMILY_ROWS["imed"](), tmp_path / "build" / "a.parquet")
     report = run_gate(tmp_path, [shard], "imed", cache_passed=False)
     assert report.passed, report.failed_expectations
     assert runs == ["a.parquet", "build_rows"]
+    assert formats == ["BOOLEAN_ONLY", "SUMMARY"]  # every rule for every row: success says it all
 
 
 def test_a_broken_single_shard_is_judged_by_a_full_summary_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The screening run asks GX for BASIC results; the verdict of a shard that is not
+    """The screening run asks GX for success alone; the verdict of a shard that is not
     clean comes from its own SUMMARY run, whose value counts land in the quarantine record."""
     runs = count_gx_runs(monkeypatch)
     rows = FAMILY_ROWS["imed"]()
@@ -435,7 +442,7 @@ def test_data_docs_of_a_second_build_render_the_same_pages(tmp_path: Path) -> No
         }
         assert any("validations" in name for name in rendered) and "index.html" in rendered
         assert "Expectation Validation Result" in next(
-            p.read_text() for p in docs.rglob("*.html") if "validations" in p.parts and "imed.parquet" in p.name
+            p.read_text() for p in docs.rglob("*.html") if "validations" in p.parts and any(part.endswith("_imed.parquet") for part in p.parts)
         )
         pages.append(rendered)
     assert pages[0].keys() == pages[1].keys()
