@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,6 +33,7 @@ _MEMO: contextvars.ContextVar[dict[tuple[int, Any], tuple[Any, Any]] | None] = c
     "medcurate_gx_configurations", default=None
 )
 _installed: list[bool] = []
+_install_lock = threading.Lock()
 
 
 def _memoized(built_by_gx: Any) -> Any:
@@ -52,14 +54,15 @@ def _memoized(built_by_gx: Any) -> Any:
 
 
 def _install() -> None:
-    if _installed:
-        return
     from great_expectations.expectations.expectation import Expectation
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
-    Expectation.configuration = property(_memoized(vars(Expectation)["configuration"].fget))  # type: ignore[method-assign,assignment]
-    ExpectationConfiguration.to_domain_obj = _memoized(ExpectationConfiguration.to_domain_obj)  # type: ignore[method-assign]
-    _installed.append(True)
+    with _install_lock:  # two gates starting together in two threads patch once
+        if _installed:
+            return
+        Expectation.configuration = property(_memoized(vars(Expectation)["configuration"].fget))  # type: ignore[method-assign,assignment]
+        ExpectationConfiguration.to_domain_obj = _memoized(ExpectationConfiguration.to_domain_obj)  # type: ignore[method-assign]
+        _installed.append(True)
 
 
 @contextlib.contextmanager
