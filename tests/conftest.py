@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,14 @@ def _restore_root_logging():
         if handler not in handlers:
             root.removeHandler(handler)
     root.setLevel(level)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the temporary Prefect servers the session's flows started while pytest's
+    output streams are still open. Left to Prefect's own exit hook, each logs "Stopping
+    temporary server" to a console handler bound to pytest's capture stream, closed by
+    then: a "--- Logging error ---" traceback after the summary of a green run."""
+    server_module = sys.modules.get("prefect.server.api.server")
+    if server_module is not None:
+        for server in list(server_module.SubprocessASGIServer._instances.values()):
+            server.stop()
