@@ -383,7 +383,7 @@ class _ShardValidator:
         which every expectation holds for *every* row (no unexpected row at all, whatever
         ``mostly`` allows) therefore implies each shard passes on its own. Anything less
         (a failure, or rows tolerated by ``mostly``) sends those shards to one run each,
-        which decides per shard as before. A GX run costs ~0.2-0.4 s whatever its rows, so
+        which decides per shard as before. A GX run costs ~0.1-0.3 s whatever its rows, so
         a clean build of N shards pays one run instead of N.
 
         The screening run asks GX for the least result that still tells "every row met
