@@ -324,6 +324,12 @@ class DatasetCatalog:
             return []
         return list(table.scan(snapshot_id=snapshot_id).plan_files())
 
+    def files_of_every_snapshot(self, name: str) -> set[str]:
+        """Every data file a snapshot still in the table's metadata holds: every version,
+        tagged or not, since any of them can still be read (time travel) until expired."""
+        table = self._table(name)
+        return {task.file.file_path for snap in table.metadata.snapshots for task in self._scan_tasks(table, snap.snapshot_id)}
+
     def files(self, name: str, version: str | None = None) -> builtins.list[str]:
         """Absolute shard paths of a version, sorted (what SQL engines and loaders read)."""
         info = self.version_info(name, version)

@@ -45,6 +45,8 @@ def split_ref(ref: str) -> tuple[str, str | None]:
 
 # -- catalog ---------------------------------------------------------------------------
 def cmd_catalog(args: argparse.Namespace) -> int:
+    if args.catalog_command == "clean":
+        return _catalog_clean(args)
     catalog = _settings(args).catalog()
     if args.catalog_command == "list":
         names = catalog.list()
@@ -104,6 +106,24 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         print(json.dumps({k: {"count": len(v), "sample_ids": v} for k, v in diff.items()}, indent=2))
         return EXIT_OK
     raise UsageError(f"unknown catalog command {args.catalog_command!r}")
+
+
+def _catalog_clean(args: argparse.Namespace) -> int:
+    from flows.maintenance import clean_dataset_files
+
+    if args.min_age_hours < 0:
+        raise UsageError(f"--min-age-hours must be >= 0, got {args.min_age_hours}")
+    report = clean_dataset_files(_settings(args), args.name, min_age_s=args.min_age_hours * 3600, dry_run=args.dry_run)
+    for path in report.removed:
+        print(path)
+    verb = "would remove" if report.dry_run else "removed"
+    print(
+        f"{args.name}: {verb} {len(report.removed)} file(s), {report.removed_bytes / 2**20:.1f} MiB, from {report.data_dir}; "
+        f"kept {report.held_by_versions} held by versions, {report.kept_for_reuse} of finished partitions, "
+        f"{report.kept_young} younger than {args.min_age_hours:g} h",
+        file=sys.stderr,
+    )
+    return EXIT_OK
 
 
 # -- convert ---------------------------------------------------------------------------
@@ -349,6 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
     diff = cat_sub.add_parser("diff", help="samples added, removed and changed between two versions")
     diff.add_argument("a", metavar="NAME@A")
     diff.add_argument("b", metavar="NAME@B")
+    clean = cat_sub.add_parser("clean", help="remove shard files no version holds (left by crashed builds)")
+    clean.add_argument("name", metavar="NAME")
+    clean.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
+    clean.add_argument("--min-age-hours", type=float, default=24.0,
+                       help="keep files modified more recently than this (default 24): a build may be writing them")
     cat.set_defaults(func=cmd_catalog)
     __import__("flows.cli_build", fromlist=["register"]).register(sub)  # build, recipes (flows/cli_build.py)
     return parser

@@ -1,0 +1,136 @@
+"""Removing shard files that no version of a dataset holds.
+
+A finished shard file is never replaced (``curation.shards.ShardWriter``): a partition
+redone after a crash between its shard and its manifest, or after ``cache/partitions``
+was deleted, writes a new file, and the old one stays in the dataset's ``data/`` folder
+with no version holding it. A crash can also leave a ``_tmp-`` file. Iceberg calls these
+orphan files; pyiceberg (0.12) has no orphan-file removal, so this is ours.
+
+What is removed, from ``<warehouse>/medcurate/<dataset>/data/`` only, is a file that
+
+* no snapshot of the table holds (every version, tagged or not: a training job may read
+  any of them),
+* no finished partition in this workdir's ``cache/partitions`` lists (an unpublished
+  build's shards, which the next build reuses), and
+* was last modified at least ``min_age_s`` ago (a build of the dataset planned in
+  another workdir may be writing; the build lock covers only builds that share its lock
+  folder, see ``flows.locks``).
+
+It runs under the dataset's build lock, so no build of the dataset that shares the lock
+writes or publishes meanwhile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import posixpath
+import time
+from typing import Any
+
+from fsspec.core import url_to_fs
+
+from curation.partitions import PartitionResult
+from flows.locks import dataset_build_lock
+from flows.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: files younger than this are kept whatever holds them: a build of the dataset from
+#: another workdir may be writing them (a partition's shard precedes its manifest)
+DEFAULT_MIN_AGE_S = 24 * 3600.0
+
+
+@dataclasses.dataclass
+class CleanReport:
+    dataset: str
+    data_dir: str
+    dry_run: bool
+    #: files removed (or, with ``dry_run``, that would be)
+    removed: list[str] = dataclasses.field(default_factory=list)
+    removed_bytes: int = 0
+    held_by_versions: int = 0
+    kept_for_reuse: int = 0  # listed by a finished partition of this workdir
+    kept_young: int = 0  # modified less than ``min_age_s`` ago
+
+
+def clean_dataset_files(
+    settings: Settings, dataset: str, *, min_age_s: float = DEFAULT_MIN_AGE_S, dry_run: bool = False
+) -> CleanReport:
+    """Remove the files of ``dataset``'s data folder that nothing holds (module docstring)."""
+    with dataset_build_lock(settings.workdir, settings.warehouse, dataset):
+        catalog = settings.catalog()
+        held = {_normal(path) for path in catalog.files_of_every_snapshot(dataset)}  # CatalogError if unknown
+        reusable = {_normal(path) for path in _finished_partition_shards(settings.workdir)}
+        data_dir = catalog.data_dir(dataset)
+        report = CleanReport(dataset, data_dir, dry_run)
+        fs, root = url_to_fs(data_dir)
+        if not fs.exists(root):
+            return report
+        now = time.time()
+        for info in fs.ls(root, detail=True):
+            if info.get("type") != "file":
+                continue
+            path = _with_protocol(fs, info["name"])
+            if _normal(path) in held:
+                report.held_by_versions += 1
+            elif _normal(path) in reusable:
+                report.kept_for_reuse += 1
+            elif now - _modified(info, now) < min_age_s:
+                report.kept_young += 1
+            else:
+                report.removed.append(path)
+                report.removed_bytes += int(info.get("size") or 0)
+                if not dry_run:
+                    fs.rm(info["name"])
+        log.info(
+            "%s: %s %d unheld files (%d bytes) of %s; %d held by versions, %d kept for reuse, %d too recent",
+            dataset, "would remove" if dry_run else "removed", len(report.removed), report.removed_bytes, data_dir,
+            report.held_by_versions, report.kept_for_reuse, report.kept_young,
+        )
+        return report
+
+
+def _finished_partition_shards(workdir: str) -> list[str]:
+    """Shards listed by the manifests in ``<workdir>/cache/partitions`` (an unreadable
+    manifest lists nothing: its partition is recomputed anyway)."""
+    fs, root = url_to_fs(workdir)
+    folder = posixpath.join(root, "cache", "partitions")
+    if not fs.exists(folder):
+        return []
+    shards: list[str] = []
+    for path in fs.glob(posixpath.join(folder, "*.json")):
+        try:
+            with fs.open(path, "r") as handle:
+                shards.extend(PartitionResult.from_json(handle.read()).shards)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            log.warning("partition manifest %s is unreadable (%s); its shards are not kept for reuse", path, exc)
+    return shards
+
+
+def _protocol(fs: Any) -> str:
+    protocol = fs.protocol[0] if isinstance(fs.protocol, tuple | list) else fs.protocol
+    return "file" if protocol in ("file", "local") else str(protocol)
+
+
+def _with_protocol(fs: Any, inner: str) -> str:
+    protocol = _protocol(fs)
+    return inner if protocol == "file" else f"{protocol}://{inner}"
+
+
+def _normal(path: str) -> str:
+    """One spelling per file: the catalog says ``file:///a/b``, a manifest ``/a/b``."""
+    fs, inner = url_to_fs(path)
+    return f"{_protocol(fs)}://{posixpath.normpath(inner)}"
+
+
+def _modified(info: dict[str, Any], now: float) -> float:
+    """A listed file's modification time, in seconds since the epoch (local: ``mtime``;
+    s3fs: ``LastModified``); unknown counts as now, so the file is kept."""
+    stamp = info.get("mtime", info.get("LastModified"))
+    if isinstance(stamp, dt.datetime):
+        return stamp.timestamp()
+    if isinstance(stamp, int | float):
+        return float(stamp)
+    return now

@@ -1,0 +1,133 @@
+"""`medcurate catalog clean`: shard files no version holds go; every version still reads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from catalogs import open_catalog
+from flows.build import BuildRequest, run_build_inline
+from flows.cli import main
+from flows.maintenance import clean_dataset_files
+from flows.settings import Settings
+
+TWO_DAYS_AGO = time.time() - 2 * 24 * 3600
+
+
+def write_images(folder: Path, count: int, seed: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (48, 48), dtype=np.uint8)).save(folder / f"img{i:04d}.png")
+
+
+def build(source: Path, work: Path) -> None:
+    run_build_inline(BuildRequest(recipe="convert", sources=[str(source)], dataset="kept", workdir=str(work),
+                                  options={"partition_items": 8, "modality": "XR"}))
+
+
+def digest(paths: list[str]) -> dict[str, str]:
+    return {os.path.basename(p): hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}
+
+
+@pytest.fixture
+def two_versions(tmp_path: Path) -> tuple[Path, Path, dict[str, Path]]:
+    """v1 and v2 of a dataset (v2 changed one image, so some v1 files only v1 holds), an
+    unpublished finished partition, and three files nothing holds: an old copy of a
+    shard, an old ``_tmp-`` leftover, and a copy written just now. Every file but the
+    last is two days old."""
+    src, work = tmp_path / "src", tmp_path / "w"
+    write_images(src, 30, seed=0)
+    build(src, work)
+    write_images(tmp_path / "new", 1, seed=7)
+    (tmp_path / "new" / "img0000.png").replace(src / "img0012.png")
+    build(src, work)
+    data = Path(open_catalog(workdir=str(work)).data_dir("kept"))
+    shard = next(data.glob("*.parquet"))
+    extra = {
+        "orphan": data / "part-0123456789abcdef01234567-00000-deadbeef.parquet",
+        "tmp": data / "_tmp-0123456789abcdef.parquet",
+        "unpublished": data / "part-fedcba9876543210fedcba98-00000.parquet",
+        "young": data / "part-00000000000000000000000a-00000.parquet",
+    }
+    for path in extra.values():
+        shutil.copyfile(shard, path)
+    manifest = {"key": "fedcba9876543210fedcba98", "shards": [str(extra["unpublished"])], "rows": 1, "items": 1,
+                "rejects": [], "converted_items": 1, "seconds": 0.1, "stages": {}, "worker": "test"}
+    (work / "cache" / "partitions" / "fedcba9876543210fedcba98.json").write_text(json.dumps(manifest))
+    for path in data.iterdir():
+        if path != extra["young"]:
+            os.utime(path, (TWO_DAYS_AGO, TWO_DAYS_AGO))
+    return work, data, extra
+
+
+def test_clean_removes_only_what_nothing_holds(two_versions: tuple[Path, Path, dict[str, Path]]) -> None:
+    work, data, extra = two_versions
+    catalog = open_catalog(workdir=str(work))
+    v1, v2 = catalog.files("kept", "v1"), catalog.files("kept", "v2")
+    assert set(v1) - set(v2), "v2 must have replaced some of v1's files"
+    before = digest(v1) | digest(v2)
+    rows = {v: catalog.to_arrow("kept", v).num_rows for v in ("v1", "v2")}
+
+    dry = clean_dataset_files(Settings.resolve(workdir=str(work)), "kept", dry_run=True)
+    assert sorted(dry.removed) == sorted([str(extra["orphan"]), str(extra["tmp"])])
+    assert all(p.exists() for p in extra.values())  # a dry run removes nothing
+
+    report = clean_dataset_files(Settings.resolve(workdir=str(work)), "kept")
+    assert sorted(report.removed) == sorted(dry.removed)
+    assert report.removed_bytes == 2 * extra["young"].stat().st_size
+    assert not extra["orphan"].exists() and not extra["tmp"].exists()
+    assert extra["unpublished"].exists() and extra["young"].exists()
+    assert (report.held_by_versions, report.kept_for_reuse, report.kept_young) == (len(set(v1) | set(v2)), 1, 1)
+    assert digest(v1) | digest(v2) == before  # every file of every version, byte for byte
+    assert {v: catalog.to_arrow("kept", v).num_rows for v in ("v1", "v2")} == rows
+    again = clean_dataset_files(Settings.resolve(workdir=str(work)), "kept")
+    assert again.removed == []
+
+
+def test_clean_from_the_cli(two_versions: tuple[Path, Path, dict[str, Path]], capsys: pytest.CaptureFixture[str]) -> None:
+    work, _, extra = two_versions
+    assert main(["--workdir", str(work), "catalog", "clean", "kept", "--dry-run"]) == 0
+    listed = capsys.readouterr()
+    assert sorted(listed.out.split()) == sorted([str(extra["orphan"]), str(extra["tmp"])])
+    assert "kept: would remove 2 file(s)" in listed.err and "1 younger than 24 h" in listed.err
+    assert main(["--workdir", str(work), "catalog", "clean", "kept", "--min-age-hours", "0"]) == 0
+    assert not extra["young"].exists() and not extra["orphan"].exists() and extra["unpublished"].exists()
+    assert main(["--workdir", str(work), "catalog", "clean", "no_such_dataset"]) == 2
+
+
+def test_clean_on_object_storage_keeps_every_held_shard(tmp_path: Path) -> None:
+    """On s3:// the catalog, the manifests and the listing spell paths three ways; a file
+    any of them holds must survive even with no age guard."""
+    import fsspec
+
+    from tests.helpers import XRAY_DIR
+    from tests.s3_support import moto_server, s3_environment
+
+    bucket = "medcurate-clean"
+    request = BuildRequest(
+        recipe="convert", sources=[f"s3://{bucket}/src"], dataset="kept", workdir=f"s3://{bucket}/work",
+        warehouse=f"s3://{bucket}/wh", catalog_uri=f"sqlite:///{tmp_path}/catalog.db",
+        options={"modality": "XR", "partition_items": 1},
+    )
+    with moto_server() as endpoint, s3_environment(endpoint):
+        fs = fsspec.filesystem("s3")
+        fs.mkdir(bucket)
+        fs.put(str(XRAY_DIR) + "/", f"{bucket}/src/", recursive=True)
+        outcome = run_build_inline(request)
+        assert outcome.published is not None and outcome.shards
+        orphan = f"s3://{bucket}/wh/medcurate/kept/data/part-0123456789abcdef01234567-00000-deadbeef.parquet"
+        fs.copy(outcome.shards[0], orphan)
+        settings = Settings.resolve(workdir=request.workdir, warehouse=request.warehouse, catalog_uri=request.catalog_uri)
+        report = clean_dataset_files(settings, "kept", min_age_s=0)
+        assert report.removed == [orphan] and not fs.exists(orphan)
+        assert report.held_by_versions == len(outcome.shards) and all(fs.exists(s) for s in outcome.shards)
+        assert open_catalog(uri=request.catalog_uri, warehouse=request.warehouse).to_arrow("kept").num_rows == outcome.summary["samples_written"]
