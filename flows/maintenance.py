@@ -58,29 +58,43 @@ class CleanReport:
 def clean_dataset_files(
     settings: Settings, dataset: str, *, min_age_s: float = DEFAULT_MIN_AGE_S, dry_run: bool = False
 ) -> CleanReport:
-    """Remove the files of ``dataset``'s data folder that nothing holds (module docstring)."""
+    """Remove the files of ``dataset``'s data folder that nothing holds (module docstring).
+
+    Files are matched by name, not by path: the data folder is flat and every shard name
+    is unique (partition key, file index, a suffix where redone), while one folder has
+    many spellings (a symlinked workdir, ``file:`` URLs, ``s3a://``). A name some version
+    holds anywhere is kept, so a mismatch can only keep too much. And if the table has
+    versions but none of the folder's files is held, nothing is removed: the folder is
+    not the one the versions were written to (``CatalogError``)."""
+    from catalogs.catalog import CatalogError
+
     with dataset_build_lock(settings.workdir, settings.warehouse, dataset):
         catalog = settings.catalog()
-        held = {_normal(path) for path in catalog.files_of_every_snapshot(dataset)}  # CatalogError if unknown
-        reusable = {_normal(path) for path in _finished_partition_shards(settings.workdir)}
+        held = {posixpath.basename(path) for path in catalog.files_of_every_snapshot(dataset)}  # CatalogError if unknown
+        reusable = {posixpath.basename(path) for path in _finished_partition_shards(settings.workdir)}
         data_dir = catalog.data_dir(dataset)
         report = CleanReport(dataset, data_dir, dry_run)
         fs, root = url_to_fs(data_dir)
         if not fs.exists(root):
             return report
+        listed = [info for info in fs.ls(root, detail=True) if info.get("type") == "file"]
+        names = {posixpath.basename(info["name"]) for info in listed}
+        if held and names and not names & held:
+            raise CatalogError(
+                f"none of the {len(names)} files in {data_dir} belongs to a version of {dataset}, whose versions "
+                f"hold {len(held)} files elsewhere: is this the warehouse they were built in? nothing removed"
+            )
         now = time.time()
-        for info in fs.ls(root, detail=True):
-            if info.get("type") != "file":
-                continue
-            path = _with_protocol(fs, info["name"])
-            if _normal(path) in held:
+        for info in listed:
+            name = posixpath.basename(info["name"])
+            if name in held:
                 report.held_by_versions += 1
-            elif _normal(path) in reusable:
+            elif name in reusable:
                 report.kept_for_reuse += 1
             elif now - _modified(info, now) < min_age_s:
                 report.kept_young += 1
             else:
-                report.removed.append(path)
+                report.removed.append(_with_protocol(fs, info["name"]))
                 report.removed_bytes += int(info.get("size") or 0)
                 if not dry_run:
                     fs.rm(info["name"])
@@ -100,7 +114,8 @@ def _finished_partition_shards(workdir: str) -> list[str]:
     if not fs.exists(folder):
         return []
     shards: list[str] = []
-    for path in fs.glob(posixpath.join(folder, "*.json")):
+    manifests = [p for p in fs.ls(folder, detail=False) if p.endswith(".json")]  # not glob: "[" in a workdir
+    for path in manifests:
         try:
             with fs.open(path, "r") as handle:
                 shards.extend(PartitionResult.from_json(handle.read()).shards)
@@ -117,12 +132,6 @@ def _protocol(fs: Any) -> str:
 def _with_protocol(fs: Any, inner: str) -> str:
     protocol = _protocol(fs)
     return inner if protocol == "file" else f"{protocol}://{inner}"
-
-
-def _normal(path: str) -> str:
-    """One spelling per file: the catalog says ``file:///a/b``, a manifest ``/a/b``."""
-    fs, inner = url_to_fs(path)
-    return f"{_protocol(fs)}://{posixpath.normpath(inner)}"
 
 
 def _modified(info: dict[str, Any], now: float) -> float:

@@ -131,3 +131,56 @@ def test_clean_on_object_storage_keeps_every_held_shard(tmp_path: Path) -> None:
         assert report.removed == [orphan] and not fs.exists(orphan)
         assert report.held_by_versions == len(outcome.shards) and all(fs.exists(s) for s in outcome.shards)
         assert open_catalog(uri=request.catalog_uri, warehouse=request.warehouse).to_arrow("kept").num_rows == outcome.summary["samples_written"]
+
+
+def age(folder: Path) -> None:
+    for path in folder.iterdir():
+        os.utime(path, (TWO_DAYS_AGO, TWO_DAYS_AGO))
+
+
+def test_a_workdir_spelled_through_a_symlink_keeps_every_held_file(tmp_path: Path) -> None:
+    """Built as ``link/w``, cleaned as ``real/w`` (what ``cd`` and ``abspath`` give):
+    the catalog's paths and the listing differ in spelling, not in files."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    write_images(tmp_path / "src", 20, seed=0)
+    build(tmp_path / "src", tmp_path / "link" / "w")
+    data = tmp_path / "real" / "w" / "warehouse" / "medcurate" / "kept" / "data"
+    age(data)
+    files = sorted(p.name for p in data.iterdir())
+    report = clean_dataset_files(Settings.resolve(workdir=str(tmp_path / "real" / "w")), "kept", min_age_s=0)
+    assert report.removed == [] and report.held_by_versions == len(files) > 1
+    assert sorted(p.name for p in data.iterdir()) == files
+
+
+def test_a_folder_none_of_whose_files_a_version_holds_is_left_alone(tmp_path: Path) -> None:
+    """The catalog's versions live in one warehouse, the clean is pointed at another
+    (a mistyped --warehouse): nothing is removed, and the error says why."""
+    from catalogs.catalog import CatalogError
+
+    write_images(tmp_path / "src", 10, seed=0)
+    build(tmp_path / "src", tmp_path / "w")
+    elsewhere = tmp_path / "other" / "medcurate" / "kept" / "data"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "part-0123456789abcdef01234567-00000.parquet").write_bytes(b"PAR1")
+    age(elsewhere)
+    settings = Settings.resolve(workdir=str(tmp_path / "w"), catalog_uri=f"sqlite:///{tmp_path / 'w' / 'catalog.db'}",
+                                warehouse=str(tmp_path / "other"))
+    with pytest.raises(CatalogError, match="nothing removed"):
+        clean_dataset_files(settings, "kept", min_age_s=0)
+    assert len(list(elsewhere.iterdir())) == 1
+
+
+def test_finished_partitions_are_found_in_a_workdir_with_glob_characters(tmp_path: Path) -> None:
+    write_images(tmp_path / "src", 10, seed=0)
+    work = tmp_path / "w[1]"
+    build(tmp_path / "src", work)
+    data = Path(open_catalog(workdir=str(work)).data_dir("kept"))
+    unpublished = data / "part-fedcba9876543210fedcba98-00000.parquet"
+    shutil.copyfile(next(data.glob("*.parquet")), unpublished)
+    manifest = {"key": "fedcba9876543210fedcba98", "shards": [str(unpublished)], "rows": 1, "items": 1,
+                "rejects": [], "converted_items": 1, "seconds": 0.1, "stages": {}, "worker": "test"}
+    (work / "cache" / "partitions" / "fedcba9876543210fedcba98.json").write_text(json.dumps(manifest))
+    age(data)
+    report = clean_dataset_files(Settings.resolve(workdir=str(work)), "kept", min_age_s=0)
+    assert report.removed == [] and report.kept_for_reuse == 1 and unpublished.exists()
