@@ -38,10 +38,6 @@ def register(sub: Any) -> None:
     recipes.set_defaults(func=cmd_recipes)
 
 
-def is_recipe_file(ref: str) -> bool:
-    return ref.endswith((".yaml", ".yml")) or os.path.isfile(ref)
-
-
 def resolve_request(args: argparse.Namespace, settings: Any = None) -> tuple[str, dict[str, Any], list[str], Any]:
     """(family, options, sources, recipe) of ``medcurate build``, validated; raises UsageError.
 
@@ -49,16 +45,14 @@ def resolve_request(args: argparse.Namespace, settings: Any = None) -> tuple[str
     here too; the build's own staging then finds them current."""
     from curation.recipes import FAMILIES, FAMILY_NAMES, RecipeError, recipe_for, resolve_sources
     from curation.recipes.common import stage_sources
-    from curation.recipes.model import read_yaml
+    from curation.recipes.model import is_recipe_file, read_recipe_file
     from flows.cli import UsageError
 
     try:
         if is_recipe_file(args.recipe):
             path = Path(args.recipe)
-            options = read_yaml(path)
-            family = options.get("family")
-            if family not in FAMILY_NAMES:
-                raise UsageError(f"{path}: family: expected one of {list(FAMILY_NAMES)}, got {family!r}")
+            options = read_recipe_file(path)
+            family = options["family"]
             origin = str(path)
             sources = args.source or [str(path.resolve().parent)]
         else:
@@ -107,6 +101,7 @@ def cmd_recipes(args: argparse.Namespace) -> int:
         load_recipe_file,
         recipe_for,
     )
+    from curation.recipes.model import is_recipe_file
     from flows.cli import EXIT_OK, UsageError
 
     if args.recipes_command == "list":

@@ -144,17 +144,16 @@ def resolve_recipe(recipe: str, options: dict[str, Any], where: str) -> tuple[st
     """
     from curation.build import CONVERT_OPTION_KEYS
     from curation.recipes import FAMILY_NAMES, RecipeError, recipe_for
-    from curation.recipes.model import deep_merge, read_yaml
+    from curation.recipes.model import deep_merge, is_recipe_file, read_recipe_file
 
-    if recipe.endswith((".yaml", ".yml")) or os.path.isfile(recipe):
+    if is_recipe_file(recipe):
         try:
-            options = deep_merge(read_yaml(Path(recipe)), options)
+            options = deep_merge(read_recipe_file(recipe), options)
         except (OSError, RecipeError) as exc:
-            raise DeploymentConfigError(f"{where}: recipe file {recipe}: {exc}") from exc
-        family = options.get("family")
-        if family not in FAMILY_NAMES:
-            raise DeploymentConfigError(f"{where}: recipe file {recipe}: family: expected one of {list(FAMILY_NAMES)}, got {family!r}")
-        recipe = str(family)
+            raise DeploymentConfigError(f"{where}: recipe file {exc}") from exc
+        if options.get("family") not in FAMILY_NAMES:  # the entry's options may not change it
+            raise DeploymentConfigError(f"{where}: recipe file {recipe}: family: expected one of {list(FAMILY_NAMES)}, got {options.get('family')!r}")
+        recipe = str(options["family"])
     if recipe == "convert":
         unknown = sorted(set(options) - set(CONVERT_OPTION_KEYS))
         if unknown:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -236,12 +237,22 @@ def recipe_for(family: str, overrides: Mapping[str, Any] | None = None, origin: 
     return validate_recipe(data, origin)
 
 
-def load_recipe_file(path: str | Path) -> Recipe:
-    """A recipe file: its keys on top of its family's defaults. Relative source paths
-    resolve against each ``--source`` root, or the file's folder when none is given."""
-    path = Path(path)
-    data = read_yaml(path)
+def is_recipe_file(ref: str) -> bool:
+    """Whether a recipe reference names a file (else a family or ``convert``)."""
+    return ref.endswith((".yaml", ".yml")) or os.path.isfile(ref)
+
+
+def read_recipe_file(path: str | Path) -> dict[str, Any]:
+    """A recipe file's keys, its ``family`` checked (the defaults are not merged yet)."""
+    data = read_yaml(Path(path))
     family = data.get("family")
     if family not in FAMILY_NAMES:
         raise RecipeError(f"{path}: family: expected one of {list(FAMILY_NAMES)}, got {family!r}")
-    return recipe_for(family, data, origin=str(path))
+    return data
+
+
+def load_recipe_file(path: str | Path) -> Recipe:
+    """A recipe file: its keys on top of its family's defaults. Relative source paths
+    resolve against each ``--source`` root, or the file's folder when none is given."""
+    data = read_recipe_file(path)
+    return recipe_for(data["family"], data, origin=str(path))
