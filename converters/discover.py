@@ -26,7 +26,7 @@ from fsspec.core import url_to_fs
 from converters.base import WORK_ITEM_SCHEMA, ConversionError
 from converters.dicom import is_enhanced, read_dicom
 from converters.dicom_labels import annotation_kind, referenced_series_uid
-from converters.io import is_hidden, local_tree
+from converters.io import is_hidden, local_tree, url_prefix
 from converters.labels import looks_like_label_map, strip_volume_suffix
 from converters.layouts import (
     archive_members,
@@ -88,9 +88,8 @@ def list_files(source: str) -> list[_File]:
     silently dropped.
     """
     fs, root = url_to_fs(source)
-    protocol = fs.protocol[0] if isinstance(fs.protocol, tuple | list) else fs.protocol
-    local = protocol in ("file", "local")
-    prefix = "" if local else f"{protocol}://"
+    prefix = url_prefix(fs)
+    local = not prefix
     if fs.isfile(root):
         info = fs.info(root)
         return [_File(prefix + root, posixpath.basename(root), int(info.get("size") or 0), info if prefix else None)]
@@ -235,7 +234,7 @@ def _discover_files(
             else:
                 item = _item(file, "dicom", digest)
                 singles.append(item)
-                if facts is not None and facts.enhanced and facts.annotation is None:
+                if facts is not None and facts.enhanced:  # annotations took the branch above
                     enhanced.append(item)
                 if facts is not None and facts.series_uid:
                     dicom_by_uid[facts.series_uid] = item

@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -33,6 +33,13 @@ def read_bytes(uri: str) -> bytes:
     fs, path = url_to_fs(uri)
     with fs.open(path, "rb") as fh:
         return fh.read()
+
+
+def url_prefix(fs: Any) -> str:
+    """What goes before a path of ``fs`` to make it a URL again: ``""`` for the local
+    disk (plain paths), ``"s3://"`` etc. otherwise (``url_to_fs`` drops it)."""
+    protocol = fs.protocol[0] if isinstance(fs.protocol, tuple | list) else fs.protocol
+    return "" if protocol in ("file", "local") else f"{protocol}://"
 
 
 def is_local(uri: str) -> bool:

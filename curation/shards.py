@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
+from converters.io import url_prefix
 from curation.schema import SAMPLE_SCHEMA, validate_batch
 
 DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
@@ -62,7 +63,7 @@ class ShardWriter:
         if target_bytes <= 0 or row_group_bytes <= 0:
             raise ValueError("shard and row-group sizes must be positive")
         self.fs, self.directory = url_to_fs(directory)
-        self._protocol_prefix = _protocol_prefix(self.fs)
+        self._protocol_prefix = url_prefix(self.fs)
         self.name_prefix = name_prefix
         self.target_bytes = target_bytes
         self.row_group_bytes = min(row_group_bytes, target_bytes)
@@ -199,11 +200,6 @@ class ShardWriter:
         size = int(self.fs.info(final).get("size") or 0)
         self.shards.append(ShardInfo(self._protocol_prefix + final, self._rows_in_file, size))
         self._tmp_path = None
-
-
-def _protocol_prefix(fs: Any) -> str:
-    protocol = fs.protocol[0] if isinstance(fs.protocol, tuple | list) else fs.protocol
-    return "" if protocol in ("file", "local") else f"{protocol}://"
 
 
 def read_present_columns(path: str, columns: Sequence[str]) -> pa.Table:

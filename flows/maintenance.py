@@ -31,6 +31,7 @@ from typing import Any
 
 from fsspec.core import url_to_fs
 
+from converters.io import url_prefix
 from curation.partitions import PartitionResult
 from flows.locks import dataset_build_lock
 from flows.settings import Settings
@@ -94,7 +95,7 @@ def clean_dataset_files(
             elif now - _modified(info, now) < min_age_s:
                 report.kept_young += 1
             else:
-                report.removed.append(_with_protocol(fs, info["name"]))
+                report.removed.append(url_prefix(fs) + info["name"])
                 report.removed_bytes += int(info.get("size") or 0)
                 if not dry_run:
                     fs.rm(info["name"])
@@ -122,16 +123,6 @@ def _finished_partition_shards(workdir: str) -> list[str]:
         except (OSError, ValueError, TypeError, KeyError) as exc:
             log.warning("partition manifest %s is unreadable (%s); its shards are not kept for reuse", path, exc)
     return shards
-
-
-def _protocol(fs: Any) -> str:
-    protocol = fs.protocol[0] if isinstance(fs.protocol, tuple | list) else fs.protocol
-    return "file" if protocol in ("file", "local") else str(protocol)
-
-
-def _with_protocol(fs: Any, inner: str) -> str:
-    protocol = _protocol(fs)
-    return inner if protocol == "file" else f"{protocol}://{inner}"
 
 
 def _modified(info: dict[str, Any], now: float) -> float:
