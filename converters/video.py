@@ -254,18 +254,22 @@ def _packets_end_s(
     base = stream.time_base
     if not base:
         return None
-    stamps: set[int] = set()
+    last: int | None = None  # the two largest distinct timestamps
+    before: int | None = None
     try:
         for packet in container.demux(stream):
             pts = packet.pts if packet.pts is not None else packet.dts
-            if pts is not None and packet.size:
-                stamps.add(int(pts))
+            if pts is None or not packet.size:
+                continue
+            if last is None or pts > last:
+                last, before = int(pts), last
+            elif pts < last and (before is None or pts > before):
+                before = int(pts)
     except (av.error.FFmpegError, ValueError):
         pass
-    if not stamps:
+    if last is None:
         return None
-    last, *before = sorted(stamps, reverse=True)[:2]
-    gap = float((last - before[0]) * base) if before else None
+    gap = float((last - before) * base) if before is not None else None
     return float(last * base - origin) + _last_frame_s(gap, 1.0 / fps, _slack_s(base, fps))
 
 
@@ -393,6 +397,8 @@ class ClipEncoder:
         self.frames = 0  # output frames encoded = ticks emitted
         self.held: TimedFrame | None = None  # the latest source frame, not yet shown at every tick it covers
         self._held_out: av.VideoFrame | None = None  # ``held`` converted to the output size and format
+        self._held_dark = False  # ``held`` counts as black (worked out with ``_held_out``)
+        self._held_still_after_s = STILL_AFTER_S  # on screen longer than this, ``held`` counts as frozen
         self._dark = 0
         self._still = 0
         self._held_gap_s: float | None = None  # source time from the frame before ``held`` to it
@@ -448,6 +454,11 @@ class ClipEncoder:
             self._held_out = self._reformatter.reformat(
                 source, width=self.width, height=self.height, format="yuv420p", interpolation="AREA"
             )
+            # once per source frame, however many ticks show it (a 1 fps source at 25 fps: 25)
+            thumb = held.thumb
+            self._held_dark = float(thumb.max(axis=-1).mean() if thumb.ndim == 3 else thumb.mean()) < self.policy.black_luma
+            # the source's own pace just before: a hold far longer than that is a freeze
+            self._held_still_after_s = min(2 * self._held_gap_s, STILL_AFTER_S) if self._held_gap_s else STILL_AFTER_S
         out = self._held_out
         out.pts = self.frames
         out.time_base = self._time_base
@@ -455,18 +466,15 @@ class ClipEncoder:
             self._container.mux(packet)
         on_screen_s = self.tick_s(self.frames) - held.t
         self.frames += 1
+        self._dark += self._held_dark
         thumb = held.thumb
-        if float(thumb.max(axis=-1).mean() if thumb.ndim == 3 else thumb.mean()) < self.policy.black_luma:
-            self._dark += 1
         previous, new_frame = self._prev_thumb, False
         if previous is not None and thumb is not previous:
             new_frame = True
             self._unchanged = float(np.abs(thumb - previous).mean()) < self.policy.frozen_diff
-        # the source's own pace just before: a hold far longer than that is a freeze
-        still_after_s = min(2 * self._held_gap_s, STILL_AFTER_S) if self._held_gap_s else STILL_AFTER_S
         if new_frame or self._judged:  # from the clip's second source frame on: the first has nothing to compare with
             self._judged += 1
-            self._still += self._unchanged or on_screen_s > still_after_s
+            self._still += self._unchanged or on_screen_s > self._held_still_after_s
         self._prev_thumb = thumb
 
     def verdict(self) -> tuple[str, str] | None:
@@ -501,17 +509,16 @@ def encode_frames(
     (data, num_frames, width, height). Frames are consumed one at a time."""
     encoder: ClipEncoder | None = None
     policy = ClipPolicy(fps=fps, size=size, crf=crf)
-    count = 0
     no_thumb = np.zeros(1)
+    index = -1
     for index, frame in enumerate(frames):
         if encoder is None:
             width, height = size or (frame.shape[1], frame.shape[0])
             encoder = ClipEncoder(0.0, width, height, fps, policy)
         encoder.add(TimedFrame(index / fps, frame, no_thumb))
-        count = index + 1
     if encoder is None:
         raise ConversionError("no_samples", "no frames to encode")
-    encoder.flush(count / fps)
+    encoder.flush((index + 1) / fps)
     return encoder.finish(), encoder.frames, encoder.width, encoder.height
 
 
@@ -564,6 +571,8 @@ def cut_clips(
     source: str | bytes,
     ranges: Sequence[tuple[float, float, str | None]],
     policy: ClipPolicy | None = None,
+    *,
+    info: VideoInfo | None = None,
     **overrides: Any,
 ) -> Iterator[ClipResult | ClipReject]:
     """Clips for time ranges ``(start_s, end_s, text)`` (transcript cues, annotations).
@@ -575,10 +584,11 @@ def cut_clips(
     The video is decoded once; ranges may overlap and come in any order; results are
     yielded in order of range end. Each range yields exactly one :class:`ClipResult` or
     :class:`ClipReject`. ``overrides`` set :class:`ClipPolicy` fields (``fps=10``,
-    ``size=(320, 240)``, ``min_s=2``).
+    ``size=(320, 240)``, ``min_s=2``). ``info``: the source's :func:`probe`, when the
+    caller has it already (probing reads the file's head and tail).
     """
     policy = dataclasses.replace(policy or ClipPolicy(), **overrides)
-    info = probe(source)
+    info = info or probe(source)
     width, height, fps = _clip_geometry(info, policy)
     pending: list[tuple[float, float, str | None]] = []
     for start, end, text in ranges:

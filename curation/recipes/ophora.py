@@ -167,7 +167,7 @@ class Ophora(Family):
         )
         # one decoding pass for every window of the video; the window's index rides in ``text``
         ranges = [(start, end, str(index)) for index, (_, start, end, _) in enumerate(windows)]
-        results = {int(r.text or 0): r for r in cut_clips(item["uri"], ranges, policy)}
+        results = {int(r.text or 0): r for r in cut_clips(item["uri"], ranges, policy, info=info)}
         out: list[Produced | Reject] = []
         for index, (segment, _, _, clip_key) in enumerate(windows):
             out.extend(early.get(index, []))
@@ -209,7 +209,7 @@ class Ophora(Family):
 
     def _clip_row(
         self, clip: ClipResult, segment: Segment, item: dict[str, Any], clip_key: str, ctx: FamilyContext, opts: OphoraOptions,
-        start_time_s: float = 0.0,
+        start_time_s: float,
     ) -> Produced:
         """The sample of one clip; ``start_time_s`` (the source's pts of playback time 0) is
         recorded so that the clip's playback-time span can be traced back to raw pts."""
