@@ -735,15 +735,15 @@ def _iter_dicom_rows(item: dict[str, Any], opts: ConvertOptions) -> Iterator[dic
         slots = [(0, frame, first) for frame in range(frames_per_file)]
     # slices that each carry their own position (a series' files, an enhanced object's frames)
     positioned = len(slots) > 1 and (len(ordered) > 1 or is_enhanced(first))
+    views = [view for _, _, view in slots]
     slot_names = [
         f"slice {i} ({ordered[f][0]}" + (f" frame {frame + 1})" if len(ordered) == 1 else ")")
         for i, (f, frame, _) in enumerate(slots)
-    ]
+    ] if positioned and item.get("label_uris") else None
     label_volumes, label_params = _label_volumes(
-        item, opts, [slot[2] for slot in slots], slot_names if positioned else None,
-        frame_numbers=[frame + 1 for _, frame, _ in slots],
+        item, opts, views, slot_names, frame_numbers=[frame + 1 for _, frame, _ in slots],
     )
-    spacing_z = series_slice_spacing([slot[2] for slot in slots]) if positioned else None
+    spacing_z = series_slice_spacing(views) if positioned else None
     for array, _, stem in label_volumes:
         if array.shape[0] != len(slots):
             raise ConversionError(

@@ -274,11 +274,11 @@ def _check_seg_grid(affine: np.ndarray, dirs: np.ndarray, spacing: np.ndarray, u
         )
 
 
-def _read_seg(uri: str) -> Any:
+def _read_seg(uri: str, data: bytes | None = None) -> Any:
     import highdicom as hd
 
     try:
-        return hd.seg.segread(io.BytesIO(read_bytes(uri)))
+        return hd.seg.segread(io.BytesIO(data if data is not None else read_bytes(uri)))
     except Exception as exc:  # highdicom raises several types on malformed SEGs
         raise ConversionError("bad_label_map", f"{uri}: not a readable DICOM-SEG ({_short(exc)})") from exc
 
@@ -289,11 +289,12 @@ def load_seg(
     key: str,
     frame_numbers: Sequence[int] | None = None,
     *,
-    fractional_threshold: float = FRACTIONAL_THRESHOLD,
+    data: bytes | None = None,
 ) -> list[LabelVolume]:
     """The segments of a DICOM-SEG, one volume per segment, aligned to ``ordered`` slices
-    (``frame_numbers``: each slice's 1-based frame in its SOP instance, see the module doc)."""
-    seg = _read_seg(uri)
+    (``frame_numbers``: each slice's 1-based frame in its SOP instance, see the module doc;
+    ``data``: the file's bytes, when the caller read them already)."""
+    seg = _read_seg(uri, data)
     rows, cols = int(ordered[0].Rows), int(ordered[0].Columns)
     if (int(seg.Rows), int(seg.Columns)) != (rows, cols):
         raise ConversionError(
@@ -301,7 +302,7 @@ def load_seg(
         )
     numbers = [int(n) for n in seg.segment_numbers]
     names = {n: str(seg.get_segment_description(n).segment_label).strip().lower() or f"segment_{n}" for n in numbers}
-    cutoff, params = _binarisation(seg, fractional_threshold)
+    cutoff, params = _binarisation(seg, FRACTIONAL_THRESHOLD)
     slots = _slots(ordered, frame_numbers)
     refs = _frame_source_refs(seg)
     chunks: Iterator[tuple[list[int], np.ndarray]]
@@ -359,12 +360,13 @@ class _ContourPlacer:
 
 
 def load_rtstruct(
-    uri: str, ordered: list[Dataset], key: str, frame_numbers: Sequence[int] | None = None
+    uri: str, ordered: list[Dataset], key: str, frame_numbers: Sequence[int] | None = None, *, data: bytes | None = None
 ) -> list[LabelVolume]:
-    """The ROIs of an RT Structure Set rasterised onto ``ordered`` slices, one volume per ROI."""
+    """The ROIs of an RT Structure Set rasterised onto ``ordered`` slices, one volume per ROI
+    (``data``: the file's bytes, when the caller read them already)."""
     from converters.dicom import read_dicom
 
-    ds = read_dicom(read_bytes(uri), uri)
+    ds = read_dicom(data if data is not None else read_bytes(uri), uri)
     origins, dirs, normal, spacing = _slice_geometry(ordered)
     rows, cols = int(ordered[0].Rows), int(ordered[0].Columns)
     positions = origins @ normal
@@ -408,12 +410,12 @@ def load_dicom_labels(
 
     out: list[LabelVolume] = []
     for uri in uris:
-        header = read_dicom(read_bytes(uri), uri, headers_only=True)
-        kind = annotation_kind(header)
+        data = read_bytes(uri)  # fetched once: the kind from its header, then the whole file
+        kind = annotation_kind(read_dicom(data, uri, headers_only=True))
         if kind == "seg":
-            out.extend(load_seg(uri, ordered, key, frame_numbers))
+            out.extend(load_seg(uri, ordered, key, frame_numbers, data=data))
         elif kind == "rtstruct":
-            out.extend(load_rtstruct(uri, ordered, key, frame_numbers))
+            out.extend(load_rtstruct(uri, ordered, key, frame_numbers, data=data))
         else:
             raise ConversionError("bad_label_map", f"{uri}: DICOM label file is neither SEG nor RTSTRUCT")
     return out
