@@ -36,18 +36,14 @@ Image.MAX_IMAGE_PIXELS = 40_000 * 40_000  # whole-slide pages are big, but not u
 _UNREADABLE = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
-def open_raster(data: bytes, uri: str, *, load: bool = True) -> Image.Image:
-    """The image file, its first frame decoded unless ``load`` is False.
-
-    ``load=False`` is for :func:`converters.orientation.upright`: the EXIF orientation of
-    a TIFF frame must be read before Pillow decodes it (its loader applies the tag and drops it).
-    """
+def open_raster(data: bytes, uri: str) -> Image.Image:
+    """The image file, opened but not decoded: :func:`converters.orientation.upright`
+    must read a TIFF frame's EXIF orientation before Pillow decodes it (its loader applies
+    the tag and drops it)."""
     if not data:
         raise ConversionError("empty_file", f"{uri}: file is empty (0 bytes)")
     try:
         img = Image.open(io.BytesIO(data))
-        if load:
-            img.load()
     except _UNREADABLE as exc:
         raise ConversionError("unreadable", f"{uri}: not a readable image ({str(exc)[:200]})") from exc
     return img
@@ -56,7 +52,7 @@ def open_raster(data: bytes, uri: str, *, load: bool = True) -> Image.Image:
 def open_upright(data: bytes, uri: str) -> Image.Image:
     """The first frame as viewers show it (EXIF orientation applied), as the converter
     writes it: for recipes that read a raster themselves, so their pixels match."""
-    img = open_raster(data, uri, load=False)
+    img = open_raster(data, uri)
     try:
         return upright(img)[0]
     except _UNREADABLE as exc:
@@ -137,7 +133,7 @@ def raster_images(
 def convert_raster_item(item: dict[str, Any], opts: ConvertOptions) -> list[dict[str, Any]]:
     uri = item["uri"]
     data = read_bytes(uri)
-    img = open_raster(data, uri, load=False)
+    img = open_raster(data, uri)
     stored_bits: list[int | None] = []
     oriented: list[tuple[Image.Image, int]] = []  # each page as shown, and the EXIF turn its masks need
     try:
