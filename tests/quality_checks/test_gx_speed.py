@@ -7,11 +7,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from qc_samples import FAMILY_ROWS, TEST_BANDS, write_shard
 
 from quality_checks import gate
-from quality_checks.gx_speed import memoized_configurations
+from quality_checks.gx_speed import memoized_configurations, skip_project_config_saves
 from quality_checks.suites import FAMILIES, Tolerances, import_gx
 
 
@@ -82,3 +83,85 @@ def test_the_memo_lives_only_inside_the_block_and_its_thread() -> None:
     assert seen_elsewhere == [False]
     assert expectation.configuration is not first
     assert first.to_domain_obj() is not first.to_domain_obj()
+
+
+def test_a_session_run_gives_what_gx_validation_definition_run_gives(tmp_path: Path) -> None:
+    """The session runs GX's validator without a validation definition (no freshness
+    checks); its result must be GX's own ``ValidationDefinition.run`` result, and it must
+    be stored where Data Docs finds it."""
+    gx = import_gx()
+    frame = broken_frame("imed", tmp_path)
+    context = gx.get_context(mode="ephemeral")
+    batches = context.data_sources.add_pandas("medcurate").add_dataframe_asset("shards").add_batch_definition_whole_dataframe("whole")
+    suite = context.suites.add(gate.shard_suite("imed", Tolerances()))
+    definition = context.validation_definitions.add(gx.ValidationDefinition(name="by_gx", data=batches, suite=suite))
+    by_gx = definition.run(batch_parameters={"dataframe": frame}, result_format="SUMMARY").to_json_dict()
+
+    session = gate._GxSession(None)
+    ours = session.validate("shard", frame, gate.shard_suite("imed", Tolerances())).to_json_dict()
+    for result in by_gx["results"] + ours["results"]:
+        result["expectation_config"].pop("id", None)
+    assert not ours["success"] and ours["statistics"]["unsuccessful_expectations"] >= 2
+    for field in ("results", "success", "statistics", "suite_name"):
+        assert ours[field] == by_gx[field], field
+    unlike = {"run_id", "validation_time", "validation_id"}  # when, and GX's definition (none here)
+    for result in (ours, by_gx):
+        assert result["meta"]["batch_markers"].pop("ge_load_time")  # when the frame was loaded
+    assert {k: v for k, v in ours["meta"].items() if k not in unlike} == {k: v for k, v in by_gx["meta"].items() if k not in unlike}
+    stored = session.context.validation_results_store.list_keys()
+    assert [key.run_id.run_name for key in stored] == ["0001_shard"]
+    assert session.context.validation_results_store.get(stored[0]).success is False
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"column": "caption", "batch_id": "b-1", "row_condition": None, "condition_parser": None},
+        {"value_set": ["CT", "MR"], "mostly": 0.95, "strict": True, "nested": {"z": [1, None, 2.5], "a": "x"}},
+        {"values": (1, 2), "column": "a"},  # a tuple dumps as a list either way
+        {"column": "a", "min_value": float("nan")},  # NaN: GX writes null (its own path)
+        {"column": "a", "max_value": np.float64(2.5), "count": np.int64(3)},  # numpy: GX's path
+        {"column": "a", 7: "int key"},  # GX makes keys strings: its path
+        {"only": "one key"},
+        {},
+    ],
+)
+def test_metric_ids_are_gx_own_ids(kwargs: dict[str, Any]) -> None:
+    import_gx()
+    from great_expectations.core.id_dict import IDDict
+
+    ids = IDDict(kwargs)
+    by_gx = ids.to_id()
+    with memoized_configurations():
+        assert ids.to_id() == by_gx
+        assert ids.to_id(id_ignore_keys={"column"}) == IDDict(kwargs).to_id(id_ignore_keys={"column"})
+
+
+def test_plain_metric_ids_skip_gx_conversion(monkeypatch: pytest.MonkeyPatch) -> None:
+    import_gx()
+    from great_expectations.core import id_dict
+
+    ids = id_dict.IDDict({"column": "caption", "batch_id": "b-1", "row_condition": None})
+    expected = ids.to_id()
+    with memoized_configurations():
+        monkeypatch.setattr(id_dict, "convert_to_json_serializable", lambda data: pytest.fail(f"converted {data}"))
+        assert ids.to_id() == expected
+
+
+def test_an_ephemeral_context_skips_only_its_unread_config_saves(monkeypatch: pytest.MonkeyPatch) -> None:
+    gx = import_gx()
+    from great_expectations.data_context.data_context_variables import EphemeralDataContextVariables
+
+    saves: list[int] = []
+    monkeypatch.setattr(EphemeralDataContextVariables, "save", lambda self: saves.append(1))
+    plain = gx.get_context(mode="ephemeral")
+    plain.data_sources.add_pandas("a").add_dataframe_asset("x")
+    assert saves  # GX's own behaviour: a YAML save after each change
+    saves.clear()
+    quiet = gx.get_context(mode="ephemeral")
+    skip_project_config_saves(quiet)
+    quiet.data_sources.add_pandas("a").add_dataframe_asset("x")
+    assert saves == []
+    assert [a.name for a in quiet.data_sources.get("a").assets] == ["x"]  # the config itself holds the change
+    with pytest.raises(ValueError, match="'file'"):
+        skip_project_config_saves(type("FileContext", (), {"mode": "file"})())
