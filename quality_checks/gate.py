@@ -228,7 +228,9 @@ class _GxSession:
             self.context.suites.add(suite)  # for its page in Data Docs
             self._suites[suite.name] = suite
         self._runs += 1
-        run_id = RunIdentifier(run_name=f"{self._runs:04d}_{asset_label}")
+        # GX's file store refuses a key part holding '/' or '\\' (no page would be written)
+        page_safe = asset_label.replace("/", "_").replace("\\", "_")
+        run_id = RunIdentifier(run_name=f"{self._runs:04d}_{page_safe}")
         validator = Validator(
             batch_definition=self._batch_definition(), result_format=result_format, batch_parameters={"dataframe": frame}
         )
@@ -276,13 +278,15 @@ def _write_gate_page(
     docs_dir: str, title: str, verdict: str, failures: list[str], runs: list[tuple[str, str, str, bool]]
 ) -> None:
     from html import escape
+    from urllib.parse import quote
 
     fs, root = fsspec.core.url_to_fs(docs_dir)
     pages = [p for p in fs.glob(f"{root}/validations/**/*.html")]
     rows = []
     for label, scope, suite, success in runs:
         page = next((p for p in pages if f"/{label}/" in p), None)  # .../<run name>/<run time>/<batch>.html
-        link = escape(os.path.relpath(page, root)) if page else ""
+        # a path made a URL: a '#', '?' or '%' in a shard's name is part of the file name
+        link = escape(quote(os.path.relpath(page, root), safe="/+")) if page else ""
         status = "passed" if success else "FAILED"
         cell = f'<a href="{link}">{escape(suite)}</a>' if link else escape(suite)
         rows.append(f"<tr class='{status.lower()}'><td>{escape(scope)}</td><td>{cell}</td><td>{status}</td></tr>")

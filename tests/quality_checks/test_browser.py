@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
@@ -87,7 +88,7 @@ def test_gate_summary_page_links_the_failed_validation(demo_build: tuple[GateRep
     assert len(re.findall(r'<tr class="passed">', dom)) == 2  # the good shard, the build rows
     link = re.search(r'href="(validations/[^"]+)"', rows[0]).group(1)  # type: ignore[union-attr]
     assert "_imed-bad.parquet/" in link  # the page of that shard's own run, named by its run id
-    _, result_dom = render(page.parent / link, tmp_path / "result")
+    _, result_dom = render(page.parent / unquote(link), tmp_path / "result")  # a URL: quoted
     assert "Expectation Validation Result" in result_dom and "sample_id" in result_dom
 
 

@@ -490,3 +490,22 @@ def test_shards_measured_in_other_processes_get_the_same_verdicts(tmp_path: Path
     assert pa.parquet.read_table(there.metrics_path).drop_columns(["shard"]).equals(
         pa.parquet.read_table(here.metrics_path).drop_columns(["shard"])
     )
+
+
+@pytest.mark.parametrize("name", ["scan #2 (final).parquet", "50%?.parquet", "back\\slash.parquet"])
+def test_gate_page_links_reach_pages_of_shards_with_odd_names(tmp_path: Path, name: str) -> None:
+    """``medcurate validate`` takes anyone's files: a '#', '?', '%', space or backslash in a
+    shard's name must still give ``gate.html`` a link that leads to that shard's own page."""
+    from urllib.parse import unquote, urlsplit
+
+    rows = FAMILY_ROWS["imed"]()
+    duplicated_ids(rows)  # not clean: the shard gets its own run, named after the file
+    shard = write_shard(rows, tmp_path / "in" / name)
+    report = validate_path(shard, family="imed", docs_dir=str(tmp_path / "docs"), severity_bands=TEST_BANDS)
+    assert not report.passed
+    page = (tmp_path / "docs" / "gate.html").read_text()
+    links = [unquote(urlsplit(href).path) for href in re.findall(r'href="([^"]+)"', page) if "validations/" in href]
+    own = [link for link in links if f"_{name.replace(chr(92), '_')}/" in link]  # GX takes no '\\' in a key
+    assert len(own) == 1, links
+    assert (tmp_path / "docs" / own[0]).is_file()
+    assert all((tmp_path / "docs" / link).is_file() for link in links)
