@@ -20,7 +20,7 @@ import logging
 import os
 import posixpath
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -69,6 +69,15 @@ class PublishResult:
     added: list[str]
     removed: list[str]
     unchanged: bool  # True when the build had exactly the files of the current snapshot
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpireResult:
+    name: str
+    kept: list[str]  # versions that stay
+    dropped: list[str]  # versions removed (or, with ``dry_run``, that would be)
+    expired_snapshots: list[int]
+    dry_run: bool
 
 
 def check_dataset_name(name: str) -> str:
@@ -247,6 +256,48 @@ class DatasetCatalog:
     def _latest_tag_of(table: Any, snapshot_id: int) -> str | None:
         tags = [n for n, r in table.metadata.refs.items() if r.snapshot_ref_type == "tag" and r.snapshot_id == snapshot_id]
         return max(tags, key=_natural_key) if tags else None
+
+    def expire_versions(
+        self, name: str, *, keep_last: int, keep: Collection[str] = (), dry_run: bool = False
+    ) -> ExpireResult:
+        """Drop all but the last ``keep_last`` versions of ``name`` (and those in ``keep``),
+        then expire every snapshot no remaining version names, with pyiceberg's
+        ``expire_snapshots``.
+
+        Why: a nightly rebuild publishes a version a night, and every snapshot keeps its
+        metadata (and, through ``catalog clean``, its data files) for ever. A version is a
+        tag; removing the tag makes its snapshot unprotected, and expiring the snapshot
+        drops it from the table's metadata. The current snapshot is never expired
+        (Iceberg protects a branch head), nor a snapshot a kept version names; untagged
+        snapshots (a publish stopped between its commit and its tag) go as well. Data
+        files are not touched here: ``catalog clean`` then removes the files no snapshot
+        holds. The versions' evidence (``versions/<V>/``: the card) is kept for audit.
+        """
+        if keep_last < 1:
+            raise CatalogError(f"keep_last must be at least 1 (the latest version always stays), got {keep_last}")
+        versions = self.versions(name)
+        known = {v.version for v in versions}
+        unknown = sorted(set(keep) - known)
+        if unknown:
+            raise CatalogError(
+                f"{name} has no version {', '.join(map(repr, unknown))} to keep; published versions: "
+                f"{', '.join(v.version for v in versions) or 'none'}"
+            )
+        kept = {v.version for v in versions[-keep_last:]} | set(keep)
+        dropped = [v.version for v in versions if v.version not in kept]
+        table = self._table(name)
+        current = table.current_snapshot()
+        protected = {v.snapshot_id for v in versions if v.version in kept} | ({current.snapshot_id} if current else set())
+        expired = [snap.snapshot_id for snap in table.metadata.snapshots if snap.snapshot_id not in protected]
+        if not dry_run:
+            if dropped:
+                tags = table.manage_snapshots()
+                for version in dropped:
+                    tags = tags.remove_tag(version)
+                tags.commit()
+            if expired:
+                self._table(name).maintenance.expire_snapshots().by_ids(expired).commit()
+        return ExpireResult(name, [v.version for v in versions if v.version in kept], dropped, expired, dry_run)
 
     # -- reading ---------------------------------------------------------------------
     def list(self) -> builtins.list[str]:

@@ -47,6 +47,8 @@ def split_ref(ref: str) -> tuple[str, str | None]:
 def cmd_catalog(args: argparse.Namespace) -> int:
     if args.catalog_command == "clean":
         return _catalog_clean(args)
+    if args.catalog_command == "expire":
+        return _catalog_expire(args)
     catalog = _settings(args).catalog()
     if args.catalog_command == "list":
         names = catalog.list()
@@ -106,6 +108,21 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         print(json.dumps({k: {"count": len(v), "sample_ids": v} for k, v in diff.items()}, indent=2))
         return EXIT_OK
     raise UsageError(f"unknown catalog command {args.catalog_command!r}")
+
+
+def _catalog_expire(args: argparse.Namespace) -> int:
+    from flows.maintenance import expire_dataset_versions
+
+    result = expire_dataset_versions(_settings(args), args.name, keep_last=args.keep_last, keep=args.keep or (), dry_run=args.dry_run)
+    for version in result.dropped:
+        print(f"{args.name}@{version}")
+    verb = "would expire" if result.dry_run else "expired"
+    print(
+        f"{args.name}: {verb} {len(result.dropped)} version(s) and {len(result.expired_snapshots)} snapshot(s); "
+        f"kept {', '.join(result.kept)}. Their files go with: medcurate catalog clean {args.name}",
+        file=sys.stderr,
+    )
+    return EXIT_OK
 
 
 def _catalog_clean(args: argparse.Namespace) -> int:
@@ -374,6 +391,11 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
     clean.add_argument("--min-age-hours", type=float, default=24.0,
                        help="keep files modified more recently than this (default 24): a build may be writing them")
+    expire = cat_sub.add_parser("expire", help="drop all but the latest versions (a retention policy), then expire their snapshots")
+    expire.add_argument("name", metavar="NAME")
+    expire.add_argument("--keep-last", type=int, required=True, metavar="N", help="versions to keep, newest first (at least 1)")
+    expire.add_argument("--keep", action="append", metavar="V", help="a version to keep as well (repeatable), e.g. one a paper used")
+    expire.add_argument("--dry-run", action="store_true", help="list what would be expired; change nothing")
     cat.set_defaults(func=cmd_catalog)
     __import__("flows.cli_build", fromlist=["register"]).register(sub)  # build, recipes (flows/cli_build.py)
     return parser

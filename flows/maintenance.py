@@ -1,4 +1,4 @@
-"""Removing shard files that no version of a dataset holds.
+"""Removing shard files that no version of a dataset holds, and versions no one keeps.
 
 A finished shard file is never replaced (``curation.shards.ShardWriter``): a partition
 redone after a crash between its shard and its manifest, or after ``cache/partitions``
@@ -27,7 +27,8 @@ import datetime as dt
 import logging
 import posixpath
 import time
-from typing import Any
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any
 
 from fsspec.core import url_to_fs
 
@@ -35,6 +36,9 @@ from converters.io import url_prefix
 from curation.partitions import PartitionResult
 from flows.locks import dataset_build_lock
 from flows.settings import Settings
+
+if TYPE_CHECKING:
+    from catalogs.catalog import ExpireResult
 
 log = logging.getLogger(__name__)
 
@@ -107,22 +111,64 @@ def clean_dataset_files(
         return report
 
 
+def expire_dataset_versions(
+    settings: Settings, dataset: str, *, keep_last: int, keep: Collection[str] = (), dry_run: bool = False
+) -> ExpireResult:
+    """Keep the last ``keep_last`` versions of ``dataset`` (and ``keep``), expire the rest
+    (:meth:`catalogs.catalog.DatasetCatalog.expire_versions`), under the dataset's build
+    lock so that no build publishes meanwhile. Their files go with ``catalog clean``."""
+    with dataset_build_lock(settings.workdir, settings.warehouse, dataset):
+        catalog = settings.catalog()
+        held_before = {posixpath.basename(path) for path in catalog.files_of_every_snapshot(dataset)}
+        result = catalog.expire_versions(dataset, keep_last=keep_last, keep=keep, dry_run=dry_run)
+        if not dry_run:
+            released = held_before - {posixpath.basename(path) for path in catalog.files_of_every_snapshot(dataset)}
+            forgotten = _forget_partitions(settings.workdir, released)
+            log.info("%s: %d shard file(s) now held by no snapshot; %d partition manifest(s) naming them forgotten",
+                     dataset, len(released), forgotten)
+    log.info(
+        "%s: %s versions %s and %d snapshot(s); kept %s", dataset, "would expire" if dry_run else "expired",
+        ", ".join(result.dropped) or "none", len(result.expired_snapshots), ", ".join(result.kept),
+    )
+    return result
+
+
+def _forget_partitions(workdir: str, shard_names: set[str]) -> int:
+    """Delete this workdir's partition manifests that list one of ``shard_names`` (files
+    only expired versions held), so that ``catalog clean`` no longer keeps those files
+    for reuse. A forgotten partition is only recomputed if its sources come back."""
+    if not shard_names:
+        return 0
+    fs, _ = url_to_fs(workdir)
+    forgotten = 0
+    for path, shards in _finished_partitions(workdir):
+        if {posixpath.basename(shard) for shard in shards} & shard_names:
+            fs.rm(path)
+            forgotten += 1
+    return forgotten
+
+
 def _finished_partition_shards(workdir: str) -> list[str]:
-    """Shards listed by the manifests in ``<workdir>/cache/partitions`` (an unreadable
-    manifest lists nothing: its partition is recomputed anyway)."""
+    """Shards listed by the manifests in ``<workdir>/cache/partitions``."""
+    return [shard for _, shards in _finished_partitions(workdir) for shard in shards]
+
+
+def _finished_partitions(workdir: str) -> list[tuple[str, list[str]]]:
+    """(manifest path, its shards) of each manifest in ``<workdir>/cache/partitions`` (an
+    unreadable manifest lists nothing: its partition is recomputed anyway)."""
     fs, root = url_to_fs(workdir)
     folder = posixpath.join(root, "cache", "partitions")
     if not fs.exists(folder):
         return []
-    shards: list[str] = []
+    found: list[tuple[str, list[str]]] = []
     manifests = [p for p in fs.ls(folder, detail=False) if p.endswith(".json")]  # not glob: "[" in a workdir
     for path in manifests:
         try:
             with fs.open(path, "r") as handle:
-                shards.extend(PartitionResult.from_json(handle.read()).shards)
+                found.append((path, PartitionResult.from_json(handle.read()).shards))
         except (OSError, ValueError, TypeError, KeyError) as exc:
             log.warning("partition manifest %s is unreadable (%s); its shards are not kept for reuse", path, exc)
-    return shards
+    return found
 
 
 def _modified(info: dict[str, Any], now: float) -> float:

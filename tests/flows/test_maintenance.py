@@ -14,9 +14,10 @@ import pytest
 from PIL import Image
 
 from catalogs import open_catalog
-from flows.build import BuildRequest, run_build_inline
+from catalogs.catalog import CatalogError
+from flows.build import BuildOutcome, BuildRequest, run_build_inline
 from flows.cli import main
-from flows.maintenance import clean_dataset_files
+from flows.maintenance import clean_dataset_files, expire_dataset_versions
 from flows.settings import Settings
 
 TWO_DAYS_AGO = time.time() - 2 * 24 * 3600
@@ -29,8 +30,8 @@ def write_images(folder: Path, count: int, seed: int) -> None:
         Image.fromarray(rng.integers(0, 255, (48, 48), dtype=np.uint8)).save(folder / f"img{i:04d}.png")
 
 
-def build(source: Path, work: Path) -> None:
-    run_build_inline(BuildRequest(recipe="convert", sources=[str(source)], dataset="kept", workdir=str(work),
+def build(source: Path, work: Path) -> BuildOutcome:
+    return run_build_inline(BuildRequest(recipe="convert", sources=[str(source)], dataset="kept", workdir=str(work),
                                   options={"partition_items": 8, "modality": "XR"}))
 
 
@@ -184,3 +185,73 @@ def test_finished_partitions_are_found_in_a_workdir_with_glob_characters(tmp_pat
     age(data)
     report = clean_dataset_files(Settings.resolve(workdir=str(work)), "kept", min_age_s=0)
     assert report.removed == [] and report.kept_for_reuse == 1 and unpublished.exists()
+
+
+@pytest.fixture
+def four_versions(tmp_path: Path) -> tuple[Path, Path]:
+    """v1..v4 of a dataset, each build changing the same image again (so each version has
+    a partition, hence files, only it holds)."""
+    src, work = tmp_path / "src", tmp_path / "w"
+    write_images(src, 30, seed=0)
+    build(src, work)
+    for seed in (11, 12, 13):
+        write_images(tmp_path / f"new{seed}", 1, seed=seed)
+        (tmp_path / f"new{seed}" / "img0000.png").replace(src / "img0005.png")
+        build(src, work)
+    return src, work
+
+
+def test_expire_keeps_the_latest_and_named_versions_and_releases_the_rest(four_versions: tuple[Path, Path]) -> None:
+    src, work = four_versions
+    catalog = open_catalog(workdir=str(work))
+    files = {v: catalog.files("kept", v) for v in ("v1", "v2", "v3", "v4")}
+    rows = {v: catalog.to_arrow("kept", v).sort_by("sample_id") for v in files}
+    only_v2 = {os.path.basename(p) for p in files["v2"]} - {os.path.basename(p) for v in ("v1", "v3", "v4") for p in files[v]}
+    assert only_v2 and len(catalog.history("kept")) == 4
+
+    v2_snapshot = {v.version: v.snapshot_id for v in catalog.versions("kept")}["v2"]
+    settings = Settings.resolve(workdir=str(work))
+    dry = expire_dataset_versions(settings, "kept", keep_last=2, keep=["v1"], dry_run=True)
+    assert (dry.dropped, dry.kept) == (["v2"], ["v1", "v3", "v4"])
+    assert [v.version for v in catalog.versions("kept")] == ["v1", "v2", "v3", "v4"]  # dry run: nothing changed
+
+    result = expire_dataset_versions(settings, "kept", keep_last=2, keep=["v1"])
+    catalog = open_catalog(workdir=str(work))
+    assert [v.version for v in catalog.versions("kept")] == ["v1", "v3", "v4"]
+    assert result.expired_snapshots == [v2_snapshot]
+    assert [h["versions"] for h in catalog.history("kept")] == [["v1"], ["v3"], ["v4"]]
+    for version in ("v1", "v3", "v4"):  # the kept versions read exactly as before
+        assert catalog.files("kept", version) == files[version]
+        assert catalog.to_arrow("kept", version).sort_by("sample_id").equals(rows[version])
+    with pytest.raises(CatalogError, match="no version 'v2'"):
+        catalog.files("kept", "v2")
+
+    # the files only v2 held are no longer kept by anything: clean removes exactly them
+    report = clean_dataset_files(settings, "kept", min_age_s=0)
+    assert {os.path.basename(p) for p in report.removed} == only_v2
+    assert all(os.path.exists(p) for v in ("v1", "v3", "v4") for p in files[v])
+    # and a rebuild of the same sources still reuses every partition of v4 (nothing converted, no new version)
+    again = build(src, work)
+    assert again.summary["partitions_reused"] == again.summary["partitions"] > 0
+    assert [v.version for v in open_catalog(workdir=str(work)).versions("kept")] == ["v1", "v3", "v4"]
+
+
+def test_expire_refuses_what_would_lose_the_latest_or_an_unknown_version(four_versions: tuple[Path, Path]) -> None:
+    _, work = four_versions
+    settings = Settings.resolve(workdir=str(work))
+    with pytest.raises(CatalogError, match="at least 1"):
+        expire_dataset_versions(settings, "kept", keep_last=0)
+    with pytest.raises(CatalogError, match=r"no version 'v9'.*v1, v2, v3, v4"):
+        expire_dataset_versions(settings, "kept", keep_last=1, keep=["v9"])
+    assert len(open_catalog(workdir=str(work)).versions("kept")) == 4
+
+
+def test_expire_from_the_cli(four_versions: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    _, work = four_versions
+    assert main(["--workdir", str(work), "catalog", "expire", "kept", "--keep-last", "1", "--dry-run"]) == 0
+    assert capsys.readouterr().out.split() == ["kept@v1", "kept@v2", "kept@v3"]
+    assert main(["--workdir", str(work), "catalog", "expire", "kept", "--keep-last", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "expired 3 version(s) and 3 snapshot(s); kept v4" in captured.err
+    assert [v.version for v in open_catalog(workdir=str(work)).versions("kept")] == ["v4"]
+    assert main(["--workdir", str(work), "catalog", "expire", "kept", "--keep-last", "0"]) == 2
