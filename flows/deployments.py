@@ -22,6 +22,8 @@ docs/families.md). A YAML file names them explicitly::
         sources: [s3://bucket/raw/Task03_Liver]
         cron: "30 1 * * *"
         options: {options: {slices: "every:2"}}   # recipe keys (docs/families.md), checked when served
+        keep_last: 14                 # retention: after each passed build, expire all but the
+        keep_versions: [v3]           # newest 14 versions and v3, then remove unheld files
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ import yaml
 DEFAULT_CRON = "0 2 * * *"  # nightly at 02:00
 DEFAULT_TIMEZONE = "UTC"
 FAMILIES = ("unimed", "imed", "retinalogos", "ophora", "medq_uni")
-_PARAMETER_KEYS = ("executor", "dask_address", "ray_address", "workers", "version", "catalog_uri", "warehouse")
+_PARAMETER_KEYS = (
+    "executor", "dask_address", "ray_address", "workers", "version", "catalog_uri", "warehouse", "keep_last", "keep_versions",
+)
 
 
 class DeploymentConfigError(ValueError):
@@ -113,6 +117,7 @@ def load_specs(path: str, workdir: str) -> list[DeploymentSpec]:
             raise DeploymentConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
         if not isinstance(entry.get("options") or {}, dict):
             raise DeploymentConfigError(f"{where}: 'options' must be a mapping of recipe keys")
+        _check_retention(entry, where)
         recipe, options, default_dataset = resolve_recipe(str(entry["recipe"]), dict(entry.get("options") or {}), where)
         dataset = str(entry.get("dataset") or default_dataset)
         specs.append(
@@ -132,6 +137,19 @@ def load_specs(path: str, workdir: str) -> list[DeploymentSpec]:
     if len(set(names)) != len(names):
         raise DeploymentConfigError(f"{path}: deployment names must be unique, got {names}")
     return specs
+
+
+def _check_retention(entry: dict[str, Any], where: str) -> None:
+    """``keep_last`` (an int ≥ 1) and ``keep_versions`` (version names, only with
+    ``keep_last``): checked when served, since a wrong one would fail every run."""
+    keep_last, keep_versions = entry.get("keep_last"), entry.get("keep_versions")
+    if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1):
+        raise DeploymentConfigError(f"{where}: 'keep_last' must be a whole number of versions, at least 1; got {keep_last!r}")
+    if keep_versions is not None:
+        if keep_last is None:
+            raise DeploymentConfigError(f"{where}: 'keep_versions' needs 'keep_last' (how many of the newest to keep)")
+        if not isinstance(keep_versions, list) or not all(isinstance(v, str) for v in keep_versions):
+            raise DeploymentConfigError(f"{where}: 'keep_versions' must be a list of version names, e.g. [v3]")
 
 
 def resolve_recipe(recipe: str, options: dict[str, Any], where: str) -> tuple[str, dict[str, Any], str]:

@@ -24,7 +24,7 @@ from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
-from catalogs.catalog import dataset_data_dir
+from catalogs.catalog import CatalogError, dataset_data_dir
 from curation.build import BuildPlan
 from curation.partitions import Partition, PartitionResult, RemoteStages
 from flows.build import (
@@ -192,8 +192,16 @@ def build_dataset(
     dask_address: str | None = None,
     ray_address: str | None = None,
     workers: int | None = None,
+    keep_last: int | None = None,
+    keep_versions: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Build ``dataset`` with ``recipe`` from ``sources`` and publish it; returns the run summary."""
+    """Build ``dataset`` with ``recipe`` from ``sources`` and publish it; returns the run summary.
+
+    ``keep_last``: after a build that passed its gate, the dataset's retention policy:
+    keep the newest ``keep_last`` versions and ``keep_versions``, expire the rest, and
+    remove the shard files nothing holds any more (older than a day; ``catalog expire``
+    and ``catalog clean``, docs/operations.md). Its outcome is the summary's ``retention``.
+    """
     request = BuildRequest(
         recipe=recipe,
         sources=list(sources),
@@ -209,9 +217,32 @@ def build_dataset(
         workers=workers,
     )
     try:
-        return _run(request).summary
+        summary = _run(request).summary
     except GateFailed as exc:
         return gate_verdict(exc)  # type: ignore[return-value]  # a returned Failed state raises
+    if keep_last is not None:
+        try:
+            summary["retention"] = apply_retention(request, keep_last, keep_versions or [])
+        except CatalogError as exc:  # e.g. a kept version that does not exist: the build itself published
+            get_run_logger().error("retention of %s not applied: %s", dataset, exc)
+            summary["retention"] = {"error": str(exc)}
+    return summary
+
+
+def apply_retention(request: BuildRequest, keep_last: int, keep_versions: list[str]) -> dict[str, Any]:
+    """Expire all but the kept versions, then remove the files no snapshot holds. Runs
+    after the build, whose dataset lock is released by then (both take it in turn)."""
+    from flows.maintenance import clean_dataset_files, expire_dataset_versions
+
+    settings = Settings.resolve(workdir=request.workdir, warehouse=request.warehouse, catalog_uri=request.catalog_uri)
+    expired = expire_dataset_versions(settings, request.dataset, keep_last=keep_last, keep=keep_versions)
+    cleaned = clean_dataset_files(settings, request.dataset)
+    get_run_logger().info(
+        "retention of %s: expired %s; kept %s; removed %d unheld file(s) (%.1f MiB)", request.dataset,
+        ", ".join(expired.dropped) or "no version", ", ".join(expired.kept), len(cleaned.removed), cleaned.removed_bytes / 2**20,
+    )
+    return {"expired_versions": expired.dropped, "kept_versions": expired.kept, "files_removed": len(cleaned.removed),
+            "bytes_removed": cleaned.removed_bytes}
 
 
 def gate_verdict(exc: GateFailed) -> State:

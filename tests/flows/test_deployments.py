@@ -139,3 +139,55 @@ def test_served_deployment_runs_when_triggered(tmp_path):
             if process is not None:
                 os.killpg(process.pid, 15)
                 process.wait(timeout=30)
+
+
+def test_retention_keys_reach_the_flow_and_wrong_ones_are_refused(tmp_path):
+    path = tmp_path / "serve.yaml"
+    path.write_text("defaults: {keep_last: 14}\ndeployments:\n  - {recipe: convert, dataset: xr, sources: /x, keep_versions: [v3]}\n")
+    (spec,) = load_specs(str(path), str(tmp_path))
+    assert spec.parameters == {"keep_last": 14, "keep_versions": ["v3"]}
+    assert to_deployments([spec], str(tmp_path))[0].parameters["keep_last"] == 14
+    for entry, message in (
+        ("keep_last: 0", "'keep_last' must be a whole number of versions, at least 1; got 0"),
+        ("keep_last: '14'", "'keep_last' must be a whole number"),
+        ("keep_last: true", "'keep_last' must be a whole number"),
+        ("keep_versions: [v3]", "'keep_versions' needs 'keep_last'"),
+        ("keep_last: 2, keep_versions: v3", "'keep_versions' must be a list of version names"),
+    ):
+        path.write_text(f"deployments:\n  - {{recipe: convert, dataset: xr, sources: /x, {entry}}}\n")
+        with pytest.raises(DeploymentConfigError, match=rf"deployments\[0\]: {message}"):
+            load_specs(str(path), str(tmp_path))
+
+
+def test_a_served_build_applies_its_retention_after_publishing(tmp_path):
+    """``medcurate-build`` with ``keep_last``: the nightly flow keeps only the newest
+    versions; a kept version that does not exist is reported, not a failed build."""
+    import numpy as np
+    from PIL import Image
+
+    from flows.prefect_flows import build_dataset
+
+    source = tmp_path / "xr"
+    source.mkdir()
+
+    def image(name: str, seed: int) -> None:
+        Image.fromarray(np.random.default_rng(seed).integers(0, 255, (32, 32), dtype=np.uint8)).save(source / name)
+
+    def nightly_change(seed: int) -> None:  # one image re-exported with new content
+        image("img0.png", seed)
+
+    for index in range(1, 4):
+        image(f"img{index}.png", 100 + index)
+    nightly_change(0)
+    kwargs = dict(recipe="convert", sources=[str(source)], dataset="kept", workdir=str(tmp_path / "w"), options={"modality": "XR"})
+    first = build_dataset(**kwargs, keep_last=1)
+    assert first["retention"]["expired_versions"] == [] and first["retention"]["kept_versions"] == ["v1"]
+    nightly_change(1)
+    second = build_dataset(**kwargs, keep_last=1)
+    assert second["retention"] == {"expired_versions": ["v1"], "kept_versions": ["v2"], "files_removed": 0, "bytes_removed": 0}
+    catalog = open_catalog(workdir=str(tmp_path / "w"))
+    assert [v.version for v in catalog.versions("kept")] == ["v2"] and len(catalog.history("kept")) == 1
+    nightly_change(2)
+    third = build_dataset(**kwargs, keep_last=1, keep_versions=["v9"])
+    assert "no version 'v9'" in third["retention"]["error"]
+    assert [v.version for v in open_catalog(workdir=str(tmp_path / "w")).versions("kept")] == ["v2", "v3"]
