@@ -60,6 +60,9 @@ def prefect_server():
     try:
         yield
     finally:
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=5)  # queued flow-run logs reach the API before it stops
         os.environ.pop("PREFECT_API_URL", None)
         server.stop()
 

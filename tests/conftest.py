@@ -66,6 +66,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     output streams are still open. Left to Prefect's own exit hook, each logs "Stopping
     temporary server" to a console handler bound to pytest's capture stream, closed by
     then: a "--- Logging error ---" traceback after the summary of a green run."""
+    handlers = sys.modules.get("prefect.logging.handlers")
+    if handlers is not None:  # flow-run logs still queued go to the API while it is up
+        handlers.APILogWorker.drain_all(timeout=5)
     server_module = sys.modules.get("prefect.server.api.server")
     if server_module is not None:
         for server in list(server_module.SubprocessASGIServer._instances.values()):
