@@ -255,3 +255,41 @@ def test_expire_from_the_cli(four_versions: tuple[Path, Path], capsys: pytest.Ca
     assert "expired 3 version(s) and 3 snapshot(s); kept v4" in captured.err
     assert [v.version for v in open_catalog(workdir=str(work)).versions("kept")] == ["v4"]
     assert main(["--workdir", str(work), "catalog", "expire", "kept", "--keep-last", "0"]) == 2
+
+
+def test_expire_then_clean_on_object_storage(tmp_path: Path) -> None:
+    """The retention policy with the warehouse and workdir on s3:// (moto): pyiceberg
+    expires the snapshot through S3, the released manifests are forgotten on S3, and
+    ``clean`` removes exactly the files only the expired version held."""
+    import fsspec
+
+    from tests.s3_support import moto_server, s3_environment
+
+    bucket = "medcurate-expire"
+    request = BuildRequest(
+        recipe="convert", sources=[f"s3://{bucket}/src"], dataset="kept", workdir=f"s3://{bucket}/work",
+        warehouse=f"s3://{bucket}/wh", catalog_uri=f"sqlite:///{tmp_path}/catalog.db",
+        options={"modality": "XR", "partition_items": 1},
+    )
+    local = tmp_path / "images"
+    with moto_server() as endpoint, s3_environment(endpoint):
+        fs = fsspec.filesystem("s3")
+        fs.mkdir(bucket)
+        write_images(local, 4, seed=0)
+        fs.put(str(local) + "/", f"{bucket}/src/", recursive=True)
+        first = run_build_inline(request)
+        write_images(tmp_path / "new", 1, seed=9)
+        fs.put(str(tmp_path / "new" / "img0000.png"), f"{bucket}/src/img0000.png")
+        second = run_build_inline(request)
+        only_v1 = {os.path.basename(s) for s in first.shards} - {os.path.basename(s) for s in second.shards}
+        assert only_v1 and second.published is not None
+
+        settings = Settings.resolve(workdir=request.workdir, warehouse=request.warehouse, catalog_uri=request.catalog_uri)
+        result = expire_dataset_versions(settings, "kept", keep_last=1)
+        assert (result.dropped, result.kept, len(result.expired_snapshots)) == (["v1"], ["v2"], 1)
+        report = clean_dataset_files(settings, "kept", min_age_s=0)
+        assert {os.path.basename(p) for p in report.removed} == only_v1
+        catalog = open_catalog(uri=request.catalog_uri, warehouse=request.warehouse)
+        assert [v.version for v in catalog.versions("kept")] == ["v2"]
+        assert all(fs.exists(s) for s in catalog.files("kept", "v2"))
+        assert catalog.to_arrow("kept").num_rows == second.summary["samples_written"]
