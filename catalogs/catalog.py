@@ -77,6 +77,7 @@ class ExpireResult:
     kept: list[str]  # versions that stay
     dropped: list[str]  # versions removed (or, with ``dry_run``, that would be)
     expired_snapshots: list[int]
+    released_files: list[str]  # data files only the expired snapshots held (``catalog clean`` removes them)
     dry_run: bool
 
 
@@ -288,7 +289,10 @@ class DatasetCatalog:
         table = self._table(name)
         current = table.current_snapshot()
         protected = {v.snapshot_id for v in versions if v.version in kept} | ({current.snapshot_id} if current else set())
-        expired = [snap.snapshot_id for snap in table.metadata.snapshots if snap.snapshot_id not in protected]
+        files = self._files_by_snapshot(table)
+        expired = [snapshot_id for snapshot_id in files if snapshot_id not in protected]
+        still_held = {path for snapshot_id, paths in files.items() if snapshot_id not in expired for path in paths}
+        released = sorted({path for snapshot_id in expired for path in files[snapshot_id]} - still_held)
         if not dry_run:
             if dropped:
                 tags = table.manage_snapshots()
@@ -297,7 +301,7 @@ class DatasetCatalog:
                 tags.commit()
             if expired:
                 self._table(name).maintenance.expire_snapshots().by_ids(expired).commit()
-        return ExpireResult(name, [v.version for v in versions if v.version in kept], dropped, expired, dry_run)
+        return ExpireResult(name, [v.version for v in versions if v.version in kept], dropped, expired, released, dry_run)
 
     # -- reading ---------------------------------------------------------------------
     def list(self) -> builtins.list[str]:
@@ -378,8 +382,14 @@ class DatasetCatalog:
     def files_of_every_snapshot(self, name: str) -> set[str]:
         """Every data file a snapshot still in the table's metadata holds: every version,
         tagged or not, since any of them can still be read (time travel) until expired."""
-        table = self._table(name)
-        return {task.file.file_path for snap in table.metadata.snapshots for task in self._scan_tasks(table, snap.snapshot_id)}
+        return {path for paths in self._files_by_snapshot(self._table(name)).values() for path in paths}
+
+    def _files_by_snapshot(self, table: Any) -> dict[int, set[str]]:
+        """The data files of each snapshot in the table's metadata, oldest first."""
+        return {
+            snap.snapshot_id: {task.file.file_path for task in self._scan_tasks(table, snap.snapshot_id)}
+            for snap in table.metadata.snapshots
+        }
 
     def files(self, name: str, version: str | None = None) -> builtins.list[str]:
         """Absolute shard paths of a version, sorted (what SQL engines and loaders read)."""

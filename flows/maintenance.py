@@ -118,11 +118,9 @@ def expire_dataset_versions(
     (:meth:`catalogs.catalog.DatasetCatalog.expire_versions`), under the dataset's build
     lock so that no build publishes meanwhile. Their files go with ``catalog clean``."""
     with dataset_build_lock(settings.workdir, settings.warehouse, dataset):
-        catalog = settings.catalog()
-        held_before = {posixpath.basename(path) for path in catalog.files_of_every_snapshot(dataset)}
-        result = catalog.expire_versions(dataset, keep_last=keep_last, keep=keep, dry_run=dry_run)
+        result = settings.catalog().expire_versions(dataset, keep_last=keep_last, keep=keep, dry_run=dry_run)
         if not dry_run:
-            released = held_before - {posixpath.basename(path) for path in catalog.files_of_every_snapshot(dataset)}
+            released = {posixpath.basename(path) for path in result.released_files}
             forgotten = _forget_partitions(settings.workdir, released)
             log.info("%s: %d shard file(s) now held by no snapshot; %d partition manifest(s) naming them forgotten",
                      dataset, len(released), forgotten)

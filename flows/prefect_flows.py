@@ -234,7 +234,7 @@ def apply_retention(request: BuildRequest, keep_last: int, keep_versions: list[s
     after the build, whose dataset lock is released by then (both take it in turn)."""
     from flows.maintenance import clean_dataset_files, expire_dataset_versions
 
-    settings = Settings.resolve(workdir=request.workdir, warehouse=request.warehouse, catalog_uri=request.catalog_uri)
+    settings = settings_for(request)  # with the object-store retries a build gets
     expired = expire_dataset_versions(settings, request.dataset, keep_last=keep_last, keep=keep_versions)
     cleaned = clean_dataset_files(settings, request.dataset)
     get_run_logger().info(

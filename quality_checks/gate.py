@@ -185,7 +185,6 @@ class _GxSession:
         gx = import_gx()
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
-        self.gx = gx
         self.context = gx.get_context(mode="ephemeral")
         skip_project_config_saves(self.context)
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
@@ -253,9 +252,9 @@ class _GxSession:
         return result
 
     def _batch_definition(self) -> Any:
-        """The one data frame asset and batch definition of the session: every run names
-        itself by its run id instead (adding an asset or a batch definition re-serialises
-        the whole project config as YAML, ~5 ms a time and growing with each asset)."""
+        """The one data frame asset and batch definition of the session, made on first use:
+        every run names itself by its run id, so one asset serves them all (GX keeps each
+        asset in its config, and Data Docs lists pages by run, not by asset)."""
         if self._batches is None:
             asset = self.datasource.add_dataframe_asset("shards")
             self._batches = asset.add_batch_definition_whole_dataframe("whole")
