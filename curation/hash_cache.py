@@ -360,6 +360,12 @@ def workdir_cache_dir(workdir: str, name: str) -> str:
     ``$XDG_CACHE_HOME/medcurate/<name>`` (default ``~/.cache``)."""
     if _is_local(workdir):
         return os.path.join(os.path.abspath(workdir.removeprefix("file://")), "cache", name)
+    return user_cache_dir(name)
+
+
+def user_cache_dir(name: str) -> str:
+    """``$XDG_CACHE_HOME/medcurate/<name>`` (default ``~/.cache``): this machine's caches
+    that belong to no workdir (not created here)."""
     home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(home, "medcurate", name)
 

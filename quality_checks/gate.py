@@ -34,7 +34,12 @@ import pyarrow.parquet as pq
 from converters.io import read_each
 from curation.schema import check_batch
 from curation.shards import read_present_columns
-from quality_checks.gx_speed import memoized_configurations, skip_project_config_saves
+from quality_checks.data_docs import site_config, write_gate_page
+from quality_checks.gx_speed import (
+    keep_validation_results_as_dicts,
+    memoized_configurations,
+    skip_project_config_saves,
+)
 from quality_checks.metrics import METRICS_VERSION, MetricsStage, SeverityBands, validation_table
 from quality_checks.suites import (
     FAMILIES,
@@ -103,76 +108,6 @@ class GateReport:
         return dataclasses.asdict(self)
 
 
-#: module and class names GX's site builder loads our Data Docs views by (see
-#: :func:`_register_cached_template_views`)
-_PAGE_VIEW = "CachedTemplatesPageView"
-_INDEX_VIEW = "CachedTemplatesIndexPageView"
-
-
-def _register_cached_template_views() -> None:
-    """Define, once per process, Data Docs views whose Jinja templates compile once.
-
-    GX builds a new site builder, with new views and so new Jinja environments, for every
-    ``build_data_docs`` call, and each environment compiles the ~50 templates it renders
-    again: about two thirds of a build's Data Docs time. These subclasses of GX's default
-    page views (configured through the site's ``view`` option, GX's own extension point)
-    hand their environment one in-memory Jinja bytecode cache shared by the process: the
-    second build renders the same pages from the compiled templates. Jinja keys the cache
-    by template name and checks the source's checksum, so a changed template recompiles.
-    The classes subclass GX, so they are created after GX is imported, not at module import.
-    """
-    if _PAGE_VIEW in globals():
-        return
-    import jinja2
-    from great_expectations.render.view import DefaultJinjaIndexPageView, DefaultJinjaPageView
-
-    class ProcessBytecodeCache(jinja2.BytecodeCache):
-        def __init__(self) -> None:
-            self.compiled: dict[str, bytes] = {}
-
-        def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
-            code = self.compiled.get(bucket.key)
-            if code is not None:
-                bucket.bytecode_from_string(code)  # resets itself if the source changed
-
-        def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
-            self.compiled[bucket.key] = bucket.bytecode_to_string()
-
-    cache = ProcessBytecodeCache()
-
-    class CachedTemplatesPageView(DefaultJinjaPageView):  # type: ignore[misc]
-        def __init__(self, custom_styles_directory: str | None = None, custom_views_directory: str | None = None):
-            super().__init__(custom_styles_directory, custom_views_directory)
-            self.env.bytecode_cache = cache
-
-    class CachedTemplatesIndexPageView(DefaultJinjaIndexPageView):  # type: ignore[misc]
-        def __init__(self, custom_styles_directory: str | None = None, custom_views_directory: str | None = None):
-            super().__init__(custom_styles_directory, custom_views_directory)
-            self.env.bytecode_cache = cache
-
-    globals()[_INDEX_VIEW] = CachedTemplatesIndexPageView
-    globals()[_PAGE_VIEW] = CachedTemplatesPageView
-
-
-def _site_config(docs_dir: str) -> dict[str, Any]:
-    """The Data Docs site of one gate run: suite and validation pages rendered through
-    the cached-template views; no profiling section (the gate never profiles)."""
-    page_view = {"module_name": __name__, "class_name": _PAGE_VIEW}
-    return {
-        "class_name": "SiteBuilder",
-        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": docs_dir},
-        "site_index_builder": {
-            "class_name": "DefaultSiteIndexBuilder",
-            "view": {"module_name": __name__, "class_name": _INDEX_VIEW},
-        },
-        "site_section_builders": {
-            "expectations": {"view": page_view},
-            "validations": {"view": page_view},
-            "profiling": "0",
-        },
-    }
-
-
 class _GxSession:
     """One ephemeral GX context for one gate run, with an optional Data Docs site.
 
@@ -187,13 +122,13 @@ class _GxSession:
 
         self.context = gx.get_context(mode="ephemeral")
         skip_project_config_saves(self.context)
+        keep_validation_results_as_dicts(self.context)
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
         self.datasource = self.context.data_sources.add_pandas("medcurate")
         self.site = None
         if docs_dir:
-            _register_cached_template_views()
             self.site = "medcurate_build"
-            self.context.add_data_docs_site(site_name=self.site, site_config=_site_config(docs_dir))
+            self.context.add_data_docs_site(site_name=self.site, site_config=site_config(docs_dir))
         self._suites: dict[str, Any] = {}
         self._batches: Any = None
         self._runs = 0
@@ -269,39 +204,8 @@ class _GxSession:
         urls = self.context.build_data_docs(site_names=[self.site])
         url = urls.get(self.site, "")
         index = url[len("file://"):] if url.startswith("file://") else url
-        _write_gate_page(os.path.dirname(index), title, verdict, failures, self.runs)
+        write_gate_page(os.path.dirname(index), title, verdict, failures, self.runs)
         return index
-
-
-def _write_gate_page(
-    docs_dir: str, title: str, verdict: str, failures: list[str], runs: list[tuple[str, str, str, bool]]
-) -> None:
-    from html import escape
-    from urllib.parse import quote
-
-    fs, root = fsspec.core.url_to_fs(docs_dir)
-    pages = [p for p in fs.glob(f"{root}/validations/**/*.html")]
-    rows = []
-    for label, scope, suite, success in runs:
-        page = next((p for p in pages if f"/{label}/" in p), None)  # .../<run name>/<run time>/<batch>.html
-        # a path made a URL: a '#', '?' or '%' in a shard's name is part of the file name
-        link = escape(quote(os.path.relpath(page, root), safe="/+")) if page else ""
-        status = "passed" if success else "FAILED"
-        cell = f'<a href="{link}">{escape(suite)}</a>' if link else escape(suite)
-        rows.append(f"<tr class='{status.lower()}'><td>{escape(scope)}</td><td>{cell}</td><td>{status}</td></tr>")
-    items = "".join(f"<li>{escape(f)}</li>" for f in failures) or "<li>none</li>"
-    html = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>" + escape(title) + "</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:4px 8px}"
-        "table{border-collapse:collapse}.failed{background:#fdd}.passed{background:#dfd}</style></head><body>"
-        f"<h1>{escape(title)}</h1><h2>Decision: {escape(verdict)}</h2>"
-        f"<h2>Failed expectations</h2><ul>{items}</ul>"
-        "<h2>Validations</h2><table><tr><th>scope</th><th>suite</th><th>result</th></tr>"
-        + "".join(rows)
-        + "</table><p><a href='index.html'>Great Expectations Data Docs index</a></p></body></html>"
-    )
-    with fs.open(f"{root}/gate.html", "w") as handle:
-        handle.write(html)
 
 
 def _raised(exception: dict[str, Any] | None) -> str | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -424,32 +423,6 @@ def test_a_broken_single_shard_is_judged_by_a_full_summary_run(tmp_path: Path, m
     assert unique["result"]["partial_unexpected_counts"] == [{"value": rows[0]["sample_id"], "count": 2}]
 
 
-def test_data_docs_of_a_second_build_render_the_same_pages(tmp_path: Path) -> None:
-    """The Jinja templates are compiled once per process (a bytecode cache shared by the
-    views of every build): the second build's pages must be the first build's pages."""
-    shard = FAMILY_ROWS["imed"]()
-    pages: list[dict[str, int]] = []
-    for build in ("build-a", "build-b"):
-        path = write_shard(shard, tmp_path / build / "imed.parquet")
-        report = gate_build([path], family="imed", workdir=str(tmp_path / "work"), build_id=build,
-                            severity_bands=TEST_BANDS, cache_passed=False)
-        assert report.passed and report.data_docs_path
-        docs = Path(report.data_docs_path).parent
-        rendered = {  # validation pages sit in a run-time folder (20261124T000741.713286Z): drop it
-            "/".join(part for part in p.relative_to(docs).parts if not re.fullmatch(r"\d{8}T\d{6}\.\d+Z", part)):
-            len(p.read_text())
-            for p in docs.rglob("*.html") if "static" not in p.parts
-        }
-        assert any("validations" in name for name in rendered) and "index.html" in rendered
-        assert "Expectation Validation Result" in next(
-            p.read_text() for p in docs.rglob("*.html") if "validations" in p.parts and any(part.endswith("_imed.parquet") for part in p.parts)
-        )
-        pages.append(rendered)
-    assert pages[0].keys() == pages[1].keys()
-    # same content up to the build's own timestamps and ids (same length of text)
-    assert all(abs(pages[0][name] - pages[1][name]) <= 64 for name in pages[0]), (pages[0], pages[1])
-
-
 def test_a_repeated_expectation_is_kept_once_as_gx_would() -> None:
     """Suites are built in one constructor call; a family rule equal to a common one
     (retinalogos' caption_length range when min_text_length is 0) is kept once, under
@@ -490,22 +463,3 @@ def test_shards_measured_in_other_processes_get_the_same_verdicts(tmp_path: Path
     assert pa.parquet.read_table(there.metrics_path).drop_columns(["shard"]).equals(
         pa.parquet.read_table(here.metrics_path).drop_columns(["shard"])
     )
-
-
-@pytest.mark.parametrize("name", ["scan #2 (final).parquet", "50%?.parquet", "back\\slash.parquet"])
-def test_gate_page_links_reach_pages_of_shards_with_odd_names(tmp_path: Path, name: str) -> None:
-    """``medcurate validate`` takes anyone's files: a '#', '?', '%', space or backslash in a
-    shard's name must still give ``gate.html`` a link that leads to that shard's own page."""
-    from urllib.parse import unquote, urlsplit
-
-    rows = FAMILY_ROWS["imed"]()
-    duplicated_ids(rows)  # not clean: the shard gets its own run, named after the file
-    shard = write_shard(rows, tmp_path / "in" / name)
-    report = validate_path(shard, family="imed", docs_dir=str(tmp_path / "docs"), severity_bands=TEST_BANDS)
-    assert not report.passed
-    page = (tmp_path / "docs" / "gate.html").read_text()
-    links = [unquote(urlsplit(href).path) for href in re.findall(r'href="([^"]+)"', page) if "validations/" in href]
-    own = [link for link in links if f"_{name.replace(chr(92), '_')}/" in link]  # GX takes no '\\' in a key
-    assert len(own) == 1, links
-    assert (tmp_path / "docs" / own[0]).is_file()
-    assert all((tmp_path / "docs" / link).is_file() for link in links)

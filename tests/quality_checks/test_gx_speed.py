@@ -12,7 +12,11 @@ import pytest
 from qc_samples import FAMILY_ROWS, TEST_BANDS, write_shard
 
 from quality_checks import gate
-from quality_checks.gx_speed import memoized_configurations, skip_project_config_saves
+from quality_checks.gx_speed import (
+    keep_validation_results_as_dicts,
+    memoized_configurations,
+    skip_project_config_saves,
+)
 from quality_checks.suites import FAMILIES, Tolerances, import_gx
 
 
@@ -165,3 +169,32 @@ def test_an_ephemeral_context_skips_only_its_unread_config_saves(monkeypatch: py
     assert [a.name for a in quiet.data_sources.get("a").assets] == ["x"]  # the config itself holds the change
     with pytest.raises(ValueError, match="'file'"):
         skip_project_config_saves(type("FileContext", (), {"mode": "file"})())
+
+
+@pytest.mark.parametrize("family", ["imed", "ophora"])
+def test_results_kept_as_dicts_load_as_gx_own_text_would(family: str, tmp_path: Path) -> None:
+    """Data Docs reads each result back from the store: loaded from the kept dict it
+    must equal the result loaded from GX's JSON text, failures and examples included."""
+    from great_expectations.data_context.store.validation_results_store import (
+        ValidationResultsStore,
+    )
+
+    session = gate._GxSession(None)
+    validation = session.validate("shard", broken_frame(family, tmp_path), gate.shard_suite(family, Tolerances()))
+    store = session.context.validation_results_store
+    assert store.serialize is not ValidationResultsStore.serialize  # the session keeps dicts
+    as_text = ValidationResultsStore.serialize(store, validation)
+    assert isinstance(as_text, str)
+    kept = store._store_backend.get(store.key_to_tuple(store.list_keys()[0]))
+    assert isinstance(kept, dict)
+    from_text, from_dict = store.deserialize(as_text), store.get(store.list_keys()[0])
+    assert not from_dict.success and from_dict.statistics["unsuccessful_expectations"] >= 2
+    assert from_dict == from_text
+    assert from_dict.to_json_dict() == from_text.to_json_dict()
+    assert store.get(store.list_keys()[0]) == from_text  # loading left the kept dict as it was
+
+
+def test_results_as_dicts_only_for_an_in_memory_store(tmp_path: Path) -> None:
+    gx = import_gx()
+    with pytest.raises(ValueError, match="'file'"):
+        keep_validation_results_as_dicts(gx.get_context(mode="file", project_root_dir=str(tmp_path)))
