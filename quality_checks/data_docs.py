@@ -15,6 +15,10 @@ build of this process or machine already did, which GX's site builder redoes for
   code; a build renders the same two or three suite pages as the build before, which
   differ only in a time-stamped cache-buster on GX's remote logo. The page of a suite
   already rendered (same expectations, kwargs, ``mostly``, meta; GX version) is reused.
+* **The static assets are stored once per workdir.** Every site holds GX's 4 MB of CSS,
+  fonts and scripts; GX copies them into each build's site (~20 MB a night for five
+  nightly datasets, kept with every run). They are hard links to one copy under
+  ``<workdir>/cache/data_docs_static`` instead, where the filesystem allows it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import uuid
 from typing import Any
 
@@ -38,6 +43,7 @@ logger = logging.getLogger(__name__)
 _PAGE_VIEW = "CachedTemplatesPageView"
 _INDEX_VIEW = "CachedTemplatesIndexPageView"
 _SUITE_SECTION = "ReusedSuitePagesSectionBuilder"
+_SITE_BUILDER = "LinkedStaticAssetsSiteBuilder"
 
 #: part of every cached suite page's key: change it when a change here changes a page
 SUITE_PAGES_VERSION = "1"
@@ -54,14 +60,17 @@ def cache_dir() -> str:
     return user_cache_dir("data_docs")
 
 
-def site_config(docs_dir: str) -> dict[str, Any]:
+def site_config(docs_dir: str, shared_static_dir: str | None = None) -> dict[str, Any]:
     """The Data Docs site of one gate run: suite and validation pages rendered through
-    the shared-template views, suite pages through :class:`ReusedSuitePagesSectionBuilder`;
-    no profiling section (the gate never profiles)."""
+    the shared-template views, suite pages through ``ReusedSuitePagesSectionBuilder``;
+    no profiling section (the gate never profiles). With ``shared_static_dir`` (a local
+    folder), the static assets are hard links to one copy there (:func:`link_static_assets`)."""
     _register_gx_classes()
     page_view = {"module_name": __name__, "class_name": _PAGE_VIEW}
     return {
-        "class_name": "SiteBuilder",
+        "module_name": __name__,
+        "class_name": _SITE_BUILDER,
+        "shared_static_dir": shared_static_dir,
         "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": docs_dir},
         "site_index_builder": {
             "class_name": "DefaultSiteIndexBuilder",
@@ -98,6 +107,42 @@ def _write_cached(path: str, data: bytes) -> None:
             os.remove(tmp)
 
 
+def link_static_assets(site_dir: str, shared_static_dir: str) -> bool:
+    """Fill ``<site_dir>/static`` with hard links to one copy of GX's static assets in
+    ``shared_static_dir`` (made on first use, per GX version). False, leaving GX to copy
+    them, where a link cannot be made (another device, a filesystem without hard links).
+
+    The assets are the same for every site of a GX version and no page writes to them,
+    so sharing their bytes changes nothing a reader sees; a site moved or archived
+    elsewhere takes its files along like any other (a hard link is a file)."""
+    import great_expectations
+
+    source = os.path.join(os.path.dirname(great_expectations.__file__), "render", "view", "static")
+    shared = os.path.join(shared_static_dir, f"gx-{great_expectations.__version__}")
+    try:
+        if not os.path.isdir(shared):
+            tmp = f"{shared}.tmp-{uuid.uuid4().hex}"
+            shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(".DS_Store"))
+            try:
+                os.rename(tmp, shared)
+            except OSError:  # another build made it first
+                shutil.rmtree(tmp, ignore_errors=True)
+        for folder, _, files in os.walk(shared):
+            target = os.path.join(site_dir, "static", os.path.relpath(folder, shared))
+            os.makedirs(target, exist_ok=True)
+            for name in files:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(target, name))
+                os.link(os.path.join(folder, name), os.path.join(target, name))
+    except OSError as exc:
+        logger.debug("Data Docs static assets copied, not linked (%s): %s", site_dir, exc)
+        # GX's copy writes into existing files: a link made before the failure would
+        # have it write through to the shared copy
+        shutil.rmtree(os.path.join(site_dir, "static"), ignore_errors=True)
+        return False
+    return True
+
+
 def suite_page_key(suite: dict[str, Any], data_context_id: Any, show_how_to_buttons: bool) -> str:
     """What a suite page shows depends on: the suite without its ids (GX gives the suite
     and each expectation a new random id in each context; the page shows none), GX's
@@ -122,7 +167,10 @@ def _register_gx_classes() -> None:
     import jinja2
     from great_expectations.core.expectation_suite import ExpectationSuite
     from great_expectations.data_context.types.resource_identifiers import SiteSectionIdentifier
-    from great_expectations.render.renderer.site_builder import DefaultSiteSectionBuilder
+    from great_expectations.render.renderer.site_builder import (
+        DefaultSiteSectionBuilder,
+        SiteBuilder,
+    )
     from great_expectations.render.view import DefaultJinjaIndexPageView, DefaultJinjaPageView
 
     class MachineBytecodeCache(jinja2.BytecodeCache):
@@ -196,6 +244,33 @@ def _register_gx_classes() -> None:
                     SiteSectionIdentifier(site_section_name=self.name, resource_identifier=key), page.decode()
                 )
 
+    class LinkedStaticAssetsSiteBuilder(SiteBuilder):  # type: ignore[misc]
+        """GX's site builder, with the static assets linked rather than copied where
+        ``shared_static_dir`` is given and the filesystem allows (:func:`link_static_assets`)."""
+
+        # GX passes a builder only the runtime values its ``__init__`` names: name them all
+        def __init__(  # noqa: PLR0913
+            self, data_context: Any, store_backend: dict[str, Any], site_name: str | None = None,
+            site_index_builder: Any = None, show_how_to_buttons: bool = True, site_section_builders: Any = None,
+            runtime_environment: Any = None, cloud_mode: bool = False, shared_static_dir: str | None = None,
+            **kwargs: Any,
+        ):
+            super().__init__(
+                data_context, store_backend, site_name=site_name, site_index_builder=site_index_builder,
+                show_how_to_buttons=show_how_to_buttons, site_section_builders=site_section_builders,
+                runtime_environment=runtime_environment, cloud_mode=cloud_mode, **kwargs,
+            )
+            if shared_static_dir is None:
+                return
+            site_dir, copy_by_gx = store_backend["base_directory"], self.target_store.copy_static_assets
+
+            def link_or_copy(static_assets_source_dir: str | None = None) -> None:
+                if static_assets_source_dir is not None or not link_static_assets(site_dir, shared_static_dir):
+                    copy_by_gx(static_assets_source_dir)
+
+            self.target_store.copy_static_assets = link_or_copy  # type: ignore[method-assign]
+
+    globals()[_SITE_BUILDER] = LinkedStaticAssetsSiteBuilder
     globals()[_INDEX_VIEW] = CachedTemplatesIndexPageView
     globals()[_PAGE_VIEW] = CachedTemplatesPageView
     globals()[_SUITE_SECTION] = ReusedSuitePagesSectionBuilder

@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from converters.io import read_each
+from curation.hash_cache import workdir_cache_dir
 from curation.schema import check_batch
 from curation.shards import read_present_columns
 from quality_checks.data_docs import site_config, write_gate_page
@@ -116,7 +117,7 @@ class _GxSession:
     build's Data Docs to that build's validations.
     """
 
-    def __init__(self, docs_dir: str | None):
+    def __init__(self, docs_dir: str | None, shared_static_dir: str | None = None):
         gx = import_gx()
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -128,7 +129,7 @@ class _GxSession:
         self.site = None
         if docs_dir:
             self.site = "medcurate_build"
-            self.context.add_data_docs_site(site_name=self.site, site_config=site_config(docs_dir))
+            self.context.add_data_docs_site(site_name=self.site, site_config=site_config(docs_dir, shared_static_dir))
         self._suites: dict[str, Any] = {}
         self._batches: Any = None
         self._runs = 0
@@ -628,7 +629,8 @@ def gate_build(
     fs, root = fsspec.core.url_to_fs(workdir)
     run_dir = f"{root.rstrip('/')}/runs/{build_id}"
     fs.makedirs(run_dir, exist_ok=True)
-    session = _GxSession(f"{run_dir}/data_docs" if data_docs else None)
+    # data docs are written only for a local workdir (flows.build), whose cache folder is local too
+    session = _GxSession(f"{run_dir}/data_docs" if data_docs else None, workdir_cache_dir(workdir, "data_docs_static"))
     validator = _ShardValidator(session, limits, severity_bands)
 
     shards: list[ShardResult] = []

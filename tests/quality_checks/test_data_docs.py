@@ -52,7 +52,7 @@ def a_failing_build(folder: Path, workdir: Path, build_id: str, **kwargs: Any) -
                       cache_passed=False, previous=[previous], tolerances={"max_failed_shard_fraction": 0.5}, **kwargs)
 
 
-def gx_default_site(docs_dir: str) -> dict[str, Any]:
+def gx_default_site(docs_dir: str, shared_static_dir: str | None = None) -> dict[str, Any]:
     return {"class_name": "SiteBuilder", "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": docs_dir},
             "site_section_builders": {"profiling": "0"}}
 
@@ -144,6 +144,46 @@ def test_a_changed_suite_gets_a_page_of_its_own(tmp_path: Path, monkeypatch: pyt
     # the shard and build suites: both carry the tolerances in their meta
     assert len(data_docs._SUITE_PAGES) == len(pages_before) + 2
     assert not (not_a_folder / "cache").exists()
+
+
+def static_files(site: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(site / "static")): p.read_bytes() for p in (site / "static").rglob("*") if p.is_file()}
+
+
+def test_static_assets_are_gx_own_files_stored_once_per_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every site has GX's static assets, byte for byte; in one workdir they are hard
+    links to one copy, and where links cannot be made they are GX's own copies."""
+    import great_expectations
+
+    gx_static = Path(great_expectations.__file__).parent / "render" / "view" / "static"
+    expected = {str(p.relative_to(gx_static)): p.read_bytes() for p in gx_static.rglob("*") if p.is_file() and p.name != ".DS_Store"}
+    assert sum(len(b) for b in expected.values()) > 1_000_000  # what each site would copy
+    shard = write_shard(FAMILY_ROWS["imed"](), tmp_path / "in" / "imed.parquet")
+
+    def site(workdir: Path, build_id: str) -> Path:
+        report = gate_build([shard], family="imed", workdir=str(workdir), build_id=build_id, severity_bands=TEST_BANDS)
+        assert report.passed and report.data_docs_path
+        return Path(report.data_docs_path).parent
+
+    sites = [site(tmp_path / "work", build) for build in ("a", "b")]
+    for one in sites:
+        assert static_files(one) == expected
+    css = [one / "static" / "styles" / "data_docs_default_styles.css" for one in sites]
+    assert css[0].stat().st_ino == css[1].stat().st_ino and css[0].stat().st_nlink == 3  # two sites + the shared copy
+    assert (tmp_path / "work" / "cache" / "data_docs_static" / f"gx-{great_expectations.__version__}").is_dir()
+
+    made, link = [], os.link
+
+    def links_until_the_third(source: str, target: str) -> None:
+        if len(made) == 2:
+            raise OSError(18, "Invalid cross-device link")
+        made.append(link(source, target))
+
+    monkeypatch.setattr(os, "link", links_until_the_third)
+    copied = site(tmp_path / "work", "c")
+    assert static_files(copied) == expected
+    assert all(p.stat().st_nlink == 1 for p in (copied / "static").rglob("*") if p.is_file())  # none left linked
+    assert css[0].stat().st_nlink == 3
 
 
 def test_a_suite_page_key_ignores_ids_and_nothing_else() -> None:
