@@ -191,29 +191,29 @@ def _register_gx_classes() -> None:
     bytecode = MachineBytecodeCache()
     first_views: dict[tuple[type, str | None, str | None], Any] = {}
 
-    def share_environment(view: Any, styles: str | None, views: str | None) -> bool:
-        """Give ``view`` the environment of the first view of its kind (a view's state
-        is its environment and these two folders; GX binds the environment's filters
-        to the view that made it, which renders the same). False for the first."""
-        first = first_views.get((type(view), styles, views))
-        if first is None:
-            return False
-        view.custom_styles_directory, view.custom_views_directory, view.env = styles, views, first.env
-        return True
+    class SharedEnvironment:
+        """Every view of a kind gets the environment of the first (a view's state is its
+        environment and its two folders; GX binds the environment's filters to the view
+        that made it, which renders the same), with the bytecode cache above."""
 
-    class CachedTemplatesPageView(DefaultJinjaPageView):  # type: ignore[misc]
-        def __init__(self, custom_styles_directory: str | None = None, custom_views_directory: str | None = None):
-            if not share_environment(self, custom_styles_directory, custom_views_directory):
-                super().__init__(custom_styles_directory, custom_views_directory)
-                self.env.bytecode_cache = bytecode
-                first_views[(type(self), custom_styles_directory, custom_views_directory)] = self
+        env: Any
 
-    class CachedTemplatesIndexPageView(DefaultJinjaIndexPageView):  # type: ignore[misc]
         def __init__(self, custom_styles_directory: str | None = None, custom_views_directory: str | None = None):
-            if not share_environment(self, custom_styles_directory, custom_views_directory):
-                super().__init__(custom_styles_directory, custom_views_directory)
+            key = (type(self), custom_styles_directory, custom_views_directory)
+            first = first_views.get(key)
+            if first is None:
+                super().__init__(custom_styles_directory, custom_views_directory)  # type: ignore[call-arg]
                 self.env.bytecode_cache = bytecode
-                first_views[(type(self), custom_styles_directory, custom_views_directory)] = self
+                first_views[key] = self
+            else:
+                self.custom_styles_directory, self.custom_views_directory = custom_styles_directory, custom_views_directory
+                self.env = first.env
+
+    class CachedTemplatesPageView(SharedEnvironment, DefaultJinjaPageView):  # type: ignore[misc]
+        pass
+
+    class CachedTemplatesIndexPageView(SharedEnvironment, DefaultJinjaIndexPageView):  # type: ignore[misc]
+        pass
 
     class ReusedSuitePagesSectionBuilder(DefaultSiteSectionBuilder):  # type: ignore[misc]
         """GX's section builder for suite pages, rendering a page only for a suite no

@@ -186,6 +186,18 @@ def test_static_assets_are_gx_own_files_stored_once_per_workdir(tmp_path: Path, 
     assert css[0].stat().st_nlink == 3
 
 
+def test_views_of_a_kind_share_one_environment(tmp_path: Path) -> None:
+    """GX makes new views for every site build; ours hand later ones the first one's Jinja
+    environment (its loaded templates), per kind of view and custom folders."""
+    data_docs.site_config(str(tmp_path))  # defines the classes GX loads by name
+    page_view, index_view = (getattr(data_docs, name) for name in ("CachedTemplatesPageView", "CachedTemplatesIndexPageView"))
+    pages, indexes = [page_view() for _ in range(2)], [index_view() for _ in range(2)]
+    assert pages[0].env is pages[1].env and indexes[0].env is indexes[1].env
+    assert pages[0].env is not indexes[0].env
+    assert page_view(custom_styles_directory=str(tmp_path)).env is not pages[0].env
+    assert pages[1].env.bytecode_cache is pages[0].env.bytecode_cache is not None
+
+
 def test_a_suite_page_key_ignores_ids_and_nothing_else() -> None:
     suite = {"name": "s", "id": "1", "meta": {}, "notes": None,
              "expectations": [{"type": "expect_column_to_exist", "kwargs": {"column": "a"}, "id": "x", "_id": "y"}]}
