@@ -203,12 +203,13 @@ def demo_once(label: str, baseline_tree: str | None = None) -> tuple[float, floa
         load = os.getloadavg()
         print(f"{label} (load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})")
         print(f"{'dataset':<14} {'samples':>8} {'build s':>8} {'gate s':>7} {'gate share':>10} {'card s':>7} {'card share':>10}")
-        total_build = total_gate = later_gate = later_build = total_card = 0.0
+        total_build = total_gate = later_gate = later_build = total_card = total_docs = 0.0
         summaries = [json.loads(p.read_text()) for p in sorted(work.glob("runs/*/summary.json"), key=lambda p: p.parent.name)]
         for index, summary in enumerate(summaries):
             phases = summary.get("phases", {})
             gate, card, seconds = float(phases.get("gate", 0.0)), float(phases.get("card", 0.0)), float(summary["seconds"])
             total_build, total_gate, total_card = total_build + seconds, total_gate + gate, total_card + card
+            total_docs += float(summary.get("gate", {}).get("data_docs_seconds", 0.0))  # 0: a tree before session 14
             if index:  # the first build's gate also pays GX's one-off import
                 later_gate, later_build = later_gate + gate, later_build + seconds
             print(
@@ -221,6 +222,9 @@ def demo_once(label: str, baseline_tree: str | None = None) -> tuple[float, floa
         )
         print(f"{'all but first':<14} {'':>8} {later_build:>8.2f} {later_gate:>7.2f} {later_gate / later_build * 100:>9.1f}%"
               "   (without GX's one-off import)")
+        if total_docs:
+            print(f"of the gate: Data Docs {total_docs:.2f} s ({total_docs / total_build * 100:.1f}% of build time); "
+                  f"metrics and GX verdicts alone {(total_gate - total_docs) / total_build * 100:.1f}%")
         return total_build, total_gate, later_build, later_gate, total_card
     finally:
         shutil.rmtree(work, ignore_errors=True)

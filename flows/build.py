@@ -530,6 +530,7 @@ def finish(
             "shards_reused": report.shards_reused,
             "data_docs": report.data_docs_path,
             "seconds": round(report.seconds, 3),
+            "data_docs_seconds": round(report.data_docs_seconds, 3),
         }
         if not report.passed:
             raise GateFailed(request.dataset, report, record_unpublished())

@@ -104,6 +104,8 @@ class GateReport:
     shards: list[ShardResult] = dataclasses.field(default_factory=list)
     failures: list[FailedExpectation] = dataclasses.field(default_factory=list)
     suite_versions: dict[str, str] = dataclasses.field(default_factory=lambda: dict(SUITE_VERSIONS))
+    #: the part of ``seconds`` spent writing Data Docs and ``gate.html`` (evidence, not verdicts)
+    data_docs_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -684,9 +686,11 @@ def gate_build(
     failures += build_level
     passed = bool(shards) and failed_fraction <= limits.max_failed_shard_fraction and not build_level
 
+    docs_started = time.perf_counter()
     docs = session.build_docs(
         f"Quality gate: {family or 'common'} build {build_id}", "passed" if passed else "FAILED", [str(f) for f in failures]
     )
+    docs_seconds = time.perf_counter() - docs_started
     # the full URL: ``run_dir`` has lost the protocol (s3://) and would resolve to a local path
     metrics_path = _write_metrics(all_flats, f"{workdir.rstrip('/')}/runs/{build_id}/quality_metrics.parquet")
     report = GateReport(
@@ -697,6 +701,7 @@ def gate_build(
         data_docs_path=docs,
         metrics_path=metrics_path,
         seconds=time.perf_counter() - started,
+        data_docs_seconds=docs_seconds,
         build_id=build_id,
         family=family,
         failed_shard_fraction=failed_fraction,
@@ -751,16 +756,17 @@ def validate_path(
     build_level = _build_failures(session, flats, limits, previous) if flats else []
     failures += build_level
     failed_fraction = sum(not s.passed for s in shards) / len(shards) if shards else 0.0
+    docs_started = time.perf_counter()
+    docs = session.build_docs("medcurate validate", "passed" if not failures else "FAILED", [str(f) for f in failures])
     return GateReport(
         passed=bool(shards) and failed_fraction == 0.0 and not build_level,
         passed_shards=[s.path for s in shards if s.passed],
         quarantined=[],
         failed_expectations=[str(f) for f in failures],
-        data_docs_path=session.build_docs(
-            "medcurate validate", "passed" if not failures else "FAILED", [str(f) for f in failures]
-        ),
+        data_docs_path=docs,
         metrics_path=None,
         seconds=time.perf_counter() - started,
+        data_docs_seconds=time.perf_counter() - docs_started,
         family=family,
         failed_shard_fraction=failed_fraction,
         shards=shards,

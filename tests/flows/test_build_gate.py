@@ -34,6 +34,7 @@ def test_quarantined_rows_are_not_counted_as_written_when_the_gate_passes_within
     summary = run_build_inline(request).summary
     assert summary["gate"]["passed"] is True and len(summary["gate"]["quarantined"]) == 2
     assert summary["samples_written"] == 2 and summary["gate"]["samples_quarantined"] == 2
+    assert 0 < summary["gate"]["data_docs_seconds"] < summary["gate"]["seconds"]  # evidence: part of the gate's time
     catalog = open_catalog(workdir=str(tmp_path / "w"))
     assert int(catalog.version_info("f").medcurate["samples"]) == catalog.to_arrow("f").num_rows == 2
 

@@ -74,6 +74,7 @@ def test_pages_are_the_pages_gx_renders_by_itself(tmp_path: Path, monkeypatch: p
     assert re.search(r"values must be unique\.\s*2 unexpected values found", re.sub(r"<[^>]+>", " ", failing))
     for report in ours:
         assert report.passed and [os.path.basename(q) for q in report.quarantined] == ["bad.parquet"]
+        assert 0 < report.data_docs_seconds < report.seconds
         assert pages_of(report) == expected
 
 
