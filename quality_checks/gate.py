@@ -121,9 +121,16 @@ class _GxSession:
 
     def __init__(self, docs_dir: str | None, shared_static_dir: str | None = None):
         gx = import_gx()
-        from great_expectations.data_context.types.base import ProgressBarsConfig
+        from great_expectations.data_context.types.base import (
+            DataContextConfig,
+            InMemoryStoreBackendDefaults,
+            ProgressBarsConfig,
+        )
 
-        self.context = gx.get_context(mode="ephemeral")
+        # without GX's default "local_site" in a temporary folder it never writes (and
+        # logs at INFO into every build's flow log): the session's own site is the only one
+        project = DataContextConfig(store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False))
+        self.context = gx.get_context(mode="ephemeral", project_config=project)
         skip_project_config_saves(self.context)
         keep_validation_results_as_dicts(self.context)
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)

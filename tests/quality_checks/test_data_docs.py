@@ -199,6 +199,18 @@ def test_views_of_a_kind_share_one_environment(tmp_path: Path) -> None:
     assert pages[1].env.bytecode_cache is pages[0].env.bytecode_cache is not None
 
 
+def test_the_gate_context_has_its_own_site_only(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """GX's ephemeral context would add a default site in a temporary folder it never
+    writes, and say so at INFO in every build's log; the gate's context has its own site."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="great_expectations"):
+        session = gate._GxSession(str(tmp_path / "docs"))
+    assert list(session.context.variables.data_docs_sites or {}) == ["medcurate_build"]
+    assert not [r for r in caplog.records if "temporary directory" in r.getMessage()]
+    assert gate._GxSession(None).context.variables.data_docs_sites in (None, {})
+
+
 def test_a_suite_page_key_ignores_ids_and_nothing_else() -> None:
     suite = {"name": "s", "id": "1", "meta": {}, "notes": None,
              "expectations": [{"type": "expect_column_to_exist", "kwargs": {"column": "a"}, "id": "x", "_id": "y"}]}
