@@ -68,7 +68,7 @@ def test_pages_are_the_pages_gx_renders_by_itself(tmp_path: Path, monkeypatch: p
 
     expected = pages_of(by_gx)
     assert {"gate.html", "index.html"} <= expected.keys()
-    assert sum("validations/" in name for name in expected) == 5  # 2 shards, screening dropped, build, mix
+    assert sum("validations/" in name for name in expected) == 5  # the screening run, 2 shards, build, mix
     assert sum("expectations/" in name for name in expected) == 3
     failing = next(text for name, text in expected.items() if name.endswith("bad.parquet/RUNTIME/medcurate-shards.html"))
     assert re.search(r"values must be unique\.\s*2 unexpected values found", re.sub(r"<[^>]+>", " ", failing))
