@@ -169,7 +169,8 @@ class _GxSession:
         from great_expectations.validator.v1_validator import Validator
 
         if suite.name not in self._suites:
-            self.context.suites.add(suite)  # for its page in Data Docs
+            if self.site:  # for its page in Data Docs; nothing else reads the context's suites
+                self.context.suites.add(suite)
             self._suites[suite.name] = suite
         self._runs += 1
         # GX's file store refuses a key part holding '/' or '\\' (no page would be written)
@@ -186,13 +187,14 @@ class _GxSession:
             validation_id=None, checkpoint_id=None,
         )
         suite_id = ExpectationSuiteIdentifier(name=suite.name)
-        self.context.validation_results_store.store_validation_results(
-            suite_validation_result=result,
-            suite_validation_result_identifier=ValidationResultIdentifier(
-                batch_identifier=validator.active_batch_id, expectation_suite_identifier=suite_id, run_id=run_id
-            ),
-            expectation_suite_identifier=suite_id,
-        )
+        if self.site:  # Data Docs is the store's only reader
+            self.context.validation_results_store.store_validation_results(
+                suite_validation_result=result,
+                suite_validation_result_identifier=ValidationResultIdentifier(
+                    batch_identifier=validator.active_batch_id, expectation_suite_identifier=suite_id, run_id=run_id
+                ),
+                expectation_suite_identifier=suite_id,
+            )
         self.runs.append((run_id.run_name, asset_label, suite.name, bool(result.success)))
         return result
 

@@ -101,7 +101,7 @@ def test_a_session_run_gives_what_gx_validation_definition_run_gives(tmp_path: P
     definition = context.validation_definitions.add(gx.ValidationDefinition(name="by_gx", data=batches, suite=suite))
     by_gx = definition.run(batch_parameters={"dataframe": frame}, result_format="SUMMARY").to_json_dict()
 
-    session = gate._GxSession(None)
+    session = gate._GxSession(str(tmp_path / "docs"))  # with Data Docs, which read the stored result
     ours = session.validate("shard", frame, gate.shard_suite("imed", Tolerances())).to_json_dict()
     for result in by_gx["results"] + ours["results"]:
         result["expectation_config"].pop("id", None)
@@ -179,7 +179,7 @@ def test_results_kept_as_dicts_load_as_gx_own_text_would(family: str, tmp_path: 
         ValidationResultsStore,
     )
 
-    session = gate._GxSession(None)
+    session = gate._GxSession(str(tmp_path / "docs"))
     validation = session.validate("shard", broken_frame(family, tmp_path), gate.shard_suite(family, Tolerances()))
     store = session.context.validation_results_store
     assert store.serialize is not ValidationResultsStore.serialize  # the session keeps dicts
@@ -198,3 +198,22 @@ def test_results_as_dicts_only_for_an_in_memory_store(tmp_path: Path) -> None:
     gx = import_gx()
     with pytest.raises(ValueError, match="'file'"):
         keep_validation_results_as_dicts(gx.get_context(mode="file", project_root_dir=str(tmp_path)))
+
+
+def test_a_session_without_data_docs_stores_nothing_and_validates_the_same(tmp_path: Path) -> None:
+    """Without a Data Docs site (an ``s3://`` workdir, ``medcurate validate`` without
+    ``--docs-dir``) nothing would read the stored results or suites: none are stored,
+    and the verdicts are the same."""
+    frame = broken_frame("imed", tmp_path)
+    with_docs, without = gate._GxSession(str(tmp_path / "docs")), gate._GxSession(None)
+    results = []
+    for session in (with_docs, without):
+        result = session.validate("shard", frame, gate.shard_suite("imed", Tolerances())).to_json_dict()
+        for item in result["results"]:
+            item["expectation_config"].pop("id", None)  # fresh per suite object
+        results.append(result)
+    assert not results[1]["success"] and results[1]["statistics"]["unsuccessful_expectations"] >= 2
+    for field in ("results", "success", "statistics", "suite_name"):
+        assert results[0][field] == results[1][field], field
+    assert without.context.validation_results_store.list_keys() == [] and without.context.suites.all() == []
+    assert len(with_docs.context.validation_results_store.list_keys()) == 1 and len(with_docs.context.suites.all()) == 1
