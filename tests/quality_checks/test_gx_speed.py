@@ -201,9 +201,9 @@ def test_results_as_dicts_only_for_an_in_memory_store(tmp_path: Path) -> None:
 
 
 def test_a_session_without_data_docs_stores_nothing_and_validates_the_same(tmp_path: Path) -> None:
-    """Without a Data Docs site (an ``s3://`` workdir, ``medcurate validate`` without
-    ``--docs-dir``) nothing would read the stored results or suites: none are stored,
-    and the verdicts are the same."""
+    """Without a Data Docs site (an ``s3://`` workdir, ``validate_path`` without
+    ``docs_dir``) nothing would read the stored results or suites: none are stored, and
+    the verdicts are the same."""
     frame = broken_frame("imed", tmp_path)
     with_docs, without = gate._GxSession(str(tmp_path / "docs")), gate._GxSession(None)
     results = []
