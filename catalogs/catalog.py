@@ -291,7 +291,7 @@ class DatasetCatalog:
         protected = {v.snapshot_id for v in versions if v.version in kept} | ({current.snapshot_id} if current else set())
         files = self._files_by_snapshot(table)
         expired = [snapshot_id for snapshot_id in files if snapshot_id not in protected]
-        still_held = {path for snapshot_id, paths in files.items() if snapshot_id not in expired for path in paths}
+        still_held = {path for snapshot_id, paths in files.items() if snapshot_id in protected for path in paths}
         released = sorted({path for snapshot_id in expired for path in files[snapshot_id]} - still_held)
         if not dry_run:
             if dropped:

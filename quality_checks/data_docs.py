@@ -51,7 +51,7 @@ SUITE_PAGES_VERSION = "1"
 #: this process's compiled templates (Jinja bucket key -> bytecode) and rendered suite
 #: pages (:func:`suite_page_key` -> HTML); both also kept under :func:`cache_dir`
 _COMPILED_TEMPLATES: dict[str, bytes] = {}
-_SUITE_PAGES: dict[str, bytes] = {}
+_SUITE_PAGES: dict[str, str] = {}
 
 
 def cache_dir() -> str:
@@ -227,7 +227,9 @@ def _register_gx_classes() -> None:
                 suite = self.source_store.get(key)
                 page_key = suite_page_key(suite, self.data_context_id, self.show_how_to_buttons)
                 path = os.path.join(cache_dir(), "suite_pages", f"{page_key}.html")
-                page = _SUITE_PAGES.get(page_key) or _read_cached(path)
+                page = _SUITE_PAGES.get(page_key)
+                if page is None and (cached := _read_cached(path)) is not None:
+                    page = cached.decode()
                 if page is None:
                     try:
                         html = self.view_class.render(
@@ -237,12 +239,10 @@ def _register_gx_classes() -> None:
                     except Exception:  # GX's builder logs a page it cannot render and goes on
                         logger.exception("Data Docs: the page of suite %s could not be rendered", key.name)
                         continue
-                    page = html.encode()
-                    _write_cached(path, page)
+                    page = html
+                    _write_cached(path, page.encode())
                 _SUITE_PAGES[page_key] = page
-                self.target_store.set(
-                    SiteSectionIdentifier(site_section_name=self.name, resource_identifier=key), page.decode()
-                )
+                self.target_store.set(SiteSectionIdentifier(site_section_name=self.name, resource_identifier=key), page)
 
     class LinkedStaticAssetsSiteBuilder(SiteBuilder):  # type: ignore[misc]
         """GX's site builder, with the static assets linked rather than copied where
@@ -265,6 +265,7 @@ def _register_gx_classes() -> None:
             site_dir, copy_by_gx = store_backend["base_directory"], self.target_store.copy_static_assets
 
             def link_or_copy(static_assets_source_dir: str | None = None) -> None:
+                # GX's copy recurses into sub-folders through this attribute, with the folder
                 if static_assets_source_dir is not None or not link_static_assets(site_dir, shared_static_dir):
                     copy_by_gx(static_assets_source_dir)
 

@@ -144,6 +144,8 @@ class _GxSession:
         self._runs = 0
         #: (run name, scope, suite name, success) of every validation, for the summary page
         self.runs: list[tuple[str, str, str, bool]] = []
+        #: how long :meth:`build_docs` took (0 without a site)
+        self.docs_seconds = 0.0
 
     def validate(self, asset_label: str, frame: Any, suite: Any, result_format: ResultFormat = "SUMMARY") -> Any:
         """One GX run of ``suite`` over ``frame``, stored for Data Docs under its run name.
@@ -186,8 +188,8 @@ class _GxSession:
             run_id=run_id, validation_time=run_id.run_time, batch_parameters={"dataframe": DATAFRAME_REPLACEMENT_STR},
             validation_id=None, checkpoint_id=None,
         )
-        suite_id = ExpectationSuiteIdentifier(name=suite.name)
         if self.site:  # Data Docs is the store's only reader
+            suite_id = ExpectationSuiteIdentifier(name=suite.name)
             self.context.validation_results_store.store_validation_results(
                 suite_validation_result=result,
                 suite_validation_result_identifier=ValidationResultIdentifier(
@@ -213,10 +215,12 @@ class _GxSession:
         shows no table offline; the per-validation pages are static HTML)."""
         if not self.site:
             return None
+        started = time.perf_counter()
         urls = self.context.build_data_docs(site_names=[self.site])
         url = urls.get(self.site, "")
         index = url[len("file://"):] if url.startswith("file://") else url
         write_gate_page(os.path.dirname(index), title, verdict, failures, self.runs)
+        self.docs_seconds = time.perf_counter() - started
         return index
 
 
@@ -695,11 +699,9 @@ def gate_build(
     failures += build_level
     passed = bool(shards) and failed_fraction <= limits.max_failed_shard_fraction and not build_level
 
-    docs_started = time.perf_counter()
     docs = session.build_docs(
         f"Quality gate: {family or 'common'} build {build_id}", "passed" if passed else "FAILED", [str(f) for f in failures]
     )
-    docs_seconds = time.perf_counter() - docs_started
     # the full URL: ``run_dir`` has lost the protocol (s3://) and would resolve to a local path
     metrics_path = _write_metrics(all_flats, f"{workdir.rstrip('/')}/runs/{build_id}/quality_metrics.parquet")
     report = GateReport(
@@ -710,7 +712,7 @@ def gate_build(
         data_docs_path=docs,
         metrics_path=metrics_path,
         seconds=time.perf_counter() - started,
-        data_docs_seconds=docs_seconds,
+        data_docs_seconds=session.docs_seconds,
         build_id=build_id,
         family=family,
         failed_shard_fraction=failed_fraction,
@@ -765,7 +767,6 @@ def validate_path(
     build_level = _build_failures(session, flats, limits, previous) if flats else []
     failures += build_level
     failed_fraction = sum(not s.passed for s in shards) / len(shards) if shards else 0.0
-    docs_started = time.perf_counter()
     docs = session.build_docs("medcurate validate", "passed" if not failures else "FAILED", [str(f) for f in failures])
     return GateReport(
         passed=bool(shards) and failed_fraction == 0.0 and not build_level,
@@ -775,7 +776,7 @@ def validate_path(
         data_docs_path=docs,
         metrics_path=None,
         seconds=time.perf_counter() - started,
-        data_docs_seconds=time.perf_counter() - docs_started,
+        data_docs_seconds=session.docs_seconds,
         family=family,
         failed_shard_fraction=failed_fraction,
         shards=shards,
